@@ -1,0 +1,255 @@
+package keys
+
+import (
+	"bytes"
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tink-crypto/tink-go/v2/aead"
+	"github.com/tink-crypto/tink-go/v2/keyset"
+	"github.com/tink-crypto/tink-go/v2/tink"
+)
+
+// ErrExists: CreateIfAbsent found a keyset already stored for the user.
+var ErrExists = errors.New("keys: keyset already exists")
+
+// KeysetStore keeps each user's wrapped keyset and the erasure tombstones.
+// It never sees an unwrapped key.
+type KeysetStore interface {
+	// Load returns the wrapped keyset, ErrNoKey when absent.
+	Load(ctx context.Context, user string) ([]byte, error)
+	// CreateIfAbsent stores wrapped only if the user has no keyset, else
+	// ErrExists; it is what makes concurrent first use end with one key.
+	CreateIfAbsent(ctx context.Context, user string, wrapped []byte) error
+	// Delete removes the keyset (crypto-shredding); absent is not an error.
+	Delete(ctx context.Context, user string) error
+	// Tombstoned reports whether the user asked to be erased.
+	Tombstoned(ctx context.Context, user string) (bool, error)
+}
+
+// Options tune a Keyring; the zero value gives the defaults.
+type Options struct {
+	// CacheSize bounds how many unwrapped keysets stay in memory
+	// (default 1024), least recently used evicted first.
+	CacheSize int
+	// CacheTTL bounds how long an unwrapped keyset is used without
+	// re-reading the store (default 1 minute), so a Shred done by another
+	// process takes effect here within it. Tombstones are checked on every
+	// call regardless.
+	CacheTTL time.Duration
+}
+
+// Keyring is the Sealer: envelope encryption with one Tink AES256-GCM
+// keyset per user, wrapped by the KEK with the user as associated data.
+type Keyring struct {
+	kek   tink.AEAD
+	store KeysetStore
+	max   int
+	ttl   time.Duration
+	now   func() time.Time
+
+	mu    sync.Mutex
+	lru   *list.List // of *cached, most recent first
+	byKey map[string]*list.Element
+	epoch uint64 // bumped by every Shred; a load that spans one is not cached
+}
+
+var _ Sealer = (*Keyring)(nil)
+
+type cached struct {
+	user   string
+	prim   tink.AEAD
+	expiry time.Time
+}
+
+// NewKeyring returns a Keyring over store, wrapping keysets with kek.
+func NewKeyring(kek tink.AEAD, store KeysetStore, opts Options) *Keyring {
+	if opts.CacheSize <= 0 {
+		opts.CacheSize = 1024
+	}
+	if opts.CacheTTL <= 0 {
+		opts.CacheTTL = time.Minute
+	}
+	return &Keyring{
+		kek: kek, store: store, max: opts.CacheSize, ttl: opts.CacheTTL, now: time.Now,
+		lru: list.New(), byKey: map[string]*list.Element{},
+	}
+}
+
+var errEmptyUser = errors.New("keys: empty user")
+
+// Seal encrypts plaintext with the user's data key, creating the key on
+// first use unless the user is tombstoned.
+func (k *Keyring) Seal(ctx context.Context, user string, plaintext, ad []byte) ([]byte, error) {
+	if err := k.checkTombstone(ctx, user); err != nil {
+		return nil, err
+	}
+	prim, err := k.primitive(ctx, user, true)
+	if err != nil {
+		return nil, err
+	}
+	ct, err := prim.Encrypt(plaintext, ad)
+	if err != nil {
+		return nil, fmt.Errorf("aead.Encrypt: %w", err)
+	}
+	return ct, nil
+}
+
+// Open decrypts: ErrTombstoned for an erased user, ErrNoKey when the key is
+// gone, ErrDecrypt when ciphertext or associated data do not match.
+func (k *Keyring) Open(ctx context.Context, user string, ciphertext, ad []byte) ([]byte, error) {
+	if err := k.checkTombstone(ctx, user); err != nil {
+		return nil, err
+	}
+	prim, err := k.primitive(ctx, user, false)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := prim.Decrypt(ciphertext, ad)
+	if err != nil {
+		// Tink's message adds nothing; callers branch on ErrDecrypt.
+		return nil, fmt.Errorf("aead.Decrypt: %w", ErrDecrypt)
+	}
+	return pt, nil
+}
+
+// Shred deletes the user's wrapped keyset and forgets the cached one:
+// everything sealed for the user becomes unreadable. Idempotent.
+func (k *Keyring) Shred(ctx context.Context, user string) error {
+	if user == "" {
+		return errEmptyUser
+	}
+	k.evict(user)
+	if err := k.store.Delete(ctx, user); err != nil {
+		return fmt.Errorf("KeysetStore.Delete: %w", err)
+	}
+	k.evict(user)
+	return nil
+}
+
+func (k *Keyring) checkTombstone(ctx context.Context, user string) error {
+	if user == "" {
+		return errEmptyUser
+	}
+	dead, err := k.store.Tombstoned(ctx, user)
+	if err != nil {
+		return fmt.Errorf("KeysetStore.Tombstoned: %w", err)
+	}
+	if dead {
+		k.evict(user)
+		return ErrTombstoned
+	}
+	return nil
+}
+
+// primitive returns the user's AEAD from the cache or the store, creating
+// the keyset when create is set and none exists.
+func (k *Keyring) primitive(ctx context.Context, user string, create bool) (tink.AEAD, error) {
+	k.mu.Lock()
+	epoch := k.epoch
+	if e, ok := k.byKey[user]; ok {
+		c := e.Value.(*cached)
+		if k.now().Before(c.expiry) {
+			k.lru.MoveToFront(e)
+			k.mu.Unlock()
+			return c.prim, nil
+		}
+		k.lru.Remove(e)
+		delete(k.byKey, user)
+	}
+	k.mu.Unlock()
+
+	wrapped, err := k.store.Load(ctx, user)
+	switch {
+	case errors.Is(err, ErrNoKey) && create:
+		wrapped, err = k.create(ctx, user)
+		if err != nil {
+			return nil, err
+		}
+	case errors.Is(err, ErrNoKey):
+		return nil, ErrNoKey
+	case err != nil:
+		return nil, fmt.Errorf("KeysetStore.Load: %w", err)
+	}
+	h, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(wrapped)), k.kek, []byte(user))
+	if err != nil {
+		return nil, fmt.Errorf("keyset.ReadWithAssociatedData: %w", err)
+	}
+	prim, err := aead.New(h)
+	if err != nil {
+		return nil, fmt.Errorf("aead.New: %w", err)
+	}
+	k.put(user, prim, epoch)
+	return prim, nil
+}
+
+// create makes, wraps and stores a keyset. Losing a race to another
+// process (ErrExists) is normal: the winner's keyset is loaded instead.
+func (k *Keyring) create(ctx context.Context, user string) ([]byte, error) {
+	h, err := keyset.NewHandle(aead.AES256GCMKeyTemplate())
+	if err != nil {
+		return nil, fmt.Errorf("keyset.NewHandle: %w", err)
+	}
+	var buf bytes.Buffer
+	if err := h.WriteWithAssociatedData(keyset.NewBinaryWriter(&buf), k.kek, []byte(user)); err != nil {
+		return nil, fmt.Errorf("keyset.WriteWithAssociatedData: %w", err)
+	}
+	err = k.store.CreateIfAbsent(ctx, user, buf.Bytes())
+	if errors.Is(err, ErrExists) {
+		w, err := k.store.Load(ctx, user)
+		if err != nil {
+			return nil, fmt.Errorf("KeysetStore.Load: %w", err)
+		}
+		return w, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("KeysetStore.CreateIfAbsent: %w", err)
+	}
+	// An erasure may have tombstoned the user between our check and the
+	// create; its shred step may already have run, so undo the key here.
+	dead, err := k.store.Tombstoned(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("KeysetStore.Tombstoned: %w", err)
+	}
+	if dead {
+		if err := k.store.Delete(ctx, user); err != nil {
+			return nil, fmt.Errorf("KeysetStore.Delete: %w", err)
+		}
+		return nil, ErrTombstoned
+	}
+	return buf.Bytes(), nil
+}
+
+func (k *Keyring) put(user string, prim tink.AEAD, epoch uint64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.epoch != epoch {
+		return // a Shred ran while we loaded: the key may be gone
+	}
+	c := &cached{user: user, prim: prim, expiry: k.now().Add(k.ttl)}
+	if e, ok := k.byKey[user]; ok {
+		e.Value = c
+		k.lru.MoveToFront(e)
+		return
+	}
+	k.byKey[user] = k.lru.PushFront(c)
+	for k.lru.Len() > k.max {
+		last := k.lru.Back()
+		k.lru.Remove(last)
+		delete(k.byKey, last.Value.(*cached).user)
+	}
+}
+
+func (k *Keyring) evict(user string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.epoch++
+	if e, ok := k.byKey[user]; ok {
+		k.lru.Remove(e)
+		delete(k.byKey, user)
+	}
+}

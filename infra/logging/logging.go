@@ -1,0 +1,175 @@
+// Package logging builds the process logger: log/slog JSON in the shape Cloud
+// Logging parses (severity, message, time, trace), with redaction so that
+// tokens, secrets, user content and raw identifiers never reach a log line.
+package logging
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"strings"
+)
+
+// Redacted replaces the value of every sensitive attribute.
+const Redacted = "[REDACTED]"
+
+// sensitiveKeys are attribute keys (lower-cased, matched as whole key or
+// suffix after "_" or ".") whose values are never logged. Content and
+// credentials both: a log pipeline is not a place for either.
+var sensitiveKeys = []string{
+	"token", "authorization", "auth", "bearer", "secret", "password", "passwd",
+	"api_key", "apikey", "key", "cookie", "signature", "credential", "credentials",
+	"transcript", "text", "body", "content", "note", "notes", "audio", "data",
+	"phone", "from", "to", "caller", "called", "email", "uid", "query", "q",
+}
+
+func isSensitive(key string) bool {
+	k := strings.ToLower(key)
+	for _, s := range sensitiveKeys {
+		if k == s || strings.HasSuffix(k, "_"+s) || strings.HasSuffix(k, "."+s) {
+			return true
+		}
+	}
+	return false
+}
+
+// Options configure New.
+type Options struct {
+	Level slog.Leveler
+	// ProjectID turns trace ids into Cloud Logging's full trace resource
+	// name (projects/P/traces/T).
+	ProjectID string
+}
+
+// New returns a JSON logger writing Cloud Logging's structured shape to w.
+func New(w io.Writer, opts Options) *slog.Logger {
+	h := slog.NewJSONHandler(w, &slog.HandlerOptions{
+		Level:       opts.Level,
+		ReplaceAttr: replaceAttr,
+	})
+	return slog.New(&traceHandler{Handler: h, projectID: opts.ProjectID})
+}
+
+func replaceAttr(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 {
+		switch a.Key {
+		case slog.LevelKey:
+			return slog.String("severity", severity(a.Value))
+		case slog.MessageKey:
+			a.Key = "message"
+			return a
+		case slog.TimeKey:
+			return a
+		}
+	}
+	if isSensitive(a.Key) {
+		return slog.String(a.Key, Redacted)
+	}
+	return a
+}
+
+func severity(v slog.Value) string {
+	l, ok := v.Any().(slog.Level)
+	if !ok {
+		return "DEFAULT"
+	}
+	switch {
+	case l >= slog.LevelError:
+		return "ERROR"
+	case l >= slog.LevelWarn:
+		return "WARNING"
+	case l >= slog.LevelInfo:
+		return "INFO"
+	default:
+		return "DEBUG"
+	}
+}
+
+type traceKey struct{}
+
+// Trace is the trace context of a request or message, as carried by
+// traceparent or X-Cloud-Trace-Context.
+type Trace struct {
+	TraceID string
+	SpanID  string
+	Sampled bool
+}
+
+// WithTrace returns ctx carrying t; log records made with that ctx carry
+// Cloud Logging's trace fields.
+func WithTrace(ctx context.Context, t Trace) context.Context {
+	return context.WithValue(ctx, traceKey{}, t)
+}
+
+// TraceFrom returns the trace carried by ctx.
+func TraceFrom(ctx context.Context) (Trace, bool) {
+	t, ok := ctx.Value(traceKey{}).(Trace)
+	return t, ok && t.TraceID != ""
+}
+
+// ParseTraceparent reads a W3C traceparent header ("00-<trace>-<span>-<flags>").
+func ParseTraceparent(h string) (Trace, bool) {
+	parts := strings.Split(strings.TrimSpace(h), "-")
+	if len(parts) != 4 || len(parts[1]) != 32 || len(parts[2]) != 16 || len(parts[3]) != 2 {
+		return Trace{}, false
+	}
+	if !isHex(parts[1]) || !isHex(parts[2]) || !isHex(parts[3]) || strings.Trim(parts[1], "0") == "" {
+		return Trace{}, false
+	}
+	return Trace{TraceID: parts[1], SpanID: parts[2], Sampled: parts[3] == "01"}, true
+}
+
+func isHex(s string) bool {
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+type traceHandler struct {
+	slog.Handler
+	projectID string
+}
+
+func (h *traceHandler) Handle(ctx context.Context, r slog.Record) error {
+	if t, ok := TraceFrom(ctx); ok {
+		trace := t.TraceID
+		if h.projectID != "" {
+			trace = "projects/" + h.projectID + "/traces/" + t.TraceID
+		}
+		r.AddAttrs(
+			slog.String("logging.googleapis.com/trace", trace),
+			slog.String("logging.googleapis.com/spanId", t.SpanID),
+			slog.Bool("logging.googleapis.com/trace_sampled", t.Sampled),
+		)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *traceHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &traceHandler{Handler: h.Handler.WithAttrs(as), projectID: h.projectID}
+}
+
+func (h *traceHandler) WithGroup(name string) slog.Handler {
+	return &traceHandler{Handler: h.Handler.WithGroup(name), projectID: h.projectID}
+}
+
+// UserHasher turns raw uids into the keyed hash logs may carry. It uses its
+// own key (not the storage pseudonym key), so log readers cannot join logs to
+// stored documents without a second secret.
+type UserHasher struct{ key []byte }
+
+// NewUserHasher returns a hasher keyed with key (at least 16 bytes).
+func NewUserHasher(key []byte) *UserHasher { return &UserHasher{key: key} }
+
+// Attr returns the attribute "user_hash" for uid.
+func (h *UserHasher) Attr(uid string) slog.Attr {
+	m := hmac.New(sha256.New, h.key)
+	m.Write([]byte("log-uid:" + uid))
+	return slog.String("user_hash", hex.EncodeToString(m.Sum(nil)[:12]))
+}

@@ -1,0 +1,111 @@
+package logging
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestRedactsTokensContentAndUIDs(t *testing.T) {
+	const (
+		token      = "eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
+		transcript = "my bank pin is four four two one"
+		uid        = "alice-uid-7f3a"
+		phone      = "+15551234567"
+	)
+	tests := []struct {
+		name string
+		log  func(l *slog.Logger, h *UserHasher)
+	}{
+		{"top-level attrs", func(l *slog.Logger, h *UserHasher) {
+			l.Info("request", "authorization", "Bearer "+token, "transcript", transcript, h.Attr(uid), "phone", phone)
+		}},
+		{"grouped attrs", func(l *slog.Logger, h *UserHasher) {
+			l.WithGroup("req").Info("request", "token", token, "text", transcript, "from", phone)
+		}},
+		{"with attrs", func(l *slog.Logger, h *UserHasher) {
+			l.With("id_token", token, "segment_text", transcript).Warn("retry")
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			l := New(&buf, Options{})
+			tc.log(l, NewUserHasher([]byte("0123456789abcdef0123456789abcdef")))
+			out := buf.String()
+			for _, secret := range []string{token, transcript, uid, phone, "c2lnbmF0dXJl"} {
+				if strings.Contains(out, secret) {
+					t.Errorf("log line contains %q: %s", secret, out)
+				}
+			}
+			if !strings.Contains(out, Redacted) {
+				t.Errorf("expected redaction marker in %s", out)
+			}
+		})
+	}
+}
+
+func TestCloudLoggingShape(t *testing.T) {
+	var buf bytes.Buffer
+	l := New(&buf, Options{ProjectID: "proj"})
+	tr, ok := ParseTraceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	if !ok {
+		t.Fatal("ParseTraceparent rejected a valid header")
+	}
+	l.WarnContext(WithTrace(context.Background(), tr), "slow handler", "event_type", "dev.lethe.x.v1")
+	var rec map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+		t.Fatalf("not JSON: %v: %s", err, buf.String())
+	}
+	want := map[string]any{
+		"severity":                             "WARNING",
+		"message":                              "slow handler",
+		"event_type":                           "dev.lethe.x.v1",
+		"logging.googleapis.com/trace":         "projects/proj/traces/4bf92f3577b34da6a3ce929d0e0e4736",
+		"logging.googleapis.com/spanId":        "00f067aa0ba902b7",
+		"logging.googleapis.com/trace_sampled": true,
+	}
+	for k, v := range want {
+		if rec[k] != v {
+			t.Errorf("%s = %v, want %v", k, rec[k], v)
+		}
+	}
+	if _, ok := rec["time"]; !ok {
+		t.Error("no time field")
+	}
+	if _, ok := rec["level"]; ok {
+		t.Error("level should be renamed to severity")
+	}
+}
+
+func TestParseTraceparentRejects(t *testing.T) {
+	for _, h := range []string{"", "00-abc-def-01", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01x"} {
+		if _, ok := ParseTraceparent(h); ok {
+			t.Errorf("accepted %q", h)
+		}
+	}
+}
+
+func TestUserHasherStableAndKeyed(t *testing.T) {
+	a := NewUserHasher([]byte("key-one-key-one-key-one-key-one!")).Attr("alice")
+	b := NewUserHasher([]byte("key-one-key-one-key-one-key-one!")).Attr("alice")
+	c := NewUserHasher([]byte("key-two-key-two-key-two-key-two!")).Attr("alice")
+	if a.Value.String() != b.Value.String() {
+		t.Error("same key, same uid: hashes differ")
+	}
+	if a.Value.String() == c.Value.String() {
+		t.Error("different keys gave the same hash")
+	}
+}
+
+func FuzzParseTraceparent(f *testing.F) {
+	f.Add("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	f.Fuzz(func(t *testing.T, h string) {
+		if tr, ok := ParseTraceparent(h); ok && len(tr.TraceID) != 32 {
+			t.Fatalf("bad trace id %q", tr.TraceID)
+		}
+	})
+}
