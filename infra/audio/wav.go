@@ -1,0 +1,200 @@
+package audio
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+)
+
+const (
+	wavFormatPCM        = 0x0001
+	wavFormatFloat      = 0x0003
+	wavFormatExtensible = 0xFFFE
+	// streamingSize is what writers that cannot seek back leave in size fields.
+	streamingSize = 0xFFFFFFFF
+)
+
+// ksdataformatSubtypePCM minus its first two bytes (the format code).
+var wavGUIDTail = []byte{0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x80, 0x00, 0x00, 0xAA, 0x00, 0x38, 0x9B, 0x71}
+
+type wavFormat struct {
+	channels   int
+	sampleRate int
+}
+
+// decodeWAV parses RIFF/WAVE PCM16, mono or stereo (downmixed). Sizes in the
+// file are only trusted after checking them against the bytes we hold, so
+// nothing is allocated beyond len(body).
+func decodeWAV(body []byte) (PCM, error) {
+	if len(body) < 12 {
+		return PCM{}, fmt.Errorf("%w: wav: %d bytes is shorter than a RIFF header", ErrMalformed, len(body))
+	}
+	switch string(body[0:4]) {
+	case "RIFF":
+	case "RIFX", "RF64", "BW64":
+		return PCM{}, fmt.Errorf("%w: wav: %q container", ErrUnsupported, body[0:4])
+	default:
+		return PCM{}, fmt.Errorf("%w: wav: no RIFF magic", ErrMalformed)
+	}
+	if string(body[8:12]) != "WAVE" {
+		return PCM{}, fmt.Errorf("%w: wav: RIFF form is not WAVE", ErrMalformed)
+	}
+	riffSize := binary.LittleEndian.Uint32(body[4:8])
+	streaming := riffSize == 0 || riffSize == streamingSize
+
+	var format *wavFormat
+	off := 12
+	for {
+		if len(body)-off < 8 {
+			if format == nil {
+				return PCM{}, fmt.Errorf("%w: wav: no fmt chunk", ErrMalformed)
+			}
+			return PCM{}, fmt.Errorf("%w: wav: no data chunk", ErrMalformed)
+		}
+		id := string(body[off : off+4])
+		size := binary.LittleEndian.Uint32(body[off+4 : off+8])
+		off += 8
+		remaining := len(body) - off
+
+		if id == "data" {
+			if format == nil {
+				return PCM{}, fmt.Errorf("%w: wav: data chunk before fmt chunk", ErrMalformed)
+			}
+			var data []byte
+			switch {
+			case size == streamingSize || (size == 0 && streaming):
+				// Written by a streaming encoder: the data runs to the end,
+				// and a cut-off final frame is dropped.
+				data = body[off:]
+				data = data[:len(data)-len(data)%(2*format.channels)]
+			case uint64(size) > uint64(remaining):
+				return PCM{}, fmt.Errorf("%w: wav: data chunk of %d bytes but only %d remain", ErrMalformed, size, remaining)
+			default:
+				data = body[off : off+int(size)]
+				if len(data)%(2*format.channels) != 0 {
+					return PCM{}, fmt.Errorf("%w: wav: data chunk of %d bytes is not whole frames", ErrMalformed, size)
+				}
+			}
+			return pcm16LE(data, *format)
+		}
+
+		if uint64(size) > uint64(remaining) {
+			return PCM{}, fmt.Errorf("%w: wav: %q chunk of %d bytes but only %d remain", ErrMalformed, sanitizeID(id), size, remaining)
+		}
+		chunk := body[off : off+int(size)]
+		if id == "fmt " {
+			if format != nil {
+				return PCM{}, fmt.Errorf("%w: wav: second fmt chunk", ErrMalformed)
+			}
+			f, err := parseWAVFormat(chunk)
+			if err != nil {
+				return PCM{}, err
+			}
+			format = &f
+		}
+		// Chunks are word-aligned; a missing final pad byte is tolerated.
+		off += int(size) + int(size&1)
+		if off > len(body) {
+			off = len(body)
+		}
+	}
+}
+
+func parseWAVFormat(c []byte) (wavFormat, error) {
+	if len(c) < 16 {
+		return wavFormat{}, fmt.Errorf("%w: wav: fmt chunk of %d bytes", ErrMalformed, len(c))
+	}
+	tag := binary.LittleEndian.Uint16(c[0:2])
+	channels := int(binary.LittleEndian.Uint16(c[2:4]))
+	rate := int(binary.LittleEndian.Uint32(c[4:8]))
+	blockAlign := int(binary.LittleEndian.Uint16(c[12:14]))
+	bits := int(binary.LittleEndian.Uint16(c[14:16]))
+
+	if tag == wavFormatExtensible {
+		if len(c) < 40 || binary.LittleEndian.Uint16(c[16:18]) < 22 {
+			return wavFormat{}, fmt.Errorf("%w: wav: WAVE_FORMAT_EXTENSIBLE fmt chunk too short", ErrMalformed)
+		}
+		if !bytes.Equal(c[26:40], wavGUIDTail) {
+			return wavFormat{}, fmt.Errorf("%w: wav: extensible subformat is not a WAVE format GUID", ErrUnsupported)
+		}
+		tag = binary.LittleEndian.Uint16(c[24:26])
+		if valid := int(binary.LittleEndian.Uint16(c[18:20])); valid != 0 && valid != bits {
+			return wavFormat{}, fmt.Errorf("%w: wav: %d valid bits in %d-bit container", ErrUnsupported, valid, bits)
+		}
+	}
+	switch tag {
+	case wavFormatPCM:
+	case wavFormatFloat:
+		return wavFormat{}, fmt.Errorf("%w: wav: IEEE float samples", ErrUnsupported)
+	default:
+		return wavFormat{}, fmt.Errorf("%w: wav: format tag 0x%04x", ErrUnsupported, tag)
+	}
+	if channels == 0 {
+		return wavFormat{}, fmt.Errorf("%w: wav: zero channels", ErrMalformed)
+	}
+	if channels > 2 {
+		return wavFormat{}, fmt.Errorf("%w: wav: %d channels", ErrUnsupported, channels)
+	}
+	if bits != 16 {
+		return wavFormat{}, fmt.Errorf("%w: wav: %d-bit PCM", ErrUnsupported, bits)
+	}
+	if blockAlign != 2*channels {
+		return wavFormat{}, fmt.Errorf("%w: wav: block align %d for %d channels of 16 bits", ErrMalformed, blockAlign, channels)
+	}
+	if err := checkRate(rate); err != nil {
+		return wavFormat{}, err
+	}
+	return wavFormat{channels: channels, sampleRate: rate}, nil
+}
+
+// pcm16LE turns little-endian interleaved frames into mono samples.
+func pcm16LE(data []byte, f wavFormat) (PCM, error) {
+	frameSize := 2 * f.channels
+	frames := len(data) / frameSize
+	if err := checkLength(int64(frames), f.sampleRate); err != nil {
+		return PCM{}, err
+	}
+	out := make([]int16, frames)
+	for i := range out {
+		b := data[i*frameSize:]
+		s := int32(int16(binary.LittleEndian.Uint16(b)))
+		if f.channels == 2 {
+			s = (s + int32(int16(binary.LittleEndian.Uint16(b[2:])))) / 2
+		}
+		out[i] = int16(s)
+	}
+	return PCM{SampleRate: f.sampleRate, Samples: out}, nil
+}
+
+// sanitizeID keeps chunk ids printable in error messages.
+func sanitizeID(id string) string {
+	b := []byte(id)
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e {
+			b[i] = '?'
+		}
+	}
+	return string(b)
+}
+
+// EncodeWAV writes p as a canonical 44-byte-header mono PCM16 WAV file.
+func EncodeWAV(p PCM) []byte {
+	dataLen := 2 * len(p.Samples)
+	out := make([]byte, 44+dataLen)
+	copy(out[0:4], "RIFF")
+	binary.LittleEndian.PutUint32(out[4:8], uint32(36+dataLen))
+	copy(out[8:16], "WAVEfmt ")
+	binary.LittleEndian.PutUint32(out[16:20], 16)
+	binary.LittleEndian.PutUint16(out[20:22], wavFormatPCM)
+	binary.LittleEndian.PutUint16(out[22:24], 1)
+	binary.LittleEndian.PutUint32(out[24:28], uint32(p.SampleRate))
+	binary.LittleEndian.PutUint32(out[28:32], uint32(2*p.SampleRate))
+	binary.LittleEndian.PutUint16(out[32:34], 2)
+	binary.LittleEndian.PutUint16(out[34:36], 16)
+	copy(out[36:40], "data")
+	binary.LittleEndian.PutUint32(out[40:44], uint32(dataLen))
+	for i, s := range p.Samples {
+		binary.LittleEndian.PutUint16(out[44+2*i:], uint16(s))
+	}
+	return out
+}
