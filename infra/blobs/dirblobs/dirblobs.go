@@ -1,0 +1,460 @@
+// Package dirblobs is the embedded blob adapter: one directory.
+//
+// Key "a/b/c" is the file a/b/c~ (the "~", outside the key charset, lets
+// "a" and "a/b" both exist, as in Cloud Storage). Each file starts with a
+// small header holding the content type, metadata and creation time, so
+// one rename replaces data and attributes together. Writes go to a temp
+// file in the same directory, are fsynced, then renamed (or, for
+// CreateOnly, hard-linked, which fails if the name exists), and the
+// directory is fsynced. Every path is opened through an os.Root, so
+// nothing, symlinks included, reaches outside the root. Files are 0600,
+// directories 0700; empty directories are removed on delete so no key
+// prefix (a user's pseudonym) outlives its objects.
+package dirblobs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lethe-dev/lethe/infra/blobs"
+)
+
+// Bucket is a blobs.Bucket on a directory.
+type Bucket struct {
+	root *os.Root
+}
+
+var _ blobs.Bucket = (*Bucket)(nil)
+
+// staleTemp: temp files older than this are debris of a crash and removed
+// by Open (a younger one may belong to a write in progress elsewhere).
+const staleTemp = time.Hour
+
+// Open opens (creating if needed, 0700) the directory dir as a bucket.
+func Open(dir string) (*Bucket, error) {
+	if dir == "" {
+		return nil, errors.New("dirblobs.Open: empty directory")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("os.MkdirAll: %w", err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("os.OpenRoot: %w", err)
+	}
+	b := &Bucket{root: root}
+	if err := b.removeStaleTemps(); err != nil {
+		root.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// Close releases the directory.
+func (b *Bucket) Close() error {
+	if err := b.root.Close(); err != nil {
+		return fmt.Errorf("os.Root.Close: %w", err)
+	}
+	return nil
+}
+
+// Write stores r under key atomically.
+func (b *Bucket) Write(ctx context.Context, key string, r io.Reader, opts blobs.WriteOptions) (blobs.Attrs, error) {
+	if err := validateKey(key); err != nil {
+		return blobs.Attrs{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return blobs.Attrs{}, err
+	}
+	m := meta{ContentType: opts.ContentType, Metadata: cloneMap(opts.Metadata), Created: time.Now().UTC()}
+	if m.ContentType == "" {
+		m.ContentType = defaultCType
+	}
+	if err := validateMeta(m); err != nil {
+		return blobs.Attrs{}, err
+	}
+	hdr, err := encodeHeader(m)
+	if err != nil {
+		return blobs.Attrs{}, err
+	}
+	final := objectPath(key)
+	dir := path.Dir(final)
+
+	tmp, f, err := b.createTemp(dir)
+	if err != nil {
+		return blobs.Attrs{}, err
+	}
+	size, err := writeObject(ctx, f, hdr, r)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("os.File.Close: %w", cerr)
+	}
+	if err != nil {
+		b.removeQuietly(tmp)
+		return blobs.Attrs{}, err
+	}
+
+	if opts.CreateOnly {
+		// link(2) fails if final exists: no window between check and write.
+		err = b.root.Link(tmp, final)
+		b.removeQuietly(tmp)
+		if errors.Is(err, fs.ErrExist) {
+			return blobs.Attrs{}, blobs.ErrPrecondition
+		}
+		if err != nil {
+			return blobs.Attrs{}, fmt.Errorf("os.Root.Link: %w", err)
+		}
+	} else if err := b.root.Rename(tmp, final); err != nil {
+		b.removeQuietly(tmp)
+		return blobs.Attrs{}, fmt.Errorf("os.Root.Rename: %w", err)
+	}
+	if err := b.syncDir(dir); err != nil {
+		return blobs.Attrs{}, err
+	}
+	return attrs(key, size, m), nil
+}
+
+// createTemp creates a fresh temp file in dir (making dir). A concurrent
+// Delete may prune dir between MkdirAll and the create: try again.
+func (b *Bucket) createTemp(dir string) (string, *os.File, error) {
+	var last error
+	for range 5 {
+		if dir != "." {
+			if err := b.root.MkdirAll(dir, 0o700); err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					last = err
+					continue
+				}
+				return "", nil, fmt.Errorf("os.Root.MkdirAll: %w", err)
+			}
+		}
+		var rnd [12]byte
+		_, _ = rand.Read(rnd[:])
+		name := path.Join(dir, tmpPrefix+hex.EncodeToString(rnd[:]))
+		f, err := b.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			return name, f, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", nil, fmt.Errorf("os.Root.OpenFile: %w", err)
+		}
+		last = err
+	}
+	return "", nil, fmt.Errorf("dirblobs: create temp file: %w", last)
+}
+
+// writeObject writes header and data to f, patches the size, and fsyncs.
+func writeObject(ctx context.Context, f *os.File, hdr []byte, r io.Reader) (int64, error) {
+	if _, err := f.Write(hdr); err != nil {
+		return 0, fmt.Errorf("os.File.Write: %w", err)
+	}
+	n, err := io.CopyBuffer(f, ctxReader{ctx, r}, make([]byte, 256<<10))
+	if err != nil {
+		return 0, fmt.Errorf("io.Copy: %w", err)
+	}
+	var sz [8]byte
+	binary.BigEndian.PutUint64(sz[:], uint64(n))
+	if _, err := f.WriteAt(sz[:], int64(sizeFieldSpot)); err != nil {
+		return 0, fmt.Errorf("os.File.WriteAt: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return 0, fmt.Errorf("os.File.Sync: %w", err)
+	}
+	return n, nil
+}
+
+// ctxReader stops a copy when ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// Read returns the object's bytes and attributes; blobs.ErrNotFound when
+// absent. The reader keeps the version it opened even if the object is
+// replaced or deleted meanwhile.
+func (b *Bucket) Read(ctx context.Context, key string) (io.ReadCloser, blobs.Attrs, error) {
+	if err := validateKey(key); err != nil {
+		return nil, blobs.Attrs{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, blobs.Attrs{}, err
+	}
+	f, a, hlen, err := b.open(key)
+	if err != nil {
+		return nil, blobs.Attrs{}, err
+	}
+	return &objectReader{Reader: io.NewSectionReader(f, hlen, a.Size), f: f}, a, nil
+}
+
+type objectReader struct {
+	io.Reader
+	f *os.File
+}
+
+func (o *objectReader) Close() error { return o.f.Close() }
+
+// Attrs returns the object's attributes; blobs.ErrNotFound when absent.
+func (b *Bucket) Attrs(ctx context.Context, key string) (blobs.Attrs, error) {
+	if err := validateKey(key); err != nil {
+		return blobs.Attrs{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return blobs.Attrs{}, err
+	}
+	f, a, _, err := b.open(key)
+	if err != nil {
+		return blobs.Attrs{}, err
+	}
+	f.Close()
+	return a, nil
+}
+
+// open opens key's file and reads its header.
+func (b *Bucket) open(key string) (*os.File, blobs.Attrs, int64, error) {
+	f, err := b.root.OpenFile(objectPath(key), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, fs.ErrNotExist) || isNotDir(err) || errors.Is(err, syscall.ELOOP) {
+		return nil, blobs.Attrs{}, 0, blobs.ErrNotFound
+	}
+	if err != nil {
+		return nil, blobs.Attrs{}, 0, fmt.Errorf("os.Root.OpenFile: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, blobs.Attrs{}, 0, fmt.Errorf("os.File.Stat: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, blobs.Attrs{}, 0, blobs.ErrNotFound
+	}
+	m, size, hlen, err := decodeHeader(f, st.Size())
+	if err != nil {
+		f.Close()
+		return nil, blobs.Attrs{}, 0, err
+	}
+	return f, attrs(key, size, m), hlen, nil
+}
+
+// isNotDir: a path component is a file (ENOTDIR), so the key is absent.
+// (ELOOP, beside it, is a symlink where an object should be: never ours.)
+func isNotDir(err error) bool { return errors.Is(err, syscall.ENOTDIR) }
+
+func attrs(key string, size int64, m meta) blobs.Attrs {
+	return blobs.Attrs{Key: key, Size: size, ContentType: m.ContentType, Metadata: cloneMap(m.Metadata), Created: m.Created}
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// Delete unlinks the object; blobs.ErrNotFound when absent.
+func (b *Bucket) Delete(ctx context.Context, key string) error {
+	if err := validateKey(key); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.delete(key)
+}
+
+func (b *Bucket) delete(key string) error {
+	p := objectPath(key)
+	if err := b.root.Remove(p); err != nil {
+		if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
+			return blobs.ErrNotFound
+		}
+		return fmt.Errorf("os.Root.Remove: %w", err)
+	}
+	dir := path.Dir(p)
+	if err := b.syncDir(dir); err != nil {
+		return err
+	}
+	b.prune(dir)
+	return nil
+}
+
+// prune removes dir and its parents while they are empty.
+func (b *Bucket) prune(dir string) {
+	for d := dir; d != "." && d != "/"; d = path.Dir(d) {
+		if err := b.root.Remove(d); err != nil {
+			return // not empty (or already gone): stop
+		}
+		_ = b.syncDir(path.Dir(d))
+	}
+}
+
+// List returns the objects whose key starts with prefix, sorted by key.
+func (b *Bucket) List(ctx context.Context, prefix string) ([]blobs.Attrs, error) {
+	keys, err := b.keys(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]blobs.Attrs, 0, len(keys))
+	for _, k := range keys {
+		f, a, _, err := b.open(k)
+		if errors.Is(err, blobs.ErrNotFound) {
+			continue // deleted since the walk
+		}
+		if err != nil {
+			return nil, err
+		}
+		f.Close()
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// DeletePrefix deletes every object whose key starts with prefix and
+// returns how many. An empty prefix (the whole bucket) is refused with
+// blobs.ErrInvalidKey: one missing variable must not wipe every user.
+func (b *Bucket) DeletePrefix(ctx context.Context, prefix string) (int, error) {
+	if prefix == "" {
+		return 0, fmt.Errorf("%w: empty prefix", blobs.ErrInvalidKey)
+	}
+	keys, err := b.keys(ctx, prefix)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, k := range keys {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		switch err := b.delete(k); {
+		case err == nil:
+			n++
+		case errors.Is(err, blobs.ErrNotFound): // deleted meanwhile
+		default:
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// keys walks the tree under prefix and returns the matching keys sorted.
+func (b *Bucket) keys(ctx context.Context, prefix string) ([]string, error) {
+	dir, partial, err := splitPrefix(prefix)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []string
+	keyDir := ""
+	if dir != "." {
+		keyDir = dir + "/"
+	}
+	if err := b.walk(ctx, dir, keyDir, partial, &out); err != nil {
+		return nil, err
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// walk appends the keys under dir (whose keys start with keyDir) whose
+// next segment starts with partial ("" below the first level).
+func (b *Bucket) walk(ctx context.Context, dir, keyDir, partial string, out *[]string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// A symlink (or file) where a folder should be holds no objects. The
+	// Root would refuse one leading out anyway; this keeps List quiet.
+	if st, err := b.root.Lstat(dir); err != nil || !st.IsDir() {
+		if err == nil || errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
+			return nil
+		}
+		return fmt.Errorf("os.Root.Lstat: %w", err)
+	}
+	d, err := b.root.OpenFile(dir, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_DIRECTORY, 0)
+	if errors.Is(err, fs.ErrNotExist) || isNotDir(err) || errors.Is(err, syscall.ELOOP) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("os.Root.Open: %w", err)
+	}
+	entries, err := d.ReadDir(-1)
+	d.Close()
+	if err != nil {
+		return fmt.Errorf("os.File.ReadDir: %w", err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case e.Type().IsDir():
+			if !validSegment(name) || !strings.HasPrefix(name, partial) {
+				continue
+			}
+			if err := b.walk(ctx, path.Join(dir, name), keyDir+name+"/", "", out); err != nil {
+				return err
+			}
+		case e.Type().IsRegular():
+			seg, ok := strings.CutSuffix(name, objSuffix)
+			if !ok || !validSegment(seg) || !strings.HasPrefix(seg, partial) {
+				continue // temp files and strangers
+			}
+			*out = append(*out, keyDir+seg)
+		}
+		// Symlinks and other types are never objects.
+	}
+	return nil
+}
+
+func (b *Bucket) syncDir(dir string) error {
+	d, err := b.root.Open(dir)
+	if err != nil {
+		return fmt.Errorf("os.Root.Open: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync dir: %w", err)
+	}
+	return nil
+}
+
+func (b *Bucket) removeQuietly(name string) { _ = b.root.Remove(name) }
+
+// removeStaleTemps deletes temp files left by a crash mid-write.
+func (b *Bucket) removeStaleTemps() error {
+	err := fs.WalkDir(b.root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() && strings.HasPrefix(d.Name(), tmpPrefix) {
+			if info, err := d.Info(); err == nil && time.Since(info.ModTime()) > staleTemp {
+				b.removeQuietly(p)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("dirblobs: sweep temp files: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,411 @@
+// Package sqlitedocs is the embedded documents adapter: one SQLite file
+// (pure-Go driver modernc.org/sqlite) in WAL mode with secure_delete, so
+// deleted documents do not stay readable in the file.
+//
+// Schema: docs(user, coll, id, data, fields) holds each document (fields
+// as JSON, so Get and Query read one row), and fields(user, coll, id, name,
+// v) holds one row per indexed value. v is a STRICT "ANY" column, so an
+// int64 stays an INTEGER and a string a TEXT, and SQLite's ordering
+// (integers before text) matches Firestore's. Two indexes on fields serve
+// per-user queries (user, coll, name, v, id) and collection-group queries
+// across all users (coll, name, v, user, id), e.g. retention sweeps by
+// expires_at.
+//
+// Writes go through one connection (BEGIN IMMEDIATE), so Update is
+// serialised with every other write in the process and never loses an
+// update; busy_timeout covers other processes. Reads use a separate pool.
+package sqlitedocs
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/lethe-dev/lethe/infra/docs"
+
+	_ "modernc.org/sqlite" // driver "sqlite"
+)
+
+// Store is a docs.Store on a SQLite file.
+type Store struct {
+	w   *sql.DB   // one connection: every write, serialised
+	r   *sql.DB   // readers (query_only)
+	get *sql.Stmt // on r: parsing costs as much as the lookup
+}
+
+var _ docs.Store = (*Store)(nil)
+
+const getSQL = "SELECT data, fields FROM docs WHERE user = ? AND coll = ? AND id = ?"
+
+const schema = `
+CREATE TABLE IF NOT EXISTS docs (
+	user   TEXT NOT NULL,
+	coll   TEXT NOT NULL,
+	id     TEXT NOT NULL,
+	data   BLOB NOT NULL,
+	fields TEXT NOT NULL,
+	PRIMARY KEY (user, coll, id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS docs_coll ON docs (coll, user, id);
+CREATE TABLE IF NOT EXISTS fields (
+	user TEXT NOT NULL,
+	coll TEXT NOT NULL,
+	id   TEXT NOT NULL,
+	name TEXT NOT NULL,
+	v    ANY  NOT NULL,
+	PRIMARY KEY (user, coll, id, name),
+	FOREIGN KEY (user, coll, id) REFERENCES docs (user, coll, id) ON DELETE CASCADE
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS fields_user ON fields (user, coll, name, v, id);
+CREATE INDEX IF NOT EXISTS fields_all  ON fields (coll, name, v, user, id);
+`
+
+// Open opens (creating if needed) the SQLite file at path.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("sqlitedocs.Open: empty path")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("filepath.Abs: %w", err)
+	}
+	// A file: URI so that any character in the path is escaped, not parsed
+	// as DSN syntax.
+	base := (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs)}).String()
+	common := "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=secure_delete(ON)" +
+		"&_pragma=foreign_keys(ON)&_pragma=synchronous(FULL)"
+	w, err := sql.Open("sqlite", base+"?"+common+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("sql.Open: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	if _, err := w.ExecContext(ctx, schema); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite.Exec schema: %w", err)
+	}
+	r, err := sql.Open("sqlite", base+"?"+common+"&_pragma=query_only(1)")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sql.Open: %w", err)
+	}
+	n := max(2, runtime.GOMAXPROCS(0))
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	if err := r.PingContext(ctx); err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("sqlite.Ping: %w", err)
+	}
+	get, err := r.PrepareContext(ctx, getSQL)
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("sqlite.Prepare: %w", err)
+	}
+	return &Store{w: w, r: r, get: get}, nil
+}
+
+// Close checkpoints the WAL into the database file and truncates it, then
+// closes every connection.
+func (s *Store) Close() error {
+	cerr := s.checkpoint(context.Background())
+	serr := s.get.Close()
+	rerr := s.r.Close()
+	werr := s.w.Close()
+	return errors.Join(cerr, serr, rerr, werr)
+}
+
+// checkpoint copies the WAL into the database and truncates it to zero
+// bytes: with secure_delete the database pages of a deleted row are
+// zeroed, but older frames in the WAL would still hold it.
+func (s *Store) checkpoint(ctx context.Context) error {
+	var busy, logFrames, done int
+	if err := s.w.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logFrames, &done); err != nil {
+		return fmt.Errorf("sqlite wal_checkpoint: %w", err)
+	}
+	if busy != 0 {
+		return errors.New("sqlite wal_checkpoint: busy, WAL not truncated")
+	}
+	return nil
+}
+
+// getDoc reads key with stmt (the prepared getSQL, or its copy in a tx).
+func getDoc(ctx context.Context, stmt *sql.Stmt, key docs.Key) (*docs.Doc, error) {
+	var data []byte
+	var fields string
+	err := stmt.QueryRowContext(ctx, key.User, key.Collection, key.ID).Scan(&data, &fields)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, docs.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite.QueryRow docs: %w", err)
+	}
+	f, err := decodeFields(fields)
+	if err != nil {
+		return nil, err
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	return &docs.Doc{Key: key, Data: data, Fields: f}, nil
+}
+
+// Get returns docs.ErrNotFound when absent.
+func (s *Store) Get(ctx context.Context, key docs.Key) (docs.Doc, error) {
+	if err := validateKey(key); err != nil {
+		return docs.Doc{}, err
+	}
+	d, err := getDoc(ctx, s.get, key)
+	if err != nil {
+		return docs.Doc{}, err
+	}
+	return *d, nil
+}
+
+// Put creates or replaces.
+func (s *Store) Put(ctx context.Context, doc docs.Doc) error {
+	fields, err := validateDoc(doc)
+	if err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *sql.Tx) error { return putTx(ctx, tx, doc, fields) })
+}
+
+// Create writes only if absent, else docs.ErrAlreadyExists.
+func (s *Store) Create(ctx context.Context, doc docs.Doc) error {
+	fields, err := validateDoc(doc)
+	if err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		var one int
+		err := tx.QueryRowContext(ctx, "SELECT 1 FROM docs WHERE user = ? AND coll = ? AND id = ?",
+			doc.Key.User, doc.Key.Collection, doc.Key.ID).Scan(&one)
+		switch {
+		case err == nil:
+			return docs.ErrAlreadyExists
+		case !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("sqlite.QueryRow docs: %w", err)
+		}
+		return putTx(ctx, tx, doc, fields)
+	})
+}
+
+// Update runs fn inside a write transaction on the current document. fn
+// runs exactly once here; it must not call write methods of the same Store
+// (the single write connection is held while it runs).
+func (s *Store) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc) (*docs.Doc, error)) error {
+	if err := validateKey(key); err != nil {
+		return err
+	}
+	deleted := false
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, getSQL)
+		if err != nil {
+			return fmt.Errorf("sqlite.Prepare: %w", err)
+		}
+		defer stmt.Close()
+		cur, err := getDoc(ctx, stmt, key)
+		if err != nil && !errors.Is(err, docs.ErrNotFound) {
+			return err
+		}
+		next, err := fn(cur)
+		if err != nil {
+			return fnError{err}
+		}
+		if next == nil {
+			if cur != nil {
+				deleted, err = deleteTx(ctx, tx, key)
+			}
+			return err
+		}
+		d := *next
+		if d.Key == (docs.Key{}) {
+			d.Key = key
+		} else if d.Key != key {
+			return fmt.Errorf("%w: Update returned a document with another key", docs.ErrInvalid)
+		}
+		fields, err := validateDoc(d)
+		if err != nil {
+			return err
+		}
+		return putTx(ctx, tx, d, fields)
+	})
+	var fe fnError
+	if errors.As(err, &fe) {
+		return fe.err // as is, per the port
+	}
+	if err == nil && deleted {
+		return s.checkpoint(ctx)
+	}
+	return err
+}
+
+// fnError carries an error of the Update callback through inTx unwrapped.
+type fnError struct{ err error }
+
+func (e fnError) Error() string { return e.err.Error() }
+
+// Delete is idempotent. The WAL is checkpointed and truncated afterwards so
+// the deleted bytes are gone from every file when it returns.
+func (s *Store) Delete(ctx context.Context, key docs.Key) error {
+	if err := validateKey(key); err != nil {
+		return err
+	}
+	var deleted bool
+	err := s.inTx(ctx, func(tx *sql.Tx) (err error) {
+		deleted, err = deleteTx(ctx, tx, key)
+		return err
+	})
+	if err != nil || !deleted {
+		return err
+	}
+	return s.checkpoint(ctx)
+}
+
+// DeleteUser deletes every document of user (not "", the global
+// collections) and checkpoints the WAL. On a checkpoint error the documents
+// are deleted (the count is returned) but may linger in the WAL: retry.
+func (s *Store) DeleteUser(ctx context.Context, user string) (int, error) {
+	if user == "" || !validUser(user) {
+		return 0, fmt.Errorf("%w: user", docs.ErrInvalid)
+	}
+	var n int64
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "DELETE FROM docs WHERE user = ?", user)
+		if err != nil {
+			return fmt.Errorf("sqlite.Exec delete user: %w", err)
+		}
+		n, err = res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("sqlite.RowsAffected: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return int(n), s.checkpoint(ctx)
+}
+
+// CountUser counts user's documents in every collection.
+func (s *Store) CountUser(ctx context.Context, user string) (int, error) {
+	if user == "" || !validUser(user) {
+		return 0, fmt.Errorf("%w: user", docs.ErrInvalid)
+	}
+	var n int
+	if err := s.r.QueryRowContext(ctx, "SELECT count(*) FROM docs WHERE user = ?", user).Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlite.QueryRow count: %w", err)
+	}
+	return n, nil
+}
+
+func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
+	tx, err := s.w.BeginTx(ctx, nil) // BEGIN IMMEDIATE (_txlock)
+	if err != nil {
+		return fmt.Errorf("sqlite.BeginTx: %w", err)
+	}
+	// Roll back on error and on panic (an Update callback may panic): an
+	// open transaction would hold the only write connection forever.
+	committed := false
+	defer func() {
+		if !committed {
+			_ = tx.Rollback()
+		}
+	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite.Commit: %w", err)
+	}
+	committed = true
+	return nil
+}
+
+func putTx(ctx context.Context, tx *sql.Tx, doc docs.Doc, fields map[string]any) error {
+	enc, err := encodeFields(fields)
+	if err != nil {
+		return err
+	}
+	data := doc.Data
+	if data == nil {
+		data = []byte{}
+	}
+	k := doc.Key
+	if _, err := tx.ExecContext(ctx, `INSERT INTO docs (user, coll, id, data, fields) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (user, coll, id) DO UPDATE SET data = excluded.data, fields = excluded.fields`,
+		k.User, k.Collection, k.ID, data, enc); err != nil {
+		return fmt.Errorf("sqlite.Exec upsert doc: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, "DELETE FROM fields WHERE user = ? AND coll = ? AND id = ?",
+		k.User, k.Collection, k.ID); err != nil {
+		return fmt.Errorf("sqlite.Exec delete fields: %w", err)
+	}
+	for name, v := range fields {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO fields (user, coll, id, name, v) VALUES (?, ?, ?, ?, ?)",
+			k.User, k.Collection, k.ID, name, v); err != nil {
+			return fmt.Errorf("sqlite.Exec insert field: %w", err)
+		}
+	}
+	return nil
+}
+
+// deleteTx deletes key and reports whether it existed.
+func deleteTx(ctx context.Context, tx *sql.Tx, key docs.Key) (bool, error) {
+	// fields rows go with it (ON DELETE CASCADE).
+	res, err := tx.ExecContext(ctx, "DELETE FROM docs WHERE user = ? AND coll = ? AND id = ?",
+		key.User, key.Collection, key.ID)
+	if err != nil {
+		return false, fmt.Errorf("sqlite.Exec delete doc: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("sqlite.RowsAffected: %w", err)
+	}
+	return n > 0, nil
+}
+
+// Fields are stored as a JSON object: strings as JSON strings, int64 as
+// JSON numbers (decoded with UseNumber, so no float rounding).
+func encodeFields(f map[string]any) (string, error) {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return "", fmt.Errorf("json.Marshal fields: %w", err)
+	}
+	return string(b), nil
+}
+
+func decodeFields(s string) (map[string]any, error) {
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.UseNumber()
+	var raw map[string]any
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("json.Decode fields: %w", err)
+	}
+	out := make(map[string]any, len(raw))
+	for k, v := range raw {
+		switch x := v.(type) {
+		case string:
+			out[k] = x
+		case json.Number:
+			i, err := x.Int64()
+			if err != nil {
+				return nil, fmt.Errorf("decode field: %w", err)
+			}
+			out[k] = i
+		default:
+			return nil, fmt.Errorf("decode field: unexpected %T", v)
+		}
+	}
+	return out, nil
+}
