@@ -1,0 +1,37 @@
+# The two commands: `make run` and `make test`. Everything else is optional.
+GO       ?= go
+BIN      := bin/lethe
+PKGS     := ./...
+# -p 2: this project is built and tested on 2 cores.
+TESTFLAGS ?= -race -timeout 25m -p 2
+
+.PHONY: run test build vet bench fuzz deps-run clean
+
+## run: start the whole pipeline on embedded defaults (no cloud account, no Docker)
+run: deps-run build
+	$(BIN) run
+
+## build: the one binary
+build:
+	$(GO) build -o $(BIN) ./cmd/lethe
+
+## deps-run: install the offline speech recogniser where we can (Debian, root)
+deps-run:
+	@scripts/install-deps.sh run
+
+## test: every test, with the gcloud Pub/Sub emulator when it is installed
+test:
+	$(GO) vet $(PKGS)
+	scripts/with-emulators.sh $(GO) test $(TESTFLAGS) $(PKGS)
+
+## bench: the benchmarks (never timed assertions in tests)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -p 1 $(PKGS)
+
+## fuzz: a short run of every fuzz target (FUZZTIME per target)
+FUZZTIME ?= 10s
+fuzz:
+	scripts/fuzz-all.sh $(FUZZTIME)
+
+clean:
+	rm -rf bin

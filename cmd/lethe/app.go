@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+
+	"errors"
+	"fmt"
+	"github.com/cloudevents/sdk-go/v2/event"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/lethe-dev/lethe/events"
+	"github.com/lethe-dev/lethe/infra/auth"
+	"github.com/lethe-dev/lethe/infra/auth/localissuer"
+	"github.com/lethe-dev/lethe/infra/blobs"
+	"github.com/lethe-dev/lethe/infra/blobs/dirblobs"
+	"github.com/lethe-dev/lethe/infra/bus"
+	"github.com/lethe-dev/lethe/infra/docs"
+	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
+	"github.com/lethe-dev/lethe/infra/embed"
+	"github.com/lethe-dev/lethe/infra/embed/hashembed"
+	"github.com/lethe-dev/lethe/infra/keys"
+	"github.com/lethe-dev/lethe/infra/keys/filekek"
+	"github.com/lethe-dev/lethe/infra/keys/pseudonym"
+	"github.com/lethe-dev/lethe/infra/logging"
+	"github.com/lethe-dev/lethe/infra/stt"
+	"github.com/lethe-dev/lethe/infra/stt/pocketsphinx"
+	"github.com/lethe-dev/lethe/infra/vectors"
+	"github.com/lethe-dev/lethe/infra/vectors/flatvectors"
+)
+
+// app holds the opened adapters of one process.
+type app struct {
+	cfg      Config
+	log      *slog.Logger
+	events   *events.Registry
+	bus      *bus.Bus
+	docs     docs.Store
+	blobs    blobs.Bucket
+	vectors  vectors.Index
+	keys     *keys.Keyring
+	pseudo   *pseudonym.Pseudonymizer
+	logUsers *logging.UserHasher
+	embedder embed.Embedder
+	stt      stt.Transcriber
+	issuer   *localissuer.Issuer
+	verifier auth.Verifier
+	closers  []func() error
+}
+
+// overrides replace adapters in tests and benchmarks (an instant
+// recogniser, say); production wiring never sets them.
+type overrides struct {
+	STT      stt.Transcriber
+	Embedder embed.Embedder
+	// Now is the clock of every component.
+	Now func() time.Time
+	// WrapPublisher wraps what every stage publishes through (fault
+	// injection: duplicate delivery, outages).
+	WrapPublisher func(publisher) publisher
+}
+
+// publisher is what the edge, the workers and the reconciler publish with.
+type publisher interface {
+	Publish(ctx context.Context, topic string, e event.Event) error
+}
+
+// dataPaths is the layout of LETHE_DATA_DIR.
+type dataPaths struct{ root string }
+
+func (p dataPaths) docs() string      { return filepath.Join(p.root, "docs.db") }
+func (p dataPaths) blobs() string     { return filepath.Join(p.root, "blobs") }
+func (p dataPaths) vectors() string   { return filepath.Join(p.root, "vectors") }
+func (p dataPaths) kek() string       { return filepath.Join(p.root, "keys", "kek.json") }
+func (p dataPaths) uidSecret() string { return filepath.Join(p.root, "keys", "uid-hmac.key") }
+func (p dataPaths) logSecret() string { return filepath.Join(p.root, "keys", "log-hmac.key") }
+func (p dataPaths) issuer() string    { return filepath.Join(p.root, "auth", "issuer.pem") }
+
+func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides) (a *app, err error) {
+	a = &app{cfg: cfg, log: logger}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	paths := dataPaths{cfg.DataDir}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("LETHE_DATA_DIR: %w", err)
+	}
+	if a.events, err = events.NewRegistry(); err != nil {
+		return nil, fmt.Errorf("events.NewRegistry: %w", err)
+	}
+
+	secret, err := pseudonym.LoadOrCreateSecret(paths.uidSecret())
+	if err != nil {
+		return nil, fmt.Errorf("pseudonym.LoadOrCreateSecret: %w", err)
+	}
+	a.pseudo = pseudonym.New(secret)
+	logSecret, err := pseudonym.LoadOrCreateSecret(paths.logSecret())
+	if err != nil {
+		return nil, fmt.Errorf("pseudonym.LoadOrCreateSecret log: %w", err)
+	}
+	a.logUsers = logging.NewUserHasher(logSecret)
+
+	if a.issuer, err = localissuer.Open(paths.issuer()); err != nil {
+		return nil, fmt.Errorf("localissuer.Open: %w", err)
+	}
+	if a.verifier, err = a.issuer.Verifier(); err != nil {
+		return nil, fmt.Errorf("localissuer.Verifier: %w", err)
+	}
+
+	sq, err := sqlitedocs.Open(ctx, paths.docs())
+	if err != nil {
+		return nil, fmt.Errorf("sqlitedocs.Open: %w", err)
+	}
+	a.docs = sq
+	a.closers = append(a.closers, sq.Close)
+
+	db, err := dirblobs.Open(paths.blobs())
+	if err != nil {
+		return nil, fmt.Errorf("dirblobs.Open: %w", err)
+	}
+	a.blobs = db
+	a.closers = append(a.closers, db.Close)
+
+	fv, err := flatvectors.Open(paths.vectors())
+	if err != nil {
+		return nil, fmt.Errorf("flatvectors.Open: %w", err)
+	}
+	a.vectors = fv
+	a.closers = append(a.closers, fv.Close)
+
+	kek, err := filekek.Open(paths.kek())
+	if err != nil {
+		return nil, fmt.Errorf("filekek.Open: %w", err)
+	}
+	a.keys = keys.NewKeyring(kek, keys.NewDocsKeysetStore(a.docs), keys.Options{})
+
+	a.embedder = ov.Embedder
+	if a.embedder == nil {
+		a.embedder = hashembed.New()
+	}
+	a.stt = ov.STT
+	if a.stt == nil {
+		ps, err := pocketsphinx.New(pocketsphinx.Config{Keywords: splitList(cfg.STTKeywords)})
+		if err != nil {
+			return nil, fmt.Errorf("speech-to-text: %w", err)
+		}
+		if err := ps.Check(); err != nil {
+			return nil, fmt.Errorf("speech-to-text: %w", err)
+		}
+		a.stt = ps
+	}
+
+	b, err := bus.Open(ctx, bus.Config{
+		ProjectID:    cfg.ProjectID,
+		Embedded:     cfg.Bus == "embedded",
+		EmulatorHost: cfg.PubSubEmulatorHost,
+		Logger:       logger,
+		Validate:     a.events.Validate,
+		// Each in-flight message is a handler running; transcription is
+		// CPU-bound, so keep it near the core count.
+		MaxOutstanding: cfg.MaxInFlight,
+		PingTopic:      events.TopicAudio,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus.Open: %w", err)
+	}
+	a.bus = b
+	if err := b.EnsureTopology(ctx, topology()); err != nil {
+		return nil, fmt.Errorf("bus.EnsureTopology: %w", err)
+	}
+	return a, nil
+}
+
+// close releases everything, the bus first so publishers flush while the
+// stores are still open.
+func (a *app) close() {
+	if a.bus != nil {
+		if err := a.bus.Close(); err != nil {
+			a.log.Error("bus.Close", "error", err.Error())
+		}
+	}
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		if err := a.closers[i](); err != nil {
+			a.log.Error("close", "error", err.Error())
+		}
+	}
+}
+
+// ready answers /readyz: the bus and the document store respond.
+func (a *app) ready(ctx context.Context) error {
+	if err := a.bus.Ping(ctx); err != nil {
+		return fmt.Errorf("bus: %w", err)
+	}
+	if _, err := a.docs.Get(ctx, docs.Key{Collection: "health", ID: "ping"}); err != nil && !errors.Is(err, docs.ErrNotFound) {
+		return fmt.Errorf("docs: %w", err)
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,118 @@
+// Command lethe is the one binary of the pipeline: the HTTP edge, the
+// workers, and admin commands. It only wires: configuration is read here,
+// once, and passed down.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/lethe-dev/lethe/infra/logging"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `lethe — privacy-first pipeline for voice memories
+
+Usage:
+  lethe run                 edge, every worker and the reconciler in one process
+                            (embedded defaults: no cloud account, no Docker)
+  lethe edge                the HTTP edge only
+  lethe worker NAME         one worker: transcribe, embed, store, reconcile
+  lethe token --uid UID     print a token of the local issuer (embedded mode)
+  lethe version             print the version
+  lethe help                this text, and the configuration variables
+
+The embedded embedder is lexical (feature hashing), not semantic: search
+finds the words that were said, not their meaning.
+`
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func realMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		fmt.Fprintln(stdout, "\nConfiguration (environment):")
+		printConfigHelp(stdout)
+		return 0
+	case "version", "--version":
+		fmt.Fprintln(stdout, "lethe", version)
+		return 0
+	}
+
+	cfg, err := loadConfig()
+	if err != nil {
+		fmt.Fprintf(stderr, "lethe: %v\n", err)
+		return 2
+	}
+	logger := logging.New(stderr, logging.Options{Level: parseLevel(cfg.LogLevel), ProjectID: cfg.ProjectID})
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	switch cmd {
+	case "run":
+		err = cmdRun(ctx, cfg, logger, rest, stdout)
+	case "edge":
+		err = cmdEdge(ctx, cfg, logger, rest)
+	case "worker":
+		err = cmdWorker(ctx, cfg, logger, rest)
+	case "token":
+		err = cmdToken(ctx, cfg, rest, stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "lethe: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "lethe %s: %v\n", cmd, err)
+			return 2
+		}
+		logger.Error("lethe stopped", "command", cmd, "error", err.Error())
+		return 1
+	}
+	return 0
+}
+
+type usageError struct{ error }
+
+func parseLevel(s string) slog.Level {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+func printConfigHelp(w io.Writer) {
+	var c Config
+	_ = printUsage(w, &c)
+}
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("lethe "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/lethe-dev/lethe/events"
+	"github.com/lethe-dev/lethe/functions"
+	"github.com/lethe-dev/lethe/infra/bus"
+	"github.com/lethe-dev/lethe/infra/bus/middleware"
+	"github.com/lethe-dev/lethe/workers/embed"
+	"github.com/lethe-dev/lethe/workers/reconcile"
+	"github.com/lethe-dev/lethe/workers/store"
+	"github.com/lethe-dev/lethe/workers/transcribe"
+)
+
+// Worker names, which are also their subscription names.
+const (
+	workerTranscribe = "transcribe"
+	workerEmbed      = "embed"
+	workerStore      = "store"
+	workerReconcile  = "reconcile"
+)
+
+// topology is every topic and subscription; embedded mode creates it at
+// start, Terraform in production.
+func topology() []bus.TopicSpec {
+	sub := func(name string) []bus.SubscriptionSpec {
+		return []bus.SubscriptionSpec{{Name: name, AckDeadline: 60 * time.Second, MaxDeliveryAttempts: 10}}
+	}
+	return []bus.TopicSpec{
+		{Name: events.TopicAudio, Subscriptions: sub(workerTranscribe)},
+		{Name: events.TopicTranscripts, Subscriptions: sub(workerEmbed)},
+		{Name: events.TopicEmbeddings, Subscriptions: sub(workerStore)},
+		{Name: events.TopicTwilio},
+		{Name: events.TopicLifecycle},
+	}
+}
+
+// pipeline is a started process: edge and/or workers.
+type pipeline struct {
+	app  *app
+	addr string // the edge's listening address, when it runs
+	stop func() error
+}
+
+type roles struct {
+	edge      bool
+	workers   []string
+	reconcile bool
+}
+
+// startPipeline opens the adapters and starts the roles asked for. stop
+// drains: the HTTP server stops accepting and finishes requests, receivers
+// finish in-flight handlers, publishers flush — all within
+// cfg.ShutdownTimeout.
+func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles, ov overrides) (*pipeline, error) {
+	a, err := openApp(ctx, cfg, logger, ov)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now
+	if ov.Now != nil {
+		now = ov.Now
+	}
+	p := &pipeline{app: a}
+	var pub publisher = a.bus
+	if ov.WrapPublisher != nil {
+		pub = ov.WrapPublisher(pub)
+	}
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	var metrics middleware.Metrics
+	chain := func(h bus.Handler) bus.Handler {
+		return bus.Chain(h,
+			middleware.Logging(logger),
+			metrics.Middleware,
+			middleware.Recoverer(logger),
+			middleware.Timeout(cfg.HandlerTimeout),
+			middleware.Retry(middleware.RetryConfig{MaxRetries: 2, InitialInterval: 200 * time.Millisecond, MaxInterval: 2 * time.Second, Multiplier: 2, Jitter: 0.5}),
+		)
+	}
+	handlers := map[string]bus.Handler{
+		workerTranscribe: (&transcribe.Worker{Docs: a.docs, Blobs: a.blobs, Keys: a.keys, STT: a.stt, Bus: pub, Events: a.events, Now: now}).Handle,
+		workerEmbed:      (&embed.Worker{Docs: a.docs, Keys: a.keys, Embedder: a.embedder, Bus: pub, Events: a.events}).Handle,
+		workerStore:      (&store.Worker{Docs: a.docs, Keys: a.keys, Vectors: a.vectors, Events: a.events, Now: now}).Handle,
+	}
+	for _, name := range r.workers {
+		h, ok := handlers[name]
+		if !ok {
+			cancelWork()
+			a.close()
+			return nil, usageError{fmt.Errorf("unknown worker %q", name)}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.bus.Receive(workCtx, name, chain(h)); err != nil && workCtx.Err() == nil {
+				logger.Error("receiver stopped", "subscription", name, "error", err.Error())
+			}
+		}()
+	}
+	if r.reconcile {
+		rec := &reconcile.Worker{Docs: a.docs, Bus: pub, Events: a.events, Logger: logger, Now: now, MaxRedrives: 10, Batch: 500}
+		// An in-memory bus starts empty: everything non-final is orphaned.
+		first := cfg.ReconcileAfter
+		if cfg.Bus == "embedded" {
+			first = 0
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = rec.Run(workCtx, first, cfg.ReconcileAfter, cfg.ReconcileEvery)
+		}()
+	}
+
+	var drain func() error
+	var srv *http.Server
+	srvDone := make(chan error, 1)
+	if r.edge {
+		ln, err := net.Listen("tcp", cfg.listenAddr())
+		if err != nil {
+			cancelWork()
+			wg.Wait()
+			a.close()
+			return nil, fmt.Errorf("net.Listen %s (LETHE_ADDR/PORT): %w", cfg.listenAddr(), err)
+		}
+		p.addr = ln.Addr().String()
+		edge := functions.New(functions.Deps{
+			Verifier: a.verifier, Pseudonyms: a.pseudo, Docs: a.docs, Blobs: a.blobs, Keys: a.keys,
+			Vectors: a.vectors, Embedder: a.embedder, Bus: pub, Events: a.events,
+			Logger: logger, LogUsers: a.logUsers, MaxChunkBytes: cfg.MaxChunkBytes,
+			Ready: a.ready, JWKS: a.issuer.JWKS(), Now: now,
+		})
+		srv = &http.Server{
+			Handler:           edge,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       2 * time.Minute,
+			WriteTimeout:      2 * time.Minute,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		}
+		go func() { srvDone <- srv.Serve(ln) }()
+	}
+
+	var stopOnce sync.Once
+	var stopErr error
+	p.stop = func() error {
+		stopOnce.Do(func() { stopErr = drain() })
+		return stopErr
+	}
+	drain = func() error {
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		var errs []error
+		if srv != nil {
+			if err := srv.Shutdown(sctx); err != nil {
+				errs = append(errs, fmt.Errorf("http.Server.Shutdown: %w", err))
+			}
+			if err := <-srvDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs = append(errs, fmt.Errorf("http.Server.Serve: %w", err))
+			}
+		}
+		cancelWork()
+		drained := make(chan struct{})
+		go func() { wg.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-sctx.Done():
+			errs = append(errs, errors.New("shutdown: handlers still running at LETHE_SHUTDOWN_TIMEOUT"))
+		}
+		a.close()
+		return errors.Join(errs...)
+	}
+	return p, nil
+}
+
+func cmdRun(ctx context.Context, cfg Config, logger *slog.Logger, args []string, stdout io.Writer) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", args)}
+	}
+	start := time.Now()
+	r, err := cfg.runRoles()
+	if err != nil {
+		return err
+	}
+	p, err := startPipeline(ctx, cfg, logger, r, overrides{})
+	if err != nil {
+		return err
+	}
+	logger.Info("lethe running", "addr", p.addr, "startup_ms", time.Since(start).Milliseconds(), "env", cfg.Env)
+	printWelcome(stdout, p)
+	<-ctx.Done()
+	logger.Info("shutting down")
+	return p.stop()
+}
+
+func printWelcome(w io.Writer, p *pipeline) {
+	base := "http://" + p.addr
+	fmt.Fprintf(w, "lethe: listening on %s\n", base)
+	if tok, err := p.app.issuer.Mint("demo", time.Hour); err == nil {
+		fmt.Fprintf(w, "\nA token for uid \"demo\" (1 hour; make more with: bin/lethe token --uid NAME):\n\n  export TOKEN=%s\n\n", tok)
+	}
+	fmt.Fprintf(w, "Try:\n  curl -X PUT -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: audio/wav' --data-binary @testdata/speech-hello.wav %s/v1/conversations/demo/chunks/0\n", base)
+	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" %s/v1/conversations/demo\n", base)
+	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" '%s/v1/search?q=memory'\n\n", base)
+}
+
+func cmdEdge(ctx context.Context, cfg Config, logger *slog.Logger, args []string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", args)}
+	}
+	if err := needSharedBus(cfg, "edge"); err != nil {
+		return err
+	}
+	p, err := startPipeline(ctx, cfg, logger, roles{edge: true}, overrides{})
+	if err != nil {
+		return err
+	}
+	logger.Info("lethe edge running", "addr", p.addr)
+	<-ctx.Done()
+	return p.stop()
+}
+
+func cmdWorker(ctx context.Context, cfg Config, logger *slog.Logger, args []string) error {
+	if len(args) != 1 {
+		return usageError{errors.New("want one worker name: transcribe, embed, store or reconcile")}
+	}
+	if err := needSharedBus(cfg, "worker"); err != nil {
+		return err
+	}
+	r := roles{}
+	if args[0] == workerReconcile {
+		r.reconcile = true
+	} else {
+		r.workers = []string{args[0]}
+	}
+	p, err := startPipeline(ctx, cfg, logger, r, overrides{})
+	if err != nil {
+		return err
+	}
+	logger.Info("lethe worker running", "worker", args[0])
+	<-ctx.Done()
+	return p.stop()
+}
+
+// needSharedBus: separate processes only make sense on a bus they share.
+func needSharedBus(cfg Config, cmd string) error {
+	if cfg.Bus == "embedded" {
+		return usageError{fmt.Errorf("the embedded bus lives inside one process; use `lethe run`, or set LETHE_BUS=gcp (with PUBSUB_EMULATOR_HOST for the emulator) to run `lethe %s` on its own", cmd)}
+	}
+	return nil
+}

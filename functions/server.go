@@ -1,0 +1,232 @@
+// Package functions is the HTTP edge: authenticated user API, audio ingest,
+// health. It accepts audio only once it is durable (sealed blob, chunk
+// record, event published) and never trusts a uid that is not in a verified
+// token.
+package functions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/lethe-dev/lethe/events"
+	"github.com/lethe-dev/lethe/infra/auth"
+	"github.com/lethe-dev/lethe/infra/blobs"
+	"github.com/lethe-dev/lethe/infra/docs"
+	"github.com/lethe-dev/lethe/infra/embed"
+	"github.com/lethe-dev/lethe/infra/keys"
+	"github.com/lethe-dev/lethe/infra/logging"
+	"github.com/lethe-dev/lethe/infra/vectors"
+)
+
+// Publisher publishes events durably (returns once the bus has them).
+type Publisher interface {
+	Publish(ctx context.Context, topic string, e event.Event) error
+}
+
+// Pseudonyms maps a raw uid to the keyed hash every store is keyed by.
+type Pseudonyms interface {
+	User(uid string) string
+}
+
+// Deps are the ports the edge uses.
+type Deps struct {
+	Verifier   auth.Verifier
+	Pseudonyms Pseudonyms
+	Docs       docs.Store
+	Blobs      blobs.Bucket
+	Keys       keys.Sealer
+	Vectors    vectors.Index
+	Embedder   embed.Embedder
+	Bus        Publisher
+	Events     *events.Registry
+	Logger     *slog.Logger
+	LogUsers   *logging.UserHasher
+	// MaxChunkBytes bounds one audio chunk body.
+	MaxChunkBytes int64
+	// Ready reports whether dependencies answer (for /readyz).
+	Ready func(ctx context.Context) error
+	// JWKS, when set, is served at /.well-known/jwks.json (the embedded
+	// local issuer's public keys).
+	JWKS []byte
+	Now  func() time.Time
+}
+
+// Server is the edge.
+type Server struct {
+	d   Deps
+	mux *http.ServeMux
+}
+
+// New returns the edge with every route registered.
+func New(d Deps) *Server {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	s := &Server{d: d, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	if len(d.JWKS) > 0 {
+		s.mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
+	}
+	s.mux.Handle("PUT /v1/conversations/{cid}/chunks/{seq}", s.authed(s.putChunk))
+	s.mux.Handle("GET /v1/conversations", s.authed(s.listConversations))
+	s.mux.Handle("GET /v1/conversations/{cid}", s.authed(s.getConversation))
+	s.mux.Handle("GET /v1/search", s.authed(s.search))
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such route")
+	})
+	return s
+}
+
+// ServeHTTP adds what every response needs: trace context for logs, panic
+// recovery, security headers, an access log without bodies or tokens.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := s.d.Now()
+	ctx := r.Context()
+	if t, ok := logging.ParseTraceparent(r.Header.Get("traceparent")); ok {
+		ctx = logging.WithTrace(ctx, t)
+	}
+	r = r.WithContext(ctx)
+	h := w.Header()
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Referrer-Policy", "no-referrer")
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	defer func() {
+		if p := recover(); p != nil {
+			s.d.Logger.ErrorContext(ctx, "edge panic", "panic", p, "stack", string(debug.Stack()))
+			if !rec.wrote {
+				writeError(rec, http.StatusInternalServerError, "internal", "internal error")
+			}
+		}
+		s.d.Logger.InfoContext(ctx, "request", "method", r.Method, "route", routeOf(r), "status", rec.status,
+			"duration_ms", s.d.Now().Sub(start).Milliseconds())
+	}()
+	s.mux.ServeHTTP(rec, r)
+}
+
+// routeOf logs the pattern, not the path: paths carry conversation ids.
+func routeOf(r *http.Request) string {
+	if r.Pattern != "" {
+		return r.Pattern
+	}
+	return "unmatched"
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	return r.ResponseWriter.Write(b)
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.d.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.d.Ready(ctx); err != nil {
+			s.d.Logger.WarnContext(ctx, "not ready", "error", err.Error())
+			writeError(w, http.StatusServiceUnavailable, "unavailable", "a dependency is not ready")
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_, _ = w.Write(s.d.JWKS)
+}
+
+type userKey struct{}
+
+// caller is the authenticated user of a request.
+type caller struct {
+	uid  string // raw: only for sealing it into data, never logged or stored
+	user string // keyed hash: the id every store uses
+}
+
+func callerFrom(ctx context.Context) caller { c, _ := ctx.Value(userKey{}).(caller); return c }
+
+// authed verifies the bearer token; the uid comes from it and nowhere else.
+func (s *Server) authed(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		raw, ok := bearer(r.Header.Get("Authorization"))
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="lethe"`)
+			writeError(w, http.StatusUnauthorized, "unauthenticated", "a bearer token is required")
+			return
+		}
+		id, err := s.d.Verifier.Verify(r.Context(), raw)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="lethe", error="invalid_token"`)
+			if !errors.Is(err, auth.ErrUnauthenticated) {
+				s.d.Logger.ErrorContext(r.Context(), "token verification failed", "error", err.Error())
+				writeError(w, http.StatusServiceUnavailable, "unavailable", "cannot verify tokens now")
+				return
+			}
+			s.d.Logger.WarnContext(r.Context(), "rejected token", "route", routeOf(r))
+			writeError(w, http.StatusUnauthorized, "unauthenticated", "the token is not valid")
+			return
+		}
+		c := caller{uid: id.UID, user: s.d.Pseudonyms.User(id.UID)}
+		ctx := context.WithValue(r.Context(), userKey{}, c)
+		next(w, r.WithContext(ctx))
+	})
+}
+
+func bearer(h string) (string, bool) {
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	if tok == "" || len(tok) > 8192 {
+		return "", false
+	}
+	return tok, true
+}
+
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// writeError answers {"error":{"code","message"}}: no internals, no user data.
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	var b errorBody
+	b.Error.Code, b.Error.Message = code, msg
+	writeJSON(w, status, b)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,151 @@
+// Package store is the worker that makes a segment searchable: it writes its
+// vector into the user's namespace and marks the chunk indexed
+// (embedding.created → final state).
+package store
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/lethe-dev/lethe/events"
+	"github.com/lethe-dev/lethe/infra/docs"
+	"github.com/lethe-dev/lethe/infra/keys"
+	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/infra/vectors"
+)
+
+// Worker holds the ports the handler needs.
+type Worker struct {
+	Docs    docs.Store
+	Keys    keys.Sealer
+	Vectors vectors.Index
+	Events  *events.Registry
+	Now     func() time.Time
+}
+
+// ErrEmbedderMismatch: a vector from another embedder than the namespace's.
+var ErrEmbedderMismatch = errors.New("store: embedder differs from the namespace's")
+
+// Handle indexes one vector. Idempotent: the vector id is deterministic and
+// upsert replaces.
+func (w *Worker) Handle(ctx context.Context, e event.Event) error {
+	var in events.EmbeddingCreated
+	if err := w.Events.Decode(e, &in); err != nil {
+		return err
+	}
+	if gone, err := records.Tombstoned(ctx, w.Docs, in.User); err != nil {
+		return err
+	} else if gone {
+		return fmt.Errorf("store: user tombstoned: %w", events.ErrDropped)
+	}
+	chunkKey := records.ChunkKey(in.User, in.ConversationID, in.Seq)
+	chunkDoc, err := w.Docs.Get(ctx, chunkKey)
+	if errors.Is(err, docs.ErrNotFound) {
+		return fmt.Errorf("store: chunk record gone: %w", events.ErrDropped)
+	}
+	if err != nil {
+		return fmt.Errorf("docs.Get chunk: %w", err)
+	}
+	chunk, err := records.ChunkFrom(chunkDoc)
+	if err != nil {
+		return events.Permanent(err)
+	}
+	if chunk.Status == records.StatusFailed {
+		return nil
+	}
+	if in.VectorID != records.VectorID(in.ConversationID, in.Seq) {
+		return events.Permanentf("store: vector_id %q does not name conversation/seq", in.VectorID)
+	}
+	if err := w.claimVectorSpace(ctx, in.User, records.VectorSpace{Embedder: in.Embedder, Dim: in.Dim}); err != nil {
+		return err
+	}
+	sealed, err := base64.StdEncoding.DecodeString(in.SealedVector)
+	if err != nil {
+		return events.Permanentf("store: sealed_vector: %v", err)
+	}
+	raw, err := w.Keys.Open(ctx, in.User, sealed, keys.AD(in.User, "events/"+events.TypeEmbeddingCreated, e.ID(), "sealed_vector"))
+	if err != nil {
+		if errors.Is(err, keys.ErrNoKey) || errors.Is(err, keys.ErrTombstoned) {
+			return fmt.Errorf("keys.Open vector: %w (%w)", events.ErrDropped, err)
+		}
+		if errors.Is(err, keys.ErrDecrypt) {
+			return events.Permanent(fmt.Errorf("keys.Open vector: %w", err))
+		}
+		return fmt.Errorf("keys.Open vector: %w", err)
+	}
+	vec, err := events.DecodeVector(raw)
+	if err != nil {
+		return events.Permanent(err)
+	}
+	if len(vec) != in.Dim {
+		return events.Permanentf("store: vector has %d dims, event says %d", len(vec), in.Dim)
+	}
+	// Metadata holds no user content: ids, numbers and the embedder name.
+	rec := vectors.Record{
+		ID:     in.VectorID,
+		Values: vec,
+		Metadata: map[string]any{
+			"conversation_id": in.ConversationID,
+			"seq":             int64(in.Seq),
+			"created_at":      chunk.ReceivedAt.Unix(),
+			"embedder":        in.Embedder,
+		},
+	}
+	if err := w.Vectors.Upsert(ctx, in.User, []vectors.Record{rec}); err != nil {
+		return fmt.Errorf("vectors.Upsert: %w", err)
+	}
+	err = w.Docs.Update(ctx, chunkKey, func(cur *docs.Doc) (*docs.Doc, error) {
+		if cur == nil {
+			return nil, nil
+		}
+		c, err := records.ChunkFrom(*cur)
+		if err != nil {
+			return nil, err
+		}
+		if c.Status == records.StatusIndexed || c.Status == records.StatusFailed {
+			return cur, nil
+		}
+		c.Status, c.UpdatedAt = records.StatusIndexed, w.Now().UTC()
+		d, err := c.Doc(in.User)
+		return &d, err
+	})
+	if err != nil {
+		return fmt.Errorf("docs.Update chunk: %w", err)
+	}
+	return nil
+}
+
+// claimVectorSpace records the embedder of the user's namespace on first use
+// and refuses vectors of any other (their scores would be meaningless).
+func (w *Worker) claimVectorSpace(ctx context.Context, user string, want records.VectorSpace) error {
+	err := w.Docs.Update(ctx, records.VectorSpaceKey(user), func(cur *docs.Doc) (*docs.Doc, error) {
+		if cur != nil {
+			var have records.VectorSpace
+			if err := json.Unmarshal(cur.Data, &have); err != nil {
+				return nil, fmt.Errorf("json.Unmarshal vectorspace: %w", err)
+			}
+			if have != want {
+				return nil, fmt.Errorf("%w: namespace has %s/%d, event has %s/%d", ErrEmbedderMismatch, have.Embedder, have.Dim, want.Embedder, want.Dim)
+			}
+			return cur, nil
+		}
+		data, err := json.Marshal(want)
+		if err != nil {
+			return nil, err
+		}
+		return &docs.Doc{Key: records.VectorSpaceKey(user), Data: data, Fields: map[string]any{"embedder": want.Embedder}}, nil
+	})
+	if errors.Is(err, ErrEmbedderMismatch) {
+		return events.Permanent(err)
+	}
+	if err != nil {
+		return fmt.Errorf("docs.Update vectorspace: %w", err)
+	}
+	return nil
+}

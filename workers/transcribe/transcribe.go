@@ -1,0 +1,256 @@
+// Package transcribe is the worker that turns an accepted audio chunk into a
+// sealed transcript segment: audio.chunk.received → transcript.created.
+package transcribe
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/lethe-dev/lethe/events"
+	"github.com/lethe-dev/lethe/infra/audio"
+	"github.com/lethe-dev/lethe/infra/blobs"
+	"github.com/lethe-dev/lethe/infra/docs"
+	"github.com/lethe-dev/lethe/infra/keys"
+	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/infra/stt"
+)
+
+// Publisher publishes the next event (durably, before returning).
+type Publisher interface {
+	Publish(ctx context.Context, topic string, e event.Event) error
+}
+
+// maxSealedAudio bounds what we read back from the blob store.
+const maxSealedAudio = 64 << 20
+
+// Worker holds the ports the handler needs.
+type Worker struct {
+	Docs   docs.Store
+	Blobs  blobs.Bucket
+	Keys   keys.Sealer
+	STT    stt.Transcriber
+	Bus    Publisher
+	Events *events.Registry
+	Now    func() time.Time
+}
+
+// Handle transcribes one chunk. Idempotent: the segment id and the next
+// event id are derived from (user, conversation, seq, digest), so a
+// redelivery rewrites the same segment and republishes the same event.
+func (w *Worker) Handle(ctx context.Context, e event.Event) error {
+	var in events.ChunkReceived
+	if err := w.Events.Decode(e, &in); err != nil {
+		return err
+	}
+	if gone, err := records.Tombstoned(ctx, w.Docs, in.User); err != nil {
+		return err
+	} else if gone {
+		return fmt.Errorf("transcribe: user tombstoned: %w", events.ErrDropped)
+	}
+	chunkDoc, err := w.Docs.Get(ctx, records.ChunkKey(in.User, in.ConversationID, in.Seq))
+	if errors.Is(err, docs.ErrNotFound) {
+		// The edge writes the record before it publishes; no record means
+		// the conversation was erased since.
+		return fmt.Errorf("transcribe: chunk record gone: %w", events.ErrDropped)
+	}
+	if err != nil {
+		return fmt.Errorf("docs.Get chunk: %w", err)
+	}
+	chunk, err := records.ChunkFrom(chunkDoc)
+	if err != nil {
+		return events.Permanent(err)
+	}
+	if chunk.SHA256 != in.SHA256 {
+		return fmt.Errorf("transcribe: event digest does not match the accepted chunk: %w", events.ErrDropped)
+	}
+	switch chunk.Status {
+	case records.StatusIndexed, records.StatusFailed:
+		return nil
+	case records.StatusTranscribed:
+		// Done before; the next stage may not have heard. Republish.
+		seg, err := w.Docs.Get(ctx, records.SegmentKey(in.User, in.ConversationID, in.Seq))
+		if err == nil {
+			s, err := records.SegmentFrom(seg)
+			if err != nil {
+				return events.Permanent(err)
+			}
+			return w.publishTranscript(ctx, in, s)
+		}
+		if !errors.Is(err, docs.ErrNotFound) {
+			return fmt.Errorf("docs.Get segment: %w", err)
+		}
+	}
+
+	pcm, err := w.loadAudio(ctx, in, chunk)
+	if err != nil {
+		return err
+	}
+	tr, err := w.STT.Transcribe(ctx, pcm)
+	if err != nil {
+		// Recogniser down or slow: retry. Nothing about the audio is wrong.
+		return fmt.Errorf("stt.Transcribe: %w", err)
+	}
+	segID := records.ChunkID(in.ConversationID, in.Seq)
+	sealed, err := w.Keys.Seal(ctx, in.User, []byte(tr.Text), keys.AD(in.User, records.Segments, segID, "text"))
+	if err != nil {
+		return w.keyError("keys.Seal segment", err)
+	}
+	seg := records.Segment{
+		ConversationID: in.ConversationID,
+		Seq:            in.Seq,
+		SealedText:     sealed,
+		Model:          tr.Model,
+		DurationMS:     audio.Duration(pcm).Milliseconds(),
+		CreatedAt:      w.Now().UTC(),
+	}
+	d, err := seg.Doc(in.User)
+	if err != nil {
+		return events.Permanent(err)
+	}
+	if err := w.Docs.Put(ctx, d); err != nil {
+		return fmt.Errorf("docs.Put segment: %w", err)
+	}
+	// Silence has nothing to search: the chunk is final without an index.
+	next := records.StatusTranscribed
+	if tr.Text == "" {
+		next = records.StatusIndexed
+	}
+	if err := w.advance(ctx, in, next, ""); err != nil {
+		return err
+	}
+	if next == records.StatusIndexed {
+		return nil
+	}
+	return w.publishTranscript(ctx, in, seg)
+}
+
+func (w *Worker) loadAudio(ctx context.Context, in events.ChunkReceived, chunk records.Chunk) (audio.PCM, error) {
+	rc, _, err := w.Blobs.Read(ctx, chunk.BlobKey)
+	if errors.Is(err, blobs.ErrNotFound) {
+		return audio.PCM{}, fmt.Errorf("transcribe: audio blob gone: %w", events.ErrDropped)
+	}
+	if err != nil {
+		return audio.PCM{}, fmt.Errorf("blobs.Read: %w", err)
+	}
+	sealed, err := io.ReadAll(io.LimitReader(rc, maxSealedAudio))
+	rc.Close()
+	if err != nil {
+		return audio.PCM{}, fmt.Errorf("blobs.Read body: %w", err)
+	}
+	body, err := w.Keys.Open(ctx, in.User, sealed, keys.AD(in.User, "blobs", chunk.BlobKey, "audio"))
+	if err != nil {
+		return audio.PCM{}, w.keyError("keys.Open audio", err)
+	}
+	sum := sha256.Sum256(body)
+	if hex.EncodeToString(sum[:]) != chunk.SHA256 {
+		return audio.PCM{}, w.fail(ctx, in, "audio digest mismatch")
+	}
+	pcm, err := audio.Decode(chunk.ContentType, bytes.Clone(body))
+	if err != nil {
+		// The edge decoded it before accepting; failing now is poison.
+		return audio.PCM{}, w.fail(ctx, in, "audio does not decode")
+	}
+	return audio.Resample(pcm, 16000), nil
+}
+
+// keyError maps key failures: a shredded or tombstoned user's events are
+// dropped; anything else is retried.
+func (w *Worker) keyError(call string, err error) error {
+	if errors.Is(err, keys.ErrNoKey) || errors.Is(err, keys.ErrTombstoned) {
+		return fmt.Errorf("%s: %w (%w)", call, events.ErrDropped, err)
+	}
+	if errors.Is(err, keys.ErrDecrypt) {
+		return events.Permanent(fmt.Errorf("%s: %w", call, err))
+	}
+	return fmt.Errorf("%s: %w", call, err)
+}
+
+// fail marks the chunk failed (final) and returns a permanent error so the
+// event is dead-lettered with the reason.
+func (w *Worker) fail(ctx context.Context, in events.ChunkReceived, reason string) error {
+	if err := w.advance(ctx, in, records.StatusFailed, reason); err != nil {
+		return err
+	}
+	return events.Permanentf("transcribe %s: %s", records.ChunkID(in.ConversationID, in.Seq), reason)
+}
+
+// advance moves the chunk forward, never back (a late redelivery must not
+// undo the store worker's "indexed").
+func (w *Worker) advance(ctx context.Context, in events.ChunkReceived, status, reason string) error {
+	err := w.Docs.Update(ctx, records.ChunkKey(in.User, in.ConversationID, in.Seq), func(cur *docs.Doc) (*docs.Doc, error) {
+		if cur == nil {
+			return nil, errChunkGone
+		}
+		c, err := records.ChunkFrom(*cur)
+		if err != nil {
+			return nil, err
+		}
+		if rank(c.Status) >= rank(status) {
+			return cur, nil
+		}
+		c.Status, c.FailReason, c.UpdatedAt = status, reason, w.Now().UTC()
+		d, err := c.Doc(in.User)
+		return &d, err
+	})
+	if errors.Is(err, errChunkGone) {
+		return fmt.Errorf("transcribe: chunk record gone: %w", events.ErrDropped)
+	}
+	if err != nil {
+		return fmt.Errorf("docs.Update chunk: %w", err)
+	}
+	return nil
+}
+
+var errChunkGone = errors.New("chunk record gone")
+
+func rank(status string) int {
+	switch status {
+	case records.StatusReceived:
+		return 0
+	case records.StatusTranscribed:
+		return 1
+	default: // indexed, failed: final
+		return 2
+	}
+}
+
+func (w *Worker) publishTranscript(ctx context.Context, in events.ChunkReceived, seg records.Segment) error {
+	segID := records.ChunkID(in.ConversationID, in.Seq)
+	text, err := w.Keys.Open(ctx, in.User, seg.SealedText, keys.AD(in.User, records.Segments, segID, "text"))
+	if err != nil {
+		return w.keyError("keys.Open segment", err)
+	}
+	id := events.DeriveID("transcript", in.User, in.ConversationID, strconv.Itoa(in.Seq), in.SHA256)
+	sealed, err := w.Keys.Seal(ctx, in.User, text, keys.AD(in.User, "events/"+events.TypeTranscriptCreated, id, "sealed_text"))
+	if err != nil {
+		return w.keyError("keys.Seal event", err)
+	}
+	out := events.TranscriptCreated{
+		User:           in.User,
+		ConversationID: in.ConversationID,
+		Seq:            in.Seq,
+		SegmentID:      segID,
+		SealedText:     base64.StdEncoding.EncodeToString(sealed),
+		Model:          seg.Model,
+		DurationMS:     seg.DurationMS,
+	}
+	ev, err := w.Events.NewWithID(id, events.TypeTranscriptCreated,
+		events.Subject(in.User, "conversations", in.ConversationID, "chunks", strconv.Itoa(in.Seq)), out)
+	if err != nil {
+		return events.Permanent(err)
+	}
+	if err := w.Bus.Publish(ctx, events.TopicTranscripts, ev); err != nil {
+		return fmt.Errorf("bus.Publish transcript: %w", err)
+	}
+	return nil
+}
