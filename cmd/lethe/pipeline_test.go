@@ -98,7 +98,7 @@ func (c client) do(method, path, contentType string, body []byte, out any) int {
 
 func (c client) upload(cid string, seq int, file string) {
 	c.t.Helper()
-	body, err := os.ReadFile(filepath.Join("..", "..", "testdata", file))
+	body, err := readTestdata(file)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -302,4 +302,8 @@ func TestEveryEventDeliveredTwiceMakesNoDuplicates(t *testing.T) {
 	if len(segs) != len(files) || len(ids) != len(files) || n != len(files) {
 		t.Fatalf("segments %d, vector ids %d, vectors %d; want %d of each", len(segs), len(ids), n, len(files))
 	}
+}
+
+func readTestdata(file string) ([]byte, error) {
+	return os.ReadFile(filepath.Join("..", "..", "testdata", file))
 }
