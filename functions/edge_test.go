@@ -33,6 +33,8 @@ import (
 	"github.com/lethe-dev/lethe/infra/keys/filekek"
 	"github.com/lethe-dev/lethe/infra/keys/pseudonym"
 	"github.com/lethe-dev/lethe/infra/logging"
+	"github.com/lethe-dev/lethe/infra/ratelimit"
+	"github.com/lethe-dev/lethe/infra/ratelimit/memlimit"
 	"github.com/lethe-dev/lethe/infra/records"
 	"github.com/lethe-dev/lethe/infra/vectors/flatvectors"
 )
@@ -78,6 +80,10 @@ type edge struct {
 }
 
 func newEdge(t testing.TB, maxChunk int64) *edge {
+	return newEdgeWithLimits(t, maxChunk, functions.Limits{})
+}
+
+func newEdgeWithLimits(t testing.TB, maxChunk int64, limits functions.Limits) *edge {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -109,6 +115,8 @@ func newEdge(t testing.TB, maxChunk int64) *edge {
 		Logger:        logging.New(&lockedWriter{w: logs}, logging.Options{Level: slog.LevelDebug}),
 		LogUsers:      logging.NewUserHasher([]byte("0123456789abcdef0123456789abcdef")),
 		MaxChunkBytes: maxChunk, JWKS: iss.JWKS(),
+		Limiter: ratelimit.NewFallback(memlimit.New(memlimit.Options{}), memlimit.New(memlimit.Options{}), nil),
+		Limits:  limits,
 	})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
@@ -459,6 +467,37 @@ func BenchmarkPutChunk(b *testing.B) {
 		r := e.do("PUT", fmt.Sprintf("/v1/conversations/bench/chunks/%d", i), tok, "audio/wav", wav)
 		if r.status != http.StatusAccepted {
 			b.Fatalf("status %d", r.status)
+		}
+	}
+}
+
+func TestRateLimits(t *testing.T) {
+	e := newEdgeWithLimits(t, 1<<20, functions.Limits{
+		PerUser:    ratelimit.Limit{Rate: 3, Burst: 3, Period: time.Hour},
+		Search:     ratelimit.Limit{Rate: 1, Burst: 1, Period: time.Hour},
+		FailedAuth: ratelimit.Limit{Rate: 2, Burst: 2, Period: time.Hour},
+	})
+	alice, bob := e.token("alice"), e.token("bob")
+	for i := range 3 {
+		if r := e.do("GET", "/v1/conversations", alice, "", nil); r.status != 200 {
+			t.Fatalf("request %d: %d", i, r.status)
+		}
+	}
+	r := e.do("GET", "/v1/conversations", alice, "", nil)
+	if r.status != http.StatusTooManyRequests || errCode(r) != "rate_limited" || r.header.Get("Retry-After") == "" {
+		t.Fatalf("4th request: %d %v Retry-After=%q", r.status, r.body, r.header.Get("Retry-After"))
+	}
+	// Another user has their own budget; searches have a tighter one.
+	if r := e.do("GET", "/v1/search?q=hi", bob, "", nil); r.status != 200 {
+		t.Fatalf("bob's first search: %d", r.status)
+	}
+	if r := e.do("GET", "/v1/search?q=hi", bob, "", nil); r.status != http.StatusTooManyRequests {
+		t.Fatalf("bob's second search: %d, want 429", r.status)
+	}
+	// Rejected tokens: two 401s, then 429 for that address.
+	for i, want := range []int{401, 401, 429} {
+		if r := e.do("GET", "/v1/conversations", "forged.token.here", "", nil); r.status != want {
+			t.Fatalf("bad token %d: %d, want %d", i, r.status, want)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/embed"
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/logging"
+	"github.com/lethe-dev/lethe/infra/ratelimit"
 	"github.com/lethe-dev/lethe/infra/vectors"
 )
 
@@ -34,6 +36,20 @@ type Publisher interface {
 // Pseudonyms maps a raw uid to the keyed hash every store is keyed by.
 type Pseudonyms interface {
 	User(uid string) string
+}
+
+// Limiter counts events against rate limits (ratelimit.Fallback): with
+// FallbackLocal a shared backend outage degrades to per-instance limits,
+// with FailClosed it is an error (503).
+type Limiter interface {
+	Allow(ctx context.Context, key string, limit ratelimit.Limit, mode ratelimit.Mode) (ratelimit.Result, error)
+}
+
+// Limits are the edge's rate limits.
+type Limits struct {
+	PerUser    ratelimit.Limit // every authenticated call, per user
+	Search     ratelimit.Limit // searches (embedding + vector query), per user
+	FailedAuth ratelimit.Limit // rejected tokens, per client address
 }
 
 // Deps are the ports the edge uses.
@@ -49,6 +65,8 @@ type Deps struct {
 	Events     *events.Registry
 	Logger     *slog.Logger
 	LogUsers   *logging.UserHasher
+	Limiter    Limiter
+	Limits     Limits
 	// MaxChunkBytes bounds one audio chunk body.
 	MaxChunkBytes int64
 	// Ready reports whether dependencies answer (for /readyz).
@@ -79,7 +97,7 @@ func New(d Deps) *Server {
 	s.mux.Handle("PUT /v1/conversations/{cid}/chunks/{seq}", s.authed(s.putChunk))
 	s.mux.Handle("GET /v1/conversations", s.authed(s.listConversations))
 	s.mux.Handle("GET /v1/conversations/{cid}", s.authed(s.getConversation))
-	s.mux.Handle("GET /v1/search", s.authed(s.search))
+	s.mux.Handle("GET /v1/search", s.authed(s.limited("search", d.Limits.Search, ratelimit.FailClosed, s.search)))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such route")
 	})
@@ -176,6 +194,9 @@ func callerFrom(ctx context.Context) caller { c, _ := ctx.Value(userKey{}).(call
 func (s *Server) authed(next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, ok := bearer(r.Header.Get("Authorization"))
+		if !ok && !s.allow(w, r, "authfail:"+clientAddr(r), s.d.Limits.FailedAuth, ratelimit.FallbackLocal) {
+			return
+		}
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="lethe"`)
 			writeError(w, http.StatusUnauthorized, "unauthenticated", "a bearer token is required")
@@ -189,11 +210,17 @@ func (s *Server) authed(next http.HandlerFunc) http.Handler {
 				writeError(w, http.StatusServiceUnavailable, "unavailable", "cannot verify tokens now")
 				return
 			}
-			s.d.Logger.WarnContext(r.Context(), "rejected token", "route", routeOf(r))
+			s.d.Logger.WarnContext(r.Context(), "rejected token", "route", routeOf(r), "security_event", "auth_failure")
+			if !s.allow(w, r, "authfail:"+clientAddr(r), s.d.Limits.FailedAuth, ratelimit.FallbackLocal) {
+				return
+			}
 			writeError(w, http.StatusUnauthorized, "unauthenticated", "the token is not valid")
 			return
 		}
 		c := caller{uid: id.UID, user: s.d.Pseudonyms.User(id.UID)}
+		if !s.allow(w, r, "user:"+c.user, s.d.Limits.PerUser, ratelimit.FallbackLocal) {
+			return
+		}
 		ctx := context.WithValue(r.Context(), userKey{}, c)
 		next(w, r.WithContext(ctx))
 	})
@@ -229,4 +256,44 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// limited adds a per-user limit of its own to an authenticated route.
+func (s *Server) limited(name string, l ratelimit.Limit, mode ratelimit.Mode, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.allow(w, r, name+":"+callerFrom(r.Context()).user, l, mode) {
+			next(w, r)
+		}
+	}
+}
+
+// allow counts one request against key; when it may not proceed it has
+// already answered 429 (with Retry-After) or 503. A zero limit is off.
+func (s *Server) allow(w http.ResponseWriter, r *http.Request, key string, l ratelimit.Limit, mode ratelimit.Mode) bool {
+	if s.d.Limiter == nil || l.Rate == 0 {
+		return true
+	}
+	res, err := s.d.Limiter.Allow(r.Context(), key, l, mode)
+	if err != nil {
+		s.d.Logger.ErrorContext(r.Context(), "rate limiter failed", "error", err.Error())
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "rate limiting is unavailable; retry later")
+		return false
+	}
+	ratelimit.WriteHeaders(w, res, l)
+	if !res.Allowed {
+		s.d.Logger.WarnContext(r.Context(), "rate limited", "route", routeOf(r), "security_event", "rate_limited")
+		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many requests; retry after the Retry-After delay")
+		return false
+	}
+	return true
+}
+
+// clientAddr is the peer address. Behind a load balancer that is the
+// balancer; Cloud Armor limits per client IP in front of it.
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }

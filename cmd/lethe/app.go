@@ -2,34 +2,31 @@ package main
 
 import (
 	"context"
+	"io"
 
 	"errors"
 	"fmt"
-	"github.com/cloudevents/sdk-go/v2/event"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
+
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/auth"
 	"github.com/lethe-dev/lethe/infra/auth/localissuer"
 	"github.com/lethe-dev/lethe/infra/blobs"
-	"github.com/lethe-dev/lethe/infra/blobs/dirblobs"
 	"github.com/lethe-dev/lethe/infra/bus"
 	"github.com/lethe-dev/lethe/infra/docs"
-	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
 	"github.com/lethe-dev/lethe/infra/embed"
-	"github.com/lethe-dev/lethe/infra/embed/hashembed"
 	"github.com/lethe-dev/lethe/infra/keys"
-	"github.com/lethe-dev/lethe/infra/keys/filekek"
 	"github.com/lethe-dev/lethe/infra/keys/pseudonym"
 	"github.com/lethe-dev/lethe/infra/logging"
+	"github.com/lethe-dev/lethe/infra/ratelimit"
 	"github.com/lethe-dev/lethe/infra/stt"
-	"github.com/lethe-dev/lethe/infra/stt/pocketsphinx"
 	"github.com/lethe-dev/lethe/infra/vectors"
-	"github.com/lethe-dev/lethe/infra/vectors/flatvectors"
 )
 
 // app holds the opened adapters of one process.
@@ -48,6 +45,7 @@ type app struct {
 	stt      stt.Transcriber
 	issuer   *localissuer.Issuer
 	verifier auth.Verifier
+	limiter  *ratelimit.Fallback
 	closers  []func() error
 }
 
@@ -79,8 +77,8 @@ func (p dataPaths) uidSecret() string { return filepath.Join(p.root, "keys", "ui
 func (p dataPaths) logSecret() string { return filepath.Join(p.root, "keys", "log-hmac.key") }
 func (p dataPaths) issuer() string    { return filepath.Join(p.root, "auth", "issuer.pem") }
 
-func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides) (a *app, err error) {
-	a = &app{cfg: cfg, log: logger}
+func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides) (_ *app, err error) {
+	a := &app{cfg: cfg, log: logger}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -105,54 +103,51 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides)
 	}
 	a.logUsers = logging.NewUserHasher(logSecret)
 
+	// The local issuer always exists (lethe token, the dev console); it is
+	// trusted only with LETHE_AUTH=local.
 	if a.issuer, err = localissuer.Open(paths.issuer()); err != nil {
 		return nil, fmt.Errorf("localissuer.Open: %w", err)
 	}
-	if a.verifier, err = a.issuer.Verifier(); err != nil {
-		return nil, fmt.Errorf("localissuer.Verifier: %w", err)
+	if a.verifier, err = a.openVerifier(ctx, cfg); err != nil {
+		return nil, err
 	}
-
-	sq, err := sqlitedocs.Open(ctx, paths.docs())
-	if err != nil {
-		return nil, fmt.Errorf("sqlitedocs.Open: %w", err)
+	if a.docs, err = openDocs(ctx, cfg, paths); err != nil {
+		return nil, err
 	}
-	a.docs = sq
-	a.closers = append(a.closers, sq.Close)
-
-	db, err := dirblobs.Open(paths.blobs())
-	if err != nil {
-		return nil, fmt.Errorf("dirblobs.Open: %w", err)
+	a.closers = append(a.closers, a.docs.Close)
+	if a.blobs, err = openBlobs(ctx, cfg, paths); err != nil {
+		return nil, err
 	}
-	a.blobs = db
-	a.closers = append(a.closers, db.Close)
-
-	fv, err := flatvectors.Open(paths.vectors())
-	if err != nil {
-		return nil, fmt.Errorf("flatvectors.Open: %w", err)
+	a.closers = append(a.closers, a.blobs.Close)
+	var vc io.Closer
+	if a.vectors, vc, err = openVectors(cfg, paths); err != nil {
+		return nil, err
 	}
-	a.vectors = fv
-	a.closers = append(a.closers, fv.Close)
-
-	kek, err := filekek.Open(paths.kek())
+	a.closers = append(a.closers, vc.Close)
+	kek, err := openKEK(ctx, cfg, paths)
 	if err != nil {
-		return nil, fmt.Errorf("filekek.Open: %w", err)
+		return nil, err
+	}
+	if c, ok := kek.(io.Closer); ok {
+		a.closers = append(a.closers, c.Close)
 	}
 	a.keys = keys.NewKeyring(kek, keys.NewDocsKeysetStore(a.docs), keys.Options{})
-
-	a.embedder = ov.Embedder
-	if a.embedder == nil {
-		a.embedder = hashembed.New()
+	var lc io.Closer
+	if a.limiter, lc, err = openLimiter(ctx, cfg); err != nil {
+		return nil, err
 	}
-	a.stt = ov.STT
-	if a.stt == nil {
-		ps, err := pocketsphinx.New(pocketsphinx.Config{Keywords: splitList(cfg.STTKeywords)})
-		if err != nil {
+	if lc != nil {
+		a.closers = append(a.closers, lc.Close)
+	}
+	if a.embedder = ov.Embedder; a.embedder == nil {
+		if a.embedder, err = openEmbedder(cfg); err != nil {
+			return nil, err
+		}
+	}
+	if a.stt = ov.STT; a.stt == nil {
+		if a.stt, err = openSTT(cfg); err != nil {
 			return nil, fmt.Errorf("speech-to-text: %w", err)
 		}
-		if err := ps.Check(); err != nil {
-			return nil, fmt.Errorf("speech-to-text: %w", err)
-		}
-		a.stt = ps
 	}
 
 	b, err := bus.Open(ctx, bus.Config{

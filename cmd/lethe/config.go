@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+	"github.com/lethe-dev/lethe/functions"
+	"github.com/lethe-dev/lethe/infra/ratelimit"
 )
 
 // Config is read once, in main, from the environment, and passed down.
@@ -36,13 +39,44 @@ type Config struct {
 	// the edge alone): a way to hold work back, e.g. to inspect a backlog.
 	Workers string `envconfig:"LETHE_WORKERS" default:"transcribe,embed,store,reconcile" desc:"workers lethe run starts: any of transcribe, embed, store, reconcile, or none"`
 
+	RateUserPerMin     int `envconfig:"LETHE_RATE_USER_PER_MIN" default:"600" desc:"requests per minute per user (0: off)"`
+	RateSearchPerMin   int `envconfig:"LETHE_RATE_SEARCH_PER_MIN" default:"60" desc:"searches per minute per user (0: off)"`
+	RateAuthFailPerMin int `envconfig:"LETHE_RATE_AUTHFAIL_PER_MIN" default:"30" desc:"rejected tokens per minute per client address before 429 (0: off)"`
+
 	MaxInFlight int `envconfig:"LETHE_MAX_IN_FLIGHT" default:"4" desc:"events each worker handles at once"`
 
 	MaxChunkBytes int64 `envconfig:"LETHE_MAX_CHUNK_BYTES" default:"16777216" desc:"largest accepted audio chunk body"`
 
-	STT         string `envconfig:"LETHE_STT" default:"pocketsphinx" desc:"speech-to-text: pocketsphinx"`
+	// Adapters: each port's backend. Embedded defaults need nothing but
+	// LETHE_DATA_DIR.
+	Documents string `envconfig:"LETHE_DOCUMENTS" default:"sqlite" desc:"documents: sqlite or firestore"`
+	Blobs     string `envconfig:"LETHE_BLOBS" default:"dir" desc:"blobs: dir or gcs"`
+	Vectors   string `envconfig:"LETHE_VECTORS" default:"flat" desc:"vectors: flat or pinecone"`
+	STT       string `envconfig:"LETHE_STT" default:"pocketsphinx" desc:"speech-to-text: pocketsphinx, deepgram or openai"`
+	Embedder  string `envconfig:"LETHE_EMBEDDER" default:"hashing" desc:"embeddings: hashing (lexical, not semantic), pinecone or openai"`
+	KEK       string `envconfig:"LETHE_KEK" default:"file" desc:"key-encryption key: file (a local key file) or gcpkms://projects/P/locations/L/keyRings/R/cryptoKeys/K"`
+	RateLimit string `envconfig:"LETHE_RATELIMIT" default:"memory" desc:"rate limits: memory or redis://host:port/db"`
+	Auth      string `envconfig:"LETHE_AUTH" default:"local" desc:"tokens: local (an issuer in LETHE_DATA_DIR; lethe token mints) or firebase"`
+	// AllowEmbedded lets production use embedded adapters on purpose (a
+	// single-instance install); without it production refuses them.
+	AllowEmbedded bool `envconfig:"LETHE_ALLOW_EMBEDDED" default:"false" desc:"production: allow embedded adapters (single instance only)"`
+
+	FirestoreEmulatorHost string `envconfig:"FIRESTORE_EMULATOR_HOST" desc:"use the Firestore emulator at host:port"`
+	FirestoreDatabase     string `envconfig:"LETHE_FIRESTORE_DATABASE" default:"(default)" desc:"Firestore database id"`
+	GCSBucket             string `envconfig:"LETHE_GCS_BUCKET" desc:"Cloud Storage bucket (LETHE_BLOBS=gcs)"`
+	GCSEndpoint           string `envconfig:"LETHE_GCS_ENDPOINT" desc:"Cloud Storage endpoint override (a fake-gcs-server, say)"`
+	PineconeAPIKey        string `envconfig:"PINECONE_API_KEY" desc:"Pinecone API key (vectors and embeddings)"`
+	PineconeIndexHost     string `envconfig:"LETHE_PINECONE_INDEX_HOST" desc:"Pinecone index host (lethe pinecone ensure-index prints it)"`
+	EmbedDim              int    `envconfig:"LETHE_EMBED_DIM" default:"1024" desc:"dimension of hosted embeddings"`
+	DeepgramAPIKey        string `envconfig:"DEEPGRAM_API_KEY" desc:"Deepgram API key (LETHE_STT=deepgram)"`
+	OpenAIBaseURL         string `envconfig:"LETHE_OPENAI_BASE_URL" default:"https://api.openai.com/v1" desc:"OpenAI-compatible server (whisper.cpp, speaches, OpenAI), including /v1"`
+	OpenAIAPIKey          string `envconfig:"OPENAI_API_KEY" desc:"key for the OpenAI-compatible server, if it needs one"`
+	OpenAISTTModel        string `envconfig:"LETHE_OPENAI_STT_MODEL" default:"whisper-1" desc:"transcription model (LETHE_STT=openai)"`
+	OpenAIEmbedModel      string `envconfig:"LETHE_OPENAI_EMBED_MODEL" default:"text-embedding-3-small" desc:"embedding model (LETHE_EMBEDDER=openai)"`
+	FirebaseProject       string `envconfig:"LETHE_FIREBASE_PROJECT" desc:"Firebase project whose ID tokens are accepted (LETHE_AUTH=firebase; default LETHE_PROJECT)"`
+	FirebaseAuthEmulator  string `envconfig:"FIREBASE_AUTH_EMULATOR_HOST" desc:"refused in production: the Firebase SDK skips signature checks when it is set"`
+
 	STTKeywords string `envconfig:"LETHE_STT_KEYWORDS" desc:"optional comma-separated phrases to constrain PocketSphinx to"`
-	Embedder    string `envconfig:"LETHE_EMBEDDER" default:"hashing" desc:"embeddings: hashing (lexical, not semantic)"`
 }
 
 const (
@@ -87,6 +121,11 @@ func (c Config) validate() error {
 	if c.MaxChunkBytes <= 0 || c.MaxChunkBytes > 32<<20 {
 		errs = append(errs, fmt.Errorf("LETHE_MAX_CHUNK_BYTES=%d: want 1..33554432 (Cloud Run caps HTTP/1 bodies at 32 MiB)", c.MaxChunkBytes))
 	}
+	for name, v := range map[string]int{"LETHE_RATE_USER_PER_MIN": c.RateUserPerMin, "LETHE_RATE_SEARCH_PER_MIN": c.RateSearchPerMin, "LETHE_RATE_AUTHFAIL_PER_MIN": c.RateAuthFailPerMin} {
+		if v < 0 || v > 1_000_000 {
+			errs = append(errs, fmt.Errorf("%s=%d: want 0..1000000", name, v))
+		}
+	}
 	if c.MaxInFlight < 1 || c.MaxInFlight > 1000 {
 		errs = append(errs, fmt.Errorf("LETHE_MAX_IN_FLIGHT=%d: want 1..1000", c.MaxInFlight))
 	}
@@ -101,15 +140,38 @@ func (c Config) validate() error {
 	if _, err := c.runRoles(); err != nil {
 		errs = append(errs, err)
 	}
-	switch c.STT {
-	case "pocketsphinx":
-	default:
-		errs = append(errs, fmt.Errorf("LETHE_STT=%q: want pocketsphinx", c.STT))
+	for _, ch := range []struct {
+		name, value string
+		allowed     []string
+	}{
+		{"LETHE_DOCUMENTS", c.Documents, []string{"sqlite", "firestore"}},
+		{"LETHE_BLOBS", c.Blobs, []string{"dir", "gcs"}},
+		{"LETHE_VECTORS", c.Vectors, []string{"flat", "pinecone"}},
+		{"LETHE_STT", c.STT, []string{"pocketsphinx", "deepgram", "openai"}},
+		{"LETHE_EMBEDDER", c.Embedder, []string{"hashing", "pinecone", "openai"}},
+		{"LETHE_AUTH", c.Auth, []string{"local", "firebase"}},
+	} {
+		if !slices.Contains(ch.allowed, ch.value) {
+			errs = append(errs, fmt.Errorf("%s=%q: want one of %s", ch.name, ch.value, strings.Join(ch.allowed, ", ")))
+		}
 	}
-	switch c.Embedder {
-	case "hashing":
-	default:
-		errs = append(errs, fmt.Errorf("LETHE_EMBEDDER=%q: want hashing", c.Embedder))
+	if c.KEK != "file" && !strings.HasPrefix(c.KEK, "gcpkms://") && !strings.HasPrefix(c.KEK, "gcp-kms://") {
+		errs = append(errs, errors.New("LETHE_KEK: want file or gcpkms://projects/P/locations/L/keyRings/R/cryptoKeys/K"))
+	}
+	if c.RateLimit != "memory" && !strings.HasPrefix(c.RateLimit, "redis://") && !strings.HasPrefix(c.RateLimit, "rediss://") {
+		errs = append(errs, errors.New("LETHE_RATELIMIT: want memory or redis://host:port/db"))
+	}
+	need := func(cond bool, name, why string) {
+		if cond {
+			errs = append(errs, fmt.Errorf("%s is required %s", name, why))
+		}
+	}
+	need(c.Blobs == "gcs" && c.GCSBucket == "", "LETHE_GCS_BUCKET", "with LETHE_BLOBS=gcs")
+	need(c.Vectors == "pinecone" && c.PineconeIndexHost == "", "LETHE_PINECONE_INDEX_HOST", "with LETHE_VECTORS=pinecone")
+	need((c.Vectors == "pinecone" || c.Embedder == "pinecone") && c.PineconeAPIKey == "", "PINECONE_API_KEY", "with Pinecone vectors or embeddings")
+	need(c.STT == "deepgram" && c.DeepgramAPIKey == "", "DEEPGRAM_API_KEY", "with LETHE_STT=deepgram")
+	if c.EmbedDim < 1 || c.EmbedDim > 20000 {
+		errs = append(errs, fmt.Errorf("LETHE_EMBED_DIM=%d: want 1..20000", c.EmbedDim))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -130,9 +192,33 @@ func (c Config) guardProduction() error {
 	if c.PubSubEmulatorHost != "" {
 		errs = append(errs, errors.New("PUBSUB_EMULATOR_HOST is set: refused when LETHE_ENV=production"))
 	}
-	// Until the production adapters exist, every store is embedded: local
-	// key file, local token issuer, SQLite, a directory.
-	errs = append(errs, errors.New("LETHE_DATA_DIR: embedded stores (local KEK, local token issuer, SQLite, directory blobs, flat vectors) are refused when LETHE_ENV=production"))
+	if c.FirebaseAuthEmulator != "" {
+		errs = append(errs, errors.New("FIREBASE_AUTH_EMULATOR_HOST is set: it disables token signature checks; refused when LETHE_ENV=production"))
+	}
+	if c.FirestoreEmulatorHost != "" || c.GCSEndpoint != "" {
+		errs = append(errs, errors.New("FIRESTORE_EMULATOR_HOST or LETHE_GCS_ENDPOINT is set: emulators are refused when LETHE_ENV=production"))
+	}
+	if c.Auth == "local" {
+		errs = append(errs, errors.New("LETHE_AUTH=local: anyone with the data dir can mint tokens; refused when LETHE_ENV=production"))
+	}
+	if c.KEK == "file" {
+		errs = append(errs, errors.New("LETHE_KEK=file: a key-encryption key on local disk; refused when LETHE_ENV=production (use gcpkms://...)"))
+	}
+	// Stores that cannot be shared between instances: allowed only on
+	// purpose, for a single-instance install.
+	if !c.AllowEmbedded {
+		for _, e := range []struct {
+			name     string
+			embedded bool
+		}{
+			{"LETHE_DOCUMENTS=sqlite", c.Documents == "sqlite"}, {"LETHE_BLOBS=dir", c.Blobs == "dir"},
+			{"LETHE_VECTORS=flat", c.Vectors == "flat"}, {"LETHE_RATELIMIT=memory", c.RateLimit == "memory"},
+		} {
+			if e.embedded {
+				errs = append(errs, fmt.Errorf("%s: cannot be shared between instances; refused when LETHE_ENV=production unless LETHE_ALLOW_EMBEDDED=true", e.name))
+			}
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -161,4 +247,20 @@ func (c Config) runRoles() (roles, error) {
 		}
 	}
 	return r, nil
+}
+
+// limits are the edge's rate limits; bursts allow a client to catch up
+// after a gap (a wearable flushing its buffer).
+func (c Config) limits() functions.Limits {
+	perMin := func(n, burstDiv int) ratelimit.Limit {
+		if n <= 0 {
+			return ratelimit.Limit{}
+		}
+		return ratelimit.PerMinute(n, max(1, n/burstDiv))
+	}
+	return functions.Limits{
+		PerUser:    perMin(c.RateUserPerMin, 5),
+		Search:     perMin(c.RateSearchPerMin, 4),
+		FailedAuth: perMin(c.RateAuthFailPerMin, 3),
+	}
 }

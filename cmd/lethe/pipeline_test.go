@@ -35,6 +35,8 @@ func testConfig(t testing.TB) Config {
 		ReconcileEvery: 500 * time.Millisecond, ReconcileAfter: time.Minute,
 		Workers: "transcribe,embed,store,reconcile", MaxInFlight: 4,
 		MaxChunkBytes: 16 << 20, STT: "pocketsphinx", Embedder: "hashing",
+		Documents: "sqlite", Blobs: "dir", Vectors: "flat", KEK: "file", RateLimit: "memory", Auth: "local",
+		EmbedDim: 1024,
 	}
 }
 

@@ -187,3 +187,43 @@ func TestHelpAndVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestProductionGuard: every dangerous or unshareable setting is refused
+// in production, and a fully production configuration passes the guard.
+func TestProductionGuard(t *testing.T) {
+	prod := Config{Env: envProduction, Bus: "gcp", Documents: "firestore", Blobs: "gcs", Vectors: "pinecone",
+		KEK: "gcpkms://projects/p/locations/l/keyRings/r/cryptoKeys/k", RateLimit: "redis://10.0.0.3:6379/0", Auth: "firebase"}
+	if err := prod.guardProduction(); err != nil {
+		t.Fatalf("production configuration refused: %v", err)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*Config)
+		want   string
+	}{
+		{"embedded bus", func(c *Config) { c.Bus = "embedded" }, "LETHE_BUS=embedded"},
+		{"pubsub emulator", func(c *Config) { c.PubSubEmulatorHost = "127.0.0.1:8085" }, "PUBSUB_EMULATOR_HOST"},
+		{"firestore emulator", func(c *Config) { c.FirestoreEmulatorHost = "127.0.0.1:8086" }, "FIRESTORE_EMULATOR_HOST"},
+		{"auth emulator", func(c *Config) { c.FirebaseAuthEmulator = "127.0.0.1:9099" }, "FIREBASE_AUTH_EMULATOR_HOST"},
+		{"local issuer", func(c *Config) { c.Auth = "local" }, "LETHE_AUTH=local"},
+		{"local KEK", func(c *Config) { c.KEK = "file" }, "LETHE_KEK=file"},
+		{"sqlite", func(c *Config) { c.Documents = "sqlite" }, "LETHE_DOCUMENTS=sqlite"},
+		{"dir blobs", func(c *Config) { c.Blobs = "dir" }, "LETHE_BLOBS=dir"},
+		{"flat vectors", func(c *Config) { c.Vectors = "flat" }, "LETHE_VECTORS=flat"},
+		{"memory limits", func(c *Config) { c.RateLimit = "memory" }, "LETHE_RATELIMIT=memory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := prod
+			tc.change(&c)
+			err := c.guardProduction()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("guard: %v, want a refusal naming %s", err, tc.want)
+			}
+		})
+	}
+	allowed := prod
+	allowed.Documents, allowed.Blobs, allowed.AllowEmbedded = "sqlite", "dir", true
+	if err := allowed.guardProduction(); err != nil {
+		t.Fatalf("LETHE_ALLOW_EMBEDDED=true still refused: %v", err)
+	}
+}

@@ -137,6 +137,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			Verifier: a.verifier, Pseudonyms: a.pseudo, Docs: a.docs, Blobs: a.blobs, Keys: a.keys,
 			Vectors: a.vectors, Embedder: a.embedder, Bus: pub, Events: a.events,
 			Logger: logger, LogUsers: a.logUsers, MaxChunkBytes: cfg.MaxChunkBytes,
+			Limiter: a.limiter, Limits: cfg.limits(),
 			Ready: a.ready, JWKS: a.issuer.JWKS(), Now: now,
 		})
 		srv = &http.Server{
