@@ -21,6 +21,7 @@ deps-run:
 
 ## test: every test, with the gcloud Pub/Sub emulator when it is installed
 test:
+	@scripts/install-deps.sh test
 	$(GO) vet $(PKGS)
 	scripts/with-emulators.sh $(GO) test $(TESTFLAGS) $(PKGS)
 
