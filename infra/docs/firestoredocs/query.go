@@ -1,0 +1,285 @@
+package firestoredocs
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"cloud.google.com/go/firestore"
+	"cloud.google.com/go/firestore/apiv1/firestorepb"
+	"google.golang.org/api/iterator"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/lethe-dev/lethe/infra/docs"
+)
+
+// deletePage is how many documents DeleteUser lists and deletes at a time:
+// Firestore's own batch size, and small enough to hold in memory.
+const deletePage = 500
+
+// plan is a docs.Query as Firestore runs it.
+type plan struct {
+	fq firestore.Query
+	// sort: Firestore cannot serve the order (see buildQuery), so every
+	// match is read, then sorted and limited here. forceSort sets it in
+	// tests, which compare both ways.
+	sort  bool
+	q     docs.Query
+	limit int
+}
+
+// buildQuery turns q into a Firestore query. Firestore's semantics are the
+// port's: a document lacking a filtered or ordered field is not returned, a
+// filter matches only values of its own type (integers and strings never
+// compare), integers order before strings, strings by their UTF-8 bytes.
+// Ties are broken by the document name in the direction of the order: by
+// id within one collection and, for collection groups, by user then id
+// (users/{user}/{coll}/{id}); global documents ({coll}/{id}) sort before
+// the users' when coll < "users" and after them otherwise.
+//
+// Two orders cannot be asked of Firestore directly: by key descending
+// with no OrderBy (the emulator refuses descending key scans), and any
+// order when a range filter is on a field other than OrderBy (Firestore
+// then orders by that field before the key). Those queries read every match
+// and sort in memory, with the same order; they are fine for a user's
+// collection but should not be used for sweeps over all users.
+func (s *Store) buildQuery(q docs.Query, forceSort bool) (plan, error) {
+	var p plan
+	if q.AllUsers && q.User != "" {
+		return p, fmt.Errorf("%w: query with both User and AllUsers", docs.ErrInvalid)
+	}
+	if !validUser(q.User) {
+		return p, fmt.Errorf("%w: user", docs.ErrInvalid)
+	}
+	if !validSegment(q.Collection) || (!q.AllUsers && !validCollection(q.User, q.Collection)) {
+		return p, fmt.Errorf("%w: collection", docs.ErrInvalid)
+	}
+	if q.Limit < 0 {
+		return p, fmt.Errorf("%w: negative limit", docs.ErrInvalid)
+	}
+	if q.OrderBy != "" && !validFieldName(q.OrderBy) {
+		return p, fmt.Errorf("%w: order by field name", docs.ErrInvalid)
+	}
+	var fq firestore.Query
+	if q.AllUsers {
+		fq = s.c.CollectionGroup(q.Collection).Query
+	} else {
+		fq = s.coll(q.User, q.Collection).Query
+	}
+	otherRange := false // a range filter on a field other than OrderBy
+	for _, f := range q.Filters {
+		if !validFieldName(f.Field) {
+			return p, fmt.Errorf("%w: filter field name", docs.ErrInvalid)
+		}
+		v, err := fieldValue(f.Value)
+		if err != nil {
+			return p, err
+		}
+		switch f.Op {
+		case docs.Eq:
+		case docs.Lt, docs.Lte, docs.Gt, docs.Gte:
+			otherRange = otherRange || f.Field != q.OrderBy
+		default:
+			return p, fmt.Errorf("%w: filter operator", docs.ErrInvalid)
+		}
+		// docs.Op values are Firestore's operator strings.
+		fq = fq.WherePath(firestore.FieldPath{fFields, f.Field}, string(f.Op), v)
+	}
+	dir := firestore.Asc
+	if q.Desc {
+		dir = firestore.Desc
+	}
+	p = plan{q: q, limit: q.Limit, sort: forceSort || otherRange || (q.OrderBy == "" && q.Desc)}
+	if q.OrderBy != "" {
+		// Also when sorting here: the server then drops documents
+		// lacking the field.
+		fq = fq.OrderByPath(firestore.FieldPath{fFields, q.OrderBy}, dir)
+	}
+	if !p.sort {
+		// Explicit, so ties follow the key in the query's direction (the
+		// implicit tie-break is ascending).
+		fq = fq.OrderBy(firestore.DocumentID, dir)
+		if q.Limit > 0 {
+			fq = fq.Limit(q.Limit)
+		}
+	}
+	p.fq = fq
+	return p, nil
+}
+
+// Query returns the documents of q.Collection matching every filter.
+func (s *Store) Query(ctx context.Context, q docs.Query) ([]docs.Doc, error) {
+	p, err := s.buildQuery(q, false)
+	if err != nil {
+		return nil, err
+	}
+	return s.run(ctx, p)
+}
+
+// run runs p: in Firestore, then, when p.sort, here.
+func (s *Store) run(ctx context.Context, p plan) ([]docs.Doc, error) {
+	q := p.q
+	it := p.fq.Documents(ctx)
+	defer it.Stop()
+	var out []docs.Doc
+	for {
+		snap, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			break
+		}
+		if err != nil {
+			return nil, wrap("firestore.Query.Documents", err)
+		}
+		key, ok := keyFromRef(snap.Ref)
+		if !ok {
+			// Only a collection group can reach outside the layout: some
+			// other writer's collection of the same name.
+			return nil, fmt.Errorf("firestoredocs: %s: a document outside users/{user}/%[1]s and %[1]s", q.Collection)
+		}
+		d, err := decode(key, snap)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	if p.sort {
+		slices.SortFunc(out, func(a, b docs.Doc) int {
+			c := 0
+			if q.OrderBy != "" {
+				c = compareValues(a.Fields[q.OrderBy], b.Fields[q.OrderBy])
+			}
+			if c == 0 {
+				c = slices.Compare(namePath(a.Key), namePath(b.Key))
+			}
+			if q.Desc {
+				c = -c
+			}
+			return c
+		})
+		if p.limit > 0 && len(out) > p.limit {
+			out = out[:p.limit]
+		}
+	}
+	return out, nil
+}
+
+// compareValues orders indexed values as Firestore does: integers before
+// strings, integers by value, strings by their bytes.
+func compareValues(a, b any) int {
+	switch x := a.(type) {
+	case int64:
+		if y, ok := b.(int64); ok {
+			return cmp.Compare(x, y)
+		}
+		return -1
+	case string:
+		if y, ok := b.(string); ok {
+			return strings.Compare(x, y)
+		}
+		return 1
+	}
+	return 0
+}
+
+// namePath is the document name of key as segments, which Firestore
+// compares one by one.
+func namePath(k docs.Key) []string {
+	if k.User == "" {
+		return []string{k.Collection, k.ID}
+	}
+	return []string{usersColl, k.User, k.Collection, k.ID}
+}
+
+// userCollections lists the collections under users/{user}.
+func (s *Store) userCollections(ctx context.Context, user string) ([]*firestore.CollectionRef, error) {
+	if user == "" || !validUser(user) {
+		return nil, fmt.Errorf("%w: user", docs.ErrInvalid)
+	}
+	colls, err := s.userDoc(user).Collections(ctx).GetAll()
+	if err != nil {
+		return nil, wrap("firestore.DocumentRef.Collections", err)
+	}
+	return colls, nil
+}
+
+// DeleteUser deletes every document under users/{user} with a BulkWriter,
+// a page of names at a time, and returns how many it deleted. Each delete
+// requires the document to exist, so one removed meanwhile by someone else
+// is not counted. A page is listed again from the start until none is
+// left, so documents written during the sweep go too.
+func (s *Store) DeleteUser(ctx context.Context, user string) (int, error) {
+	colls, err := s.userCollections(ctx, user)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, coll := range colls {
+		for {
+			page, err := coll.Query.Select().OrderBy(firestore.DocumentID, firestore.Asc).
+				Limit(deletePage).Documents(ctx).GetAll()
+			if err != nil {
+				return n, wrap("firestore.Query.Documents", err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			// One BulkWriter per page: it refuses a second write to a path
+			// for its whole life, and a document recreated meanwhile is
+			// listed again.
+			bw := s.c.BulkWriter(ctx)
+			jobs := make([]*firestore.BulkWriterJob, 0, len(page))
+			for _, snap := range page {
+				job, err := bw.Delete(snap.Ref, firestore.Exists)
+				if err != nil {
+					bw.End()
+					return n, fmt.Errorf("firestore.BulkWriter.Delete: %w", err)
+				}
+				jobs = append(jobs, job)
+			}
+			bw.End() // sends what is queued and waits
+			for _, job := range jobs {
+				_, err := job.Results()
+				switch status.Code(err) {
+				case codes.OK:
+					n++
+				case codes.NotFound, codes.FailedPrecondition:
+					// Gone already: not ours to count.
+				default:
+					return n, wrap("firestore.BulkWriter.Delete", err)
+				}
+			}
+		}
+	}
+	// Never written by this adapter, but a stray parent would keep the
+	// user's id listed in the console.
+	if _, err := s.userDoc(user).Delete(ctx); err != nil {
+		return n, wrap("firestore.DocumentRef.Delete", err)
+	}
+	return n, nil
+}
+
+// CountUser counts the documents under users/{user} with one count
+// aggregation per collection (the server counts; nothing is read).
+func (s *Store) CountUser(ctx context.Context, user string) (int, error) {
+	colls, err := s.userCollections(ctx, user)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, coll := range colls {
+		res, err := coll.NewAggregationQuery().WithCount("n").Get(ctx)
+		if err != nil {
+			return 0, wrap("firestore.AggregationQuery.Get", err)
+		}
+		v, ok := res["n"].(*firestorepb.Value)
+		if !ok {
+			return 0, fmt.Errorf("firestoredocs: count result is %T", res["n"])
+		}
+		n += int(v.GetIntegerValue())
+	}
+	return n, nil
+}

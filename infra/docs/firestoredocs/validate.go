@@ -1,0 +1,138 @@
+package firestoredocs
+
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/lethe-dev/lethe/infra/docs"
+)
+
+// Limits: the same as the embedded adapter's (sqlitedocs), except maxData.
+const (
+	maxSegment     = 256  // collection, id, user: [A-Za-z0-9_.:#-]{1,256}
+	maxFieldName   = 64   // [A-Za-z_][A-Za-z0-9_]{0,63}
+	maxFields      = 64   // indexed fields per document
+	maxStringField = 1500 // bytes; Firestore's indexed-value limit
+	// maxData keeps every valid document under Firestore's 1 MiB document
+	// limit whatever its key and fields: 1,048,576 minus the largest name
+	// (users/ + 3×256 + 16 ≈ 800), the largest fields map (64 × (65 + 1501)
+	// ≈ 100,300), the other field names, the timestamp and 32 bytes of
+	// overhead leaves ≈ 947,000; 900,000 is a round figure below it.
+	maxData = MaxDataSize
+)
+
+// MaxDataSize is the largest docs.Doc.Data this adapter accepts (bytes).
+// Larger data is docs.ErrInvalid.
+const MaxDataSize = 900_000
+
+// usersColl is the root collection of per-user documents. A global
+// collection of that name would put its documents where users' parents
+// are (users/{id}), so it is refused.
+const usersColl = "users"
+
+// validSegment reports whether s may be a collection, id or user: the
+// charset of docs.Key, and none of the names Firestore reserves ("." and
+// "..", and __anything__).
+func validSegment(s string) bool {
+	if len(s) == 0 || len(s) > maxSegment || s == "." || s == ".." {
+		return false
+	}
+	if len(s) >= 4 && strings.HasPrefix(s, "__") && strings.HasSuffix(s, "__") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '_', c == '.', c == ':', c == '#', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validUser: "" (global collections) or a segment.
+func validUser(u string) bool { return u == "" || validSegment(u) }
+
+// validCollection: a segment, and not the users root for global keys.
+func validCollection(user, coll string) bool {
+	return validSegment(coll) && (user != "" || coll != usersColl)
+}
+
+func validateKey(k docs.Key) error {
+	if !validUser(k.User) {
+		return fmt.Errorf("%w: user", docs.ErrInvalid)
+	}
+	if !validCollection(k.User, k.Collection) {
+		return fmt.Errorf("%w: collection", docs.ErrInvalid)
+	}
+	if !validSegment(k.ID) {
+		return fmt.Errorf("%w: id", docs.ErrInvalid)
+	}
+	return nil
+}
+
+func validFieldName(n string) bool {
+	if len(n) == 0 || len(n) > maxFieldName {
+		return false
+	}
+	if len(n) >= 4 && strings.HasPrefix(n, "__") && strings.HasSuffix(n, "__") {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
+		case c >= '0' && c <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// fieldValue normalises an indexed value to string or int64.
+func fieldValue(v any) (any, error) {
+	switch x := v.(type) {
+	case string:
+		if len(x) > maxStringField || !utf8.ValidString(x) {
+			return nil, fmt.Errorf("%w: string field value", docs.ErrInvalid)
+		}
+		return x, nil
+	case int64:
+		return x, nil
+	case int:
+		return int64(x), nil
+	default:
+		return nil, fmt.Errorf("%w: field value of type %T (want string or int64)", docs.ErrInvalid, v)
+	}
+}
+
+// validateDoc checks key, data size and fields, and returns the fields
+// normalised (ints as int64) in a new map, so the caller's map is never
+// shared.
+func validateDoc(d docs.Doc) (map[string]any, error) {
+	if err := validateKey(d.Key); err != nil {
+		return nil, err
+	}
+	if len(d.Data) > maxData {
+		return nil, fmt.Errorf("%w: data larger than %d bytes", docs.ErrInvalid, maxData)
+	}
+	if len(d.Fields) > maxFields {
+		return nil, fmt.Errorf("%w: more than %d fields", docs.ErrInvalid, maxFields)
+	}
+	out := make(map[string]any, len(d.Fields))
+	for name, v := range d.Fields {
+		if !validFieldName(name) {
+			return nil, fmt.Errorf("%w: field name", docs.ErrInvalid)
+		}
+		nv, err := fieldValue(v)
+		if err != nil {
+			return nil, err
+		}
+		out[name] = nv
+	}
+	return out, nil
+}
