@@ -1,0 +1,314 @@
+// Package push receives Pub/Sub push deliveries over HTTP
+// (POST /push/{subscription}) and runs the bus.Handler registered for the
+// subscription, with the same outcome rules as the pull receiver in
+// infra/bus.
+//
+// Both push formats are accepted, told apart by their headers:
+//
+//   - wrapped (the default): a JSON body {"message": {"data": base64,
+//     "attributes": {...}, "messageId", "message_id", "publishTime",
+//     "publish_time", "orderingKey"}, "subscription":
+//     "projects/P/subscriptions/S", "deliveryAttempt": N}. deliveryAttempt
+//     is present only on subscriptions with a dead-letter policy.
+//   - unwrapped (PushConfig.NoWrapper with write_metadata = true): the body
+//     is the message data; the metadata arrives as x-goog-pubsub-* headers
+//     (subscription-name, message-id, publish-time, ordering-key) and every
+//     message attribute as a header of its own name, so the CloudEvents
+//     ce-* attributes are ce-* headers and the content-type attribute is the
+//     Content-Type header. Only ce-* and Content-Type are collected as
+//     attributes: other attributes cannot be told from ordinary HTTP
+//     headers. An unwrapped subscription without write_metadata loses the
+//     ce-* attributes, so its messages cannot be decoded (they are
+//     dead-lettered): always set write_metadata.
+//
+// Pub/Sub treats 102, 200, 201, 202 and 204 as an acknowledgement and every
+// other status as a negative acknowledgement, which it redelivers with
+// backoff until the subscription's dead-letter policy moves the message
+// away. So the receiver answers:
+//
+//	204  handler returned nil or events.ErrDropped           (ack)
+//	204  message undecodable (bad JSON, bad base64, not a CloudEvent),
+//	     Config.Validate failed, or the handler returned a permanent error
+//	     (events.IsPermanent): Config.DeadLetter stored a copy with the
+//	     reason first                                         (ack)
+//	500  the dead-letter copy failed, or the handler panicked (nack: retried,
+//	     nothing lost)
+//	503  the handler returned any other error                (nack: retried)
+//	400  the delivery names another subscription than the path (nack: a
+//	     misconfigured push endpoint, not a bad message)
+//	401  Config.Verifier refused the request                 (nack)
+//	404  unknown subscription                                (nack)
+//	405  not POST                                            (nack)
+//	413  body over Config.MaxBody                            (nack; the
+//	     dead-letter policy is the backstop, as the body cannot be copied)
+//
+// A poison message is never answered with an error status: it would be
+// redelivered until the dead-letter policy gave up, wasting every attempt.
+// Duplicate deliveries reach the handler each time; idempotency is the
+// handler's job, as with the pull receiver.
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/lethe-dev/lethe/events"
+	"github.com/lethe-dev/lethe/infra/bus"
+)
+
+// DefaultMaxBody is the body limit when Config.MaxBody is zero. Lethe's
+// events carry at most events.MaxDataSize (256 KiB) of data; the wrapped
+// form adds a third for base64.
+const DefaultMaxBody int64 = 1 << 20
+
+// AttrUndecodedBody marks a dead-letter copy whose data is the raw HTTP body
+// of a push request that could not be decoded (so not a message's data).
+const AttrUndecodedBody = "lethe-push-undecoded-body"
+
+// Verifier authenticates a push request before anything in it is read.
+type Verifier interface {
+	Verify(r *http.Request) error
+}
+
+// DeadLetterFunc stores a poison message with the reason it failed. data and
+// attrs are the message's data and attributes when the request could be
+// decoded; otherwise data is the raw body and attrs holds only
+// AttrUndecodedBody. A nil return means the copy is durable: the delivery is
+// then acknowledged.
+type DeadLetterFunc func(ctx context.Context, subscription string, data []byte, attrs map[string]string, reason error) error
+
+// Config configures a Receiver.
+type Config struct {
+	// Handlers by subscription id (the S of projects/P/subscriptions/S).
+	Handlers map[string]bus.Handler
+	// Validate, when set, checks every decoded event (the events
+	// registry); a failure dead-letters the message.
+	Validate func(event.Event) error
+	// DeadLetter stores poison messages (required).
+	DeadLetter DeadLetterFunc
+	// MaxBody bounds the request body; zero means DefaultMaxBody.
+	MaxBody int64
+	// Verifier, when set, authenticates every request (OIDCVerifier for a
+	// public service); a refusal is a 401 and nothing is processed.
+	Verifier Verifier
+	// Logger receives one line per failed or dead-lettered delivery. Nil
+	// discards.
+	Logger *slog.Logger
+}
+
+// Receiver is the http.Handler of POST /push/{subscription}. Mount it on a
+// pattern with a {subscription} wildcard, or on "/push/" (the subscription
+// is then the rest of the path). It is safe for concurrent use.
+type Receiver struct {
+	handlers   map[string]bus.Handler
+	validate   func(event.Event) error
+	deadLetter DeadLetterFunc
+	maxBody    int64
+	verifier   Verifier
+	log        *slog.Logger
+}
+
+// NewReceiver checks cfg and returns its Receiver.
+func NewReceiver(cfg Config) (*Receiver, error) {
+	if cfg.DeadLetter == nil {
+		return nil, errors.New("push.NewReceiver: DeadLetter is required")
+	}
+	if len(cfg.Handlers) == 0 {
+		return nil, errors.New("push.NewReceiver: no Handlers")
+	}
+	for name, h := range cfg.Handlers {
+		if name == "" || strings.Contains(name, "/") {
+			return nil, fmt.Errorf("push.NewReceiver: invalid subscription id %q", name)
+		}
+		if h == nil {
+			return nil, fmt.Errorf("push.NewReceiver: nil handler for %q", name)
+		}
+	}
+	if cfg.MaxBody < 0 {
+		return nil, fmt.Errorf("push.NewReceiver: negative MaxBody %d", cfg.MaxBody)
+	}
+	rc := &Receiver{
+		handlers:   maps.Clone(cfg.Handlers),
+		validate:   cfg.Validate,
+		deadLetter: cfg.DeadLetter,
+		maxBody:    cfg.MaxBody,
+		verifier:   cfg.Verifier,
+		log:        cfg.Logger,
+	}
+	if rc.maxBody == 0 {
+		rc.maxBody = DefaultMaxBody
+	}
+	if rc.log == nil {
+		rc.log = slog.New(slog.DiscardHandler)
+	}
+	return rc, nil
+}
+
+// Delivery is the Pub/Sub metadata of the push delivery being handled.
+type Delivery struct {
+	Subscription string    // subscription id, from the path
+	MessageID    string    // empty only for an unwrapped push without write_metadata
+	PublishTime  time.Time // zero when not sent
+	OrderingKey  string
+	// DeliveryAttempt is 1 for the first delivery, 0 when Pub/Sub does not
+	// send it (no dead-letter policy, or the unwrapped form).
+	DeliveryAttempt int
+	Unwrapped       bool
+}
+
+type deliveryKey struct{}
+
+// DeliveryFromContext returns the delivery a handler (or DeadLetter) is
+// called for.
+func DeliveryFromContext(ctx context.Context) (Delivery, bool) {
+	d, ok := ctx.Value(deliveryKey{}).(Delivery)
+	return d, ok
+}
+
+// ServeHTTP handles one push delivery; see the package doc for the status
+// codes.
+func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
+		return
+	}
+	// Authenticate first, so an anonymous caller learns nothing, not even
+	// which subscriptions exist.
+	if rc.verifier != nil {
+		if err := rc.verifier.Verify(r); err != nil {
+			rc.log.WarnContext(r.Context(), "push: request refused", slog.String("error", err.Error()))
+			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+			writeError(w, http.StatusUnauthorized, "unauthenticated", "missing or invalid token")
+			return
+		}
+	}
+	sub := subscriptionFromPath(r)
+	h, ok := rc.handlers[sub]
+	if !ok {
+		rc.log.WarnContext(r.Context(), "push: unknown subscription", slog.String("subscription", truncate(sub, 128)))
+		writeError(w, http.StatusNotFound, "not_found", "unknown subscription")
+		return
+	}
+	if r.ContentLength > rc.maxBody {
+		rc.log.WarnContext(r.Context(), "push: body too large", slog.String("subscription", sub), slog.Int64("content_length", r.ContentLength))
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "body too large")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, rc.maxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			rc.log.WarnContext(r.Context(), "push: body too large", slog.String("subscription", sub))
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", "body too large")
+			return
+		}
+		// The sender went away mid-body: nothing to process, it retries.
+		writeError(w, http.StatusBadRequest, "bad_request", "unreadable body")
+		return
+	}
+
+	logAttrs := []any{slog.String("subscription", sub)}
+	msg, err := decodePush(r.Header, body)
+	if err != nil {
+		ctx := context.WithValue(r.Context(), deliveryKey{}, Delivery{Subscription: sub})
+		rc.finishDeadLetter(ctx, w, sub, body, map[string]string{AttrUndecodedBody: "true"}, err, logAttrs)
+		return
+	}
+	msg.Subscription = sub
+	logAttrs = append(logAttrs, slog.String("message_id", msg.MessageID))
+	if msg.SubscriptionName != "" {
+		if named, _ := shortSubscriptionName(msg.SubscriptionName); named != sub {
+			rc.log.ErrorContext(r.Context(), "push: delivery names another subscription; check the push endpoint",
+				append(logAttrs, slog.String("named", truncate(named, 128)))...)
+			writeError(w, http.StatusBadRequest, "misrouted", "delivery is for another subscription")
+			return
+		}
+	}
+	ctx := context.WithValue(r.Context(), deliveryKey{}, msg.Delivery)
+
+	e, err := bus.FromMessage(msg.Data, msg.Attributes)
+	if err == nil {
+		logAttrs = append(logAttrs, slog.String("event_id", e.ID()), slog.String("event_type", e.Type()))
+		if rc.validate != nil {
+			if verr := rc.validate(e); verr != nil {
+				err = events.Permanent(fmt.Errorf("push: validate: %w", verr))
+			}
+		}
+		if err == nil {
+			var panicked bool
+			panicked, err = rc.runHandler(ctx, h, e, logAttrs)
+			if panicked {
+				writeError(w, http.StatusInternalServerError, "internal", "handler failed")
+				return
+			}
+		}
+	}
+
+	switch bus.Classify(err) {
+	case bus.OutcomeAck, bus.OutcomeDrop:
+		w.WriteHeader(http.StatusNoContent)
+	case bus.OutcomeDeadLetter:
+		rc.finishDeadLetter(ctx, w, sub, msg.Data, msg.Attributes, err, logAttrs)
+	default:
+		rc.log.WarnContext(ctx, "push: handler failed, nacking", append(logAttrs, slog.String("error", err.Error()))...)
+		writeError(w, http.StatusServiceUnavailable, "retry", "temporary failure")
+	}
+}
+
+// finishDeadLetter copies a poison message away and acknowledges it, or
+// nacks it when the copy fails so that nothing is lost.
+func (rc *Receiver) finishDeadLetter(ctx context.Context, w http.ResponseWriter, sub string, data []byte, attrs map[string]string, reason error, logAttrs []any) {
+	logAttrs = append(logAttrs, slog.String("reason", reason.Error()))
+	if err := rc.deadLetter(ctx, sub, data, maps.Clone(attrs), reason); err != nil {
+		rc.log.ErrorContext(ctx, "push: dead-letter copy failed, nacking", append(logAttrs, slog.String("error", err.Error()))...)
+		writeError(w, http.StatusInternalServerError, "internal", "dead-letter copy failed")
+		return
+	}
+	rc.log.WarnContext(ctx, "push: message dead-lettered", logAttrs...)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// runHandler runs h, turning a panic into a nack: a bug must not take the
+// instance down, and the message stays for a fixed build.
+func (rc *Receiver) runHandler(ctx context.Context, h bus.Handler, e event.Event, logAttrs []any) (panicked bool, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			rc.log.ErrorContext(ctx, "push: handler panicked", append(logAttrs, slog.Any("panic", p), slog.String("stack", string(debug.Stack())))...)
+			panicked, err = true, fmt.Errorf("push: handler panicked: %v", p)
+		}
+	}()
+	return false, h(ctx, e)
+}
+
+// subscriptionFromPath reads {subscription} from the route pattern, or the
+// path segment after /push/ when the Receiver is mounted on a prefix.
+func subscriptionFromPath(r *http.Request) string {
+	if s := r.PathValue("subscription"); s != "" {
+		return s
+	}
+	s, ok := strings.CutPrefix(r.URL.Path, "/push/")
+	if !ok || strings.Contains(s, "/") {
+		return ""
+	}
+	return s
+}
+
+// writeError answers in the edge's error shape, with no internals.
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": message}})
+}
