@@ -103,6 +103,16 @@ func payloadType(typ string) (reflect.Type, bool) {
 	return reflect.TypeOf(p).Elem(), true
 }
 
+// isPayloadType reports whether t is the payload type of some event type.
+func isPayloadType(t reflect.Type) bool {
+	for _, typ := range AllTypes() {
+		if pt, _ := payloadType(typ); pt == t {
+			return true
+		}
+	}
+	return false
+}
+
 // Subject builds "users/<user>/<parts...>" (user is the keyed hash of the
 // uid, never the raw uid). With no parts it is "users/<user>".
 func Subject(user string, parts ...string) string {

@@ -498,11 +498,16 @@ func TestDecodeTarget(t *testing.T) {
 	var wrong TranscriptCreated
 	var nilPtr *ChunkReceived
 	var value ChunkReceived
-	for name, into := range map[string]any{"other type": &wrong, "nil pointer": nilPtr, "non-pointer": value, "nil": nil} {
+	var notPayload struct{ User string }
+	for name, into := range map[string]any{"nil pointer": nilPtr, "non-pointer": value, "nil": nil, "not a payload": &notPayload} {
 		err := r.Decode(e, into)
 		if !errors.Is(err, ErrTargetType) || IsPermanent(err) {
 			t.Errorf("%s: Decode = %v, want non-permanent ErrTargetType", name, err)
 		}
+	}
+	// Another payload type: the event is misrouted, which is poison.
+	if err := r.Decode(e, &wrong); !errors.Is(err, ErrUnexpectedType) || !IsPermanent(err) {
+		t.Errorf("other payload type: Decode = %v, want permanent ErrUnexpectedType", err)
 	}
 }
 

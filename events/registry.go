@@ -42,9 +42,12 @@ var (
 	ErrInvalidEvent = errors.New("events: invalid event")
 	// ErrInvalidData: the data fails its schema or the strict decode.
 	ErrInvalidData = errors.New("events: invalid data")
-	// ErrTargetType: Decode was given a target of the wrong Go type for the
-	// event type (a bug in the caller, not in the event: not permanent).
+	// ErrTargetType: Decode was given a target that is no payload type at
+	// all (a bug in the caller, not in the event: not permanent).
 	ErrTargetType = errors.New("events: decode target does not match event type")
+	// ErrUnexpectedType: a valid event of another type than the consumer
+	// takes (misrouted: no retry can help, so permanent).
+	ErrUnexpectedType = errors.New("events: event is not of the type this consumer takes")
 )
 
 // Registry holds the compiled schema of every event type. It is safe for
@@ -159,16 +162,22 @@ func (r *Registry) Validate(e event.Event) error {
 }
 
 // Decode validates e (see Validate) and decodes its data into into, which
-// must be a pointer to the payload type of e.Type(). A wrong target type is a
-// plain error wrapping ErrTargetType (a caller bug, so not poison).
+// must be a pointer to the payload type of e.Type(). An event of another
+// type than into's is misrouted: a permanent error wrapping
+// ErrUnexpectedType. A target that is no payload type is a plain error
+// wrapping ErrTargetType (a caller bug, so not poison).
 func (r *Registry) Decode(e event.Event, into any) error {
+	want, _ := payloadType(e.Type())
+	t := reflect.TypeOf(into)
+	if t == nil || t.Kind() != reflect.Pointer || reflect.ValueOf(into).IsNil() || !isPayloadType(t.Elem()) {
+		return fmt.Errorf("events.Decode: %w: %s needs *%v, got %T", ErrTargetType, e.Type(), want, into)
+	}
 	data, err := r.check(e)
 	if err != nil {
 		return err
 	}
-	want, _ := payloadType(e.Type())
-	if t := reflect.TypeOf(into); t == nil || t.Kind() != reflect.Pointer || t.Elem() != want || reflect.ValueOf(into).IsNil() {
-		return fmt.Errorf("events.Decode: %w: %s needs *%v, got %T", ErrTargetType, e.Type(), want, into)
+	if t.Elem() != want {
+		return Permanent(fmt.Errorf("events.Decode: %w: wants %v", ErrUnexpectedType, t.Elem()))
 	}
 	return strictUnmarshal(data, into)
 }

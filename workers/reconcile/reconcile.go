@@ -66,6 +66,9 @@ func (w *Worker) RunOnce(ctx context.Context, olderThan time.Duration) (Stats, e
 		}
 		for _, d := range found {
 			failed, err := w.redrive(ctx, d)
+			if errors.Is(err, errSkipped) {
+				continue
+			}
 			if err != nil {
 				return st, err
 			}
@@ -81,6 +84,11 @@ func (w *Worker) RunOnce(ctx context.Context, olderThan time.Duration) (Stats, e
 
 func (w *Worker) redrive(ctx context.Context, d docs.Doc) (failed bool, err error) {
 	user := d.Key.User
+	if gone, err := records.Tombstoned(ctx, w.Docs, user); err != nil {
+		return false, err
+	} else if gone {
+		return false, errSkipped
+	}
 	var c records.Chunk
 	err = w.Docs.Update(ctx, d.Key, func(cur *docs.Doc) (*docs.Doc, error) {
 		if cur == nil {
@@ -103,7 +111,7 @@ func (w *Worker) redrive(ctx context.Context, d docs.Doc) (failed bool, err erro
 		return &nd, err
 	})
 	if errors.Is(err, errGone) {
-		return false, nil
+		return false, errSkipped
 	}
 	if err != nil {
 		return false, fmt.Errorf("docs.Update chunk: %w", err)
@@ -126,6 +134,8 @@ func (w *Worker) redrive(ctx context.Context, d docs.Doc) (failed bool, err erro
 }
 
 var errGone = errors.New("chunk no longer stuck")
+
+var errSkipped = errors.New("skipped")
 
 // Run calls RunOnce every interval until ctx ends; the first pass uses
 // first as its bound (0 in embedded mode, see RunOnce).

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -62,9 +63,6 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 	if in.VectorID != records.VectorID(in.ConversationID, in.Seq) {
 		return events.Permanentf("store: vector_id %q does not name conversation/seq", in.VectorID)
 	}
-	if err := w.claimVectorSpace(ctx, in.User, records.VectorSpace{Embedder: in.Embedder, Dim: in.Dim}); err != nil {
-		return err
-	}
 	sealed, err := base64.StdEncoding.DecodeString(in.SealedVector)
 	if err != nil {
 		return events.Permanentf("store: sealed_vector: %v", err)
@@ -86,19 +84,29 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 	if len(vec) != in.Dim {
 		return events.Permanentf("store: vector has %d dims, event says %d", len(vec), in.Dim)
 	}
-	// Metadata holds no user content: ids, numbers and the embedder name.
-	rec := vectors.Record{
-		ID:     in.VectorID,
-		Values: vec,
-		Metadata: map[string]any{
-			"conversation_id": in.ConversationID,
-			"seq":             int64(in.Seq),
-			"created_at":      chunk.ReceivedAt.Unix(),
-			"embedder":        in.Embedder,
-		},
+	if err := w.claimVectorSpace(ctx, in.User, records.VectorSpace{Embedder: in.Embedder, Dim: in.Dim}); err != nil {
+		return err
 	}
-	if err := w.Vectors.Upsert(ctx, in.User, []vectors.Record{rec}); err != nil {
-		return fmt.Errorf("vectors.Upsert: %w", err)
+	// Text with no words embeds to the zero vector: nothing to search,
+	// and the index refuses it, so the chunk is final without a vector.
+	if slices.ContainsFunc(vec, func(x float32) bool { return x != 0 }) {
+		// Metadata holds no user content: ids, numbers and the embedder name.
+		rec := vectors.Record{
+			ID:     in.VectorID,
+			Values: vec,
+			Metadata: map[string]any{
+				"conversation_id": in.ConversationID,
+				"seq":             int64(in.Seq),
+				"created_at":      chunk.ReceivedAt.Unix(),
+				"embedder":        in.Embedder,
+			},
+		}
+		if err := w.Vectors.Upsert(ctx, in.User, []vectors.Record{rec}); err != nil {
+			if errors.Is(err, vectors.ErrInvalid) || errors.Is(err, vectors.ErrDimension) {
+				return events.Permanent(fmt.Errorf("vectors.Upsert: %w", err))
+			}
+			return fmt.Errorf("vectors.Upsert: %w", err)
+		}
 	}
 	err = w.Docs.Update(ctx, chunkKey, func(cur *docs.Doc) (*docs.Doc, error) {
 		if cur == nil {

@@ -1,0 +1,385 @@
+package reconcile_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/lethe-dev/lethe/events"
+	"github.com/lethe-dev/lethe/infra/docs"
+	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
+	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/workers/reconcile"
+)
+
+type published struct {
+	topic string
+	ev    event.Event
+}
+
+// recordingBus collects published events; with fail set it refuses them.
+type recordingBus struct {
+	mu   sync.Mutex
+	evs  []published
+	fail error
+}
+
+func (b *recordingBus) Publish(_ context.Context, topic string, e event.Event) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.fail != nil {
+		return b.fail
+	}
+	b.evs = append(b.evs, published{topic, e.Clone()})
+	return nil
+}
+
+func (b *recordingBus) setFail(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.fail = err
+}
+
+func (b *recordingBus) all() []published {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]published(nil), b.evs...)
+}
+
+type env struct {
+	docs *sqlitedocs.Store
+	bus  *recordingBus
+	reg  *events.Registry
+	mu   sync.Mutex
+	now  time.Time
+	w    *reconcile.Worker
+}
+
+func newEnv(t *testing.T, maxRedrives, batch int) *env {
+	t.Helper()
+	ds, err := sqlitedocs.Open(t.Context(), filepath.Join(t.TempDir(), "docs.db"))
+	if err != nil {
+		t.Fatalf("sqlitedocs.Open: %v", err)
+	}
+	t.Cleanup(func() { ds.Close() })
+	reg, err := events.NewRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{docs: ds, bus: &recordingBus{}, reg: reg, now: time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC)}
+	e.w = &reconcile.Worker{
+		Docs: ds, Bus: e.bus, Events: reg, Logger: slog.New(slog.DiscardHandler),
+		Now: e.clock, MaxRedrives: maxRedrives, Batch: batch,
+	}
+	return e
+}
+
+func (e *env) clock() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.now
+}
+
+func (e *env) advance(d time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.now = e.now.Add(d)
+}
+
+func userID(t *testing.T, name string) string {
+	return events.DeriveID("user", t.Name(), name)
+}
+
+// seed writes a chunk record as the edge and the workers leave it.
+func (e *env) seed(t *testing.T, user, cid string, seq int, status string, age time.Duration) records.Chunk {
+	t.Helper()
+	sum := events.DeriveID("a", user, cid, strconv.Itoa(seq)) + events.DeriveID("b", user, cid, strconv.Itoa(seq))
+	at := e.clock().Add(-age)
+	c := records.Chunk{
+		ConversationID: cid, Seq: seq, Status: status,
+		BlobKey: records.AudioKey(user, cid, seq, sum), ContentType: "audio/ogg; codecs=opus", SampleRate: 48000,
+		SHA256: sum, Size: 5964, Origin: "stream", EventID: records.ChunkEventID(user, cid, seq, sum),
+		ReceivedAt: at.Add(-time.Second), UpdatedAt: at,
+	}
+	d, err := c.Doc(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.docs.Put(t.Context(), d); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (e *env) data(t *testing.T, user string, c records.Chunk) []byte {
+	t.Helper()
+	d, err := e.docs.Get(t.Context(), records.ChunkKey(user, c.ConversationID, c.Seq))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.Data
+}
+
+func (e *env) chunk(t *testing.T, user string, c records.Chunk) records.Chunk {
+	t.Helper()
+	got, err := records.ChunkFrom(docs.Doc{Data: e.data(t, user, c)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// checkRedrive asserts p is c's chunk event, with the id the edge used.
+func checkRedrive(t *testing.T, e *env, p published, user string, c records.Chunk) {
+	t.Helper()
+	if p.topic != events.TopicAudio {
+		t.Errorf("topic %q", p.topic)
+	}
+	if p.ev.ID() != c.EventID || p.ev.ID() != records.ChunkEventID(user, c.ConversationID, c.Seq, c.SHA256) {
+		t.Errorf("id %q, want the record's %q", p.ev.ID(), c.EventID)
+	}
+	if p.ev.Type() != events.TypeChunkReceived {
+		t.Errorf("type %q", p.ev.Type())
+	}
+	if want := events.Subject(user, "conversations", c.ConversationID, "chunks", strconv.Itoa(c.Seq)); p.ev.Subject() != want {
+		t.Errorf("subject %q, want %q", p.ev.Subject(), want)
+	}
+	var in events.ChunkReceived
+	if err := e.reg.Decode(p.ev, &in); err != nil {
+		t.Fatalf("re-driven event does not decode: %v", err)
+	}
+	want := events.ChunkReceived{User: user, ConversationID: c.ConversationID, Seq: c.Seq, BlobKey: c.BlobKey,
+		ContentType: c.ContentType, SampleRate: c.SampleRate, SHA256: c.SHA256, Size: c.Size, Origin: c.Origin}
+	got := in
+	got.ReceivedAt = time.Time{}
+	if got != want || !in.ReceivedAt.Equal(c.ReceivedAt) {
+		t.Errorf("payload %+v, want %+v at %v", in, want, c.ReceivedAt)
+	}
+}
+
+func byID(pubs []published) map[string]published {
+	m := map[string]published{}
+	for _, p := range pubs {
+		m[p.ev.ID()] = p
+	}
+	return m
+}
+
+func TestRunOnceRedrivesStuckChunks(t *testing.T) {
+	e := newEnv(t, 10, 100)
+	a, b, gone := userID(t, "a"), userID(t, "b"), userID(t, "gone")
+	const bound = 10 * time.Minute
+	stuckReceived := e.seed(t, a, "c1", 0, records.StatusReceived, time.Hour)
+	stuckTranscribed := e.seed(t, b, "c2", 7, records.StatusTranscribed, time.Hour)
+	untouched := map[string]struct {
+		user string
+		c    records.Chunk
+	}{
+		"recent received":    {a, e.seed(t, a, "c1", 1, records.StatusReceived, time.Minute)},
+		"recent transcribed": {b, e.seed(t, b, "c2", 8, records.StatusTranscribed, bound-time.Second)},
+		"old indexed":        {a, e.seed(t, a, "c1", 2, records.StatusIndexed, 24*time.Hour)},
+		"old failed":         {b, e.seed(t, b, "c2", 9, records.StatusFailed, 24*time.Hour)},
+		"tombstoned user":    {gone, e.seed(t, gone, "c3", 0, records.StatusReceived, time.Hour)},
+	}
+	if err := e.docs.Put(t.Context(), docs.Doc{Key: records.TombstoneKey(gone), Data: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	before := map[string][]byte{}
+	for name, u := range untouched {
+		before[name] = e.data(t, u.user, u.c)
+	}
+
+	st, err := e.w.RunOnce(t.Context(), bound)
+	if err != nil {
+		t.Fatalf("RunOnce: %v", err)
+	}
+	pubs := byID(e.bus.all())
+	if len(e.bus.all()) != 2 || len(pubs) != 2 {
+		t.Fatalf("published %d events, want the 2 stuck chunks", len(e.bus.all()))
+	}
+	checkRedrive(t, e, pubs[stuckReceived.EventID], a, stuckReceived)
+	checkRedrive(t, e, pubs[stuckTranscribed.EventID], b, stuckTranscribed)
+	if st != (reconcile.Stats{Redriven: 2}) {
+		t.Errorf("stats %+v, want 2 re-driven", st)
+	}
+	for _, s := range []struct {
+		user string
+		c    records.Chunk
+	}{{a, stuckReceived}, {b, stuckTranscribed}} {
+		got := e.chunk(t, s.user, s.c)
+		if got.Status != s.c.Status || got.Redriven != 1 || !got.UpdatedAt.Equal(e.clock()) {
+			t.Errorf("%s after re-drive: status %q redriven %d updated %v", records.ChunkID(s.c.ConversationID, s.c.Seq), got.Status, got.Redriven, got.UpdatedAt)
+		}
+	}
+	for name, u := range untouched {
+		if !bytes.Equal(e.data(t, u.user, u.c), before[name]) {
+			t.Errorf("%s: record changed: %s", name, e.data(t, u.user, u.c))
+		}
+	}
+
+	// The re-drive itself resets the clock on those chunks: an immediate
+	// second pass re-drives nothing.
+	if st, err := e.w.RunOnce(t.Context(), bound); err != nil || st.Redriven+st.Failed != 0 {
+		t.Errorf("second pass: %+v, %v", st, err)
+	}
+	if n := len(e.bus.all()); n != 2 {
+		t.Errorf("second pass published; %d events in all", n)
+	}
+}
+
+func TestRunOnceGivesUpAfterMaxRedrives(t *testing.T) {
+	const maxRedrives = 2
+	e := newEnv(t, maxRedrives, 100)
+	user := userID(t, "a")
+	c := e.seed(t, user, "c1", 0, records.StatusReceived, time.Hour)
+	for pass := 1; pass <= maxRedrives; pass++ {
+		st, err := e.w.RunOnce(t.Context(), time.Minute)
+		if err != nil || st != (reconcile.Stats{Redriven: 1}) {
+			t.Fatalf("pass %d: %+v, %v", pass, st, err)
+		}
+		if n := len(e.bus.all()); n != pass {
+			t.Fatalf("pass %d: %d events", pass, n)
+		}
+		e.advance(time.Hour)
+	}
+	st, err := e.w.RunOnce(t.Context(), time.Minute)
+	if err != nil || st != (reconcile.Stats{Failed: 1}) {
+		t.Fatalf("last pass: %+v, %v", st, err)
+	}
+	if n := len(e.bus.all()); n != maxRedrives {
+		t.Errorf("%d events: the chunk was re-driven past the bound", n)
+	}
+	got := e.chunk(t, user, c)
+	if got.Status != records.StatusFailed || got.FailReason == "" {
+		t.Errorf("status %q (%q), want failed with a reason", got.Status, got.FailReason)
+	}
+	// Final: never again.
+	e.advance(time.Hour)
+	if st, err := e.w.RunOnce(t.Context(), 0); err != nil || st != (reconcile.Stats{}) {
+		t.Errorf("after failing: %+v, %v", st, err)
+	}
+	for _, p := range e.bus.all() {
+		checkRedrive(t, e, p, user, c)
+	}
+}
+
+// Bound 0 (start of a process with an in-memory bus): every non-final
+// chunk, however recent, is re-driven.
+func TestRunOnceZeroBoundRedrivesAllNonFinal(t *testing.T) {
+	e := newEnv(t, 10, 100)
+	user := userID(t, "a")
+	want := []records.Chunk{
+		e.seed(t, user, "c1", 0, records.StatusReceived, 0),
+		e.seed(t, user, "c1", 1, records.StatusTranscribed, 0),
+		e.seed(t, user, "c1", 2, records.StatusReceived, time.Second),
+		e.seed(t, user, "c1", 3, records.StatusTranscribed, 30*24*time.Hour),
+	}
+	e.seed(t, user, "c1", 4, records.StatusIndexed, 0)
+	e.seed(t, user, "c1", 5, records.StatusFailed, 0)
+	st, err := e.w.RunOnce(t.Context(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Redriven != len(want) || st.Failed != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	pubs := byID(e.bus.all())
+	if len(pubs) != len(want) || len(e.bus.all()) != len(want) {
+		t.Fatalf("published %d, want %d", len(e.bus.all()), len(want))
+	}
+	for _, c := range want {
+		p, ok := pubs[c.EventID]
+		if !ok {
+			t.Errorf("%s not re-driven", records.ChunkID(c.ConversationID, c.Seq))
+			continue
+		}
+		checkRedrive(t, e, p, user, c)
+	}
+}
+
+// One pass handles at most Batch per state, oldest first; the rest wait for
+// the next pass.
+func TestRunOnceBatch(t *testing.T) {
+	e := newEnv(t, 10, 2)
+	user := userID(t, "a")
+	var seeded []records.Chunk
+	for i := range 5 {
+		seeded = append(seeded, e.seed(t, user, "c1", i, records.StatusReceived, time.Duration(10-i)*time.Hour))
+	}
+	for pass, wantSeqs := range [][]int{{0, 1}, {2, 3}, {4}} {
+		before := len(e.bus.all())
+		if _, err := e.w.RunOnce(t.Context(), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		got := e.bus.all()[before:]
+		if len(got) != len(wantSeqs) {
+			t.Fatalf("pass %d: %d events, want %d", pass, len(got), len(wantSeqs))
+		}
+		for i, seq := range wantSeqs {
+			if got[i].ev.ID() != seeded[seq].EventID {
+				t.Errorf("pass %d: event %d is not seq %d (oldest first)", pass, i, seq)
+			}
+		}
+	}
+}
+
+func TestRunOncePublishFailure(t *testing.T) {
+	e := newEnv(t, 10, 100)
+	user := userID(t, "a")
+	c := e.seed(t, user, "c1", 0, records.StatusTranscribed, time.Hour)
+	e.bus.setFail(errors.New("bus down"))
+	if _, err := e.w.RunOnce(t.Context(), time.Minute); err == nil {
+		t.Error("RunOnce hid a publish failure")
+	}
+	e.bus.setFail(nil)
+	e.advance(time.Hour)
+	if _, err := e.w.RunOnce(t.Context(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	pubs := e.bus.all()
+	if len(pubs) != 1 {
+		t.Fatalf("%d events", len(pubs))
+	}
+	checkRedrive(t, e, pubs[0], user, c)
+	if st := e.chunk(t, user, c).Status; st != records.StatusTranscribed {
+		t.Errorf("status %q", st)
+	}
+}
+
+func TestRun(t *testing.T) {
+	e := newEnv(t, 10, 100)
+	user := userID(t, "a")
+	c := e.seed(t, user, "c1", 0, records.StatusReceived, 0)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- e.w.Run(ctx, 0, time.Hour, 5*time.Millisecond) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(e.bus.all()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Later passes use the hour bound: the chunk (re-driven "now" on a
+	// stopped clock) is not re-driven again.
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	pubs := e.bus.all()
+	if len(pubs) != 1 {
+		t.Fatalf("%d events, want 1", len(pubs))
+	}
+	checkRedrive(t, e, pubs[0], user, c)
+}

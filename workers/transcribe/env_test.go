@@ -1,0 +1,323 @@
+package transcribe_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"math"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/lethe-dev/lethe/events"
+	"github.com/lethe-dev/lethe/infra/audio"
+	"github.com/lethe-dev/lethe/infra/blobs"
+	"github.com/lethe-dev/lethe/infra/blobs/dirblobs"
+	"github.com/lethe-dev/lethe/infra/docs"
+	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
+	"github.com/lethe-dev/lethe/infra/keys"
+	"github.com/lethe-dev/lethe/infra/keys/filekek"
+	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/infra/stt"
+	"github.com/lethe-dev/lethe/workers/transcribe"
+)
+
+// published is one event the worker handed to the bus.
+type published struct {
+	topic string
+	ev    event.Event
+}
+
+// recordingBus collects published events; with fail set it refuses them
+// (as a bus that is down would) and records nothing.
+type recordingBus struct {
+	mu   sync.Mutex
+	evs  []published
+	fail error
+}
+
+func (b *recordingBus) Publish(_ context.Context, topic string, e event.Event) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.fail != nil {
+		return b.fail
+	}
+	b.evs = append(b.evs, published{topic, e.Clone()})
+	return nil
+}
+
+func (b *recordingBus) setFail(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.fail = err
+}
+
+func (b *recordingBus) all() []published {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]published(nil), b.evs...)
+}
+
+// fakeSTT returns fixed text (or err) and counts calls.
+type fakeSTT struct {
+	mu      sync.Mutex
+	text    string
+	err     error
+	calls   int
+	samples int // length of the last PCM it was given
+}
+
+func (f *fakeSTT) Transcribe(_ context.Context, pcm audio.PCM) (stt.Transcript, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	f.samples = len(pcm.Samples)
+	if f.err != nil {
+		return stt.Transcript{}, f.err
+	}
+	return stt.Transcript{Text: f.text, Model: "fake-stt-v1"}, nil
+}
+
+func (f *fakeSTT) set(text string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.text, f.err = text, err
+}
+
+func (f *fakeSTT) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
+}
+
+func (f *fakeSTT) lastSamples() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.samples
+}
+
+// env is one worker over real embedded adapters in a fresh directory.
+type env struct {
+	docs  *sqlitedocs.Store
+	blobs *dirblobs.Bucket
+	keys  *keys.Keyring
+	reg   *events.Registry
+	bus   *recordingBus
+	stt   *fakeSTT
+	now   time.Time
+	w     *transcribe.Worker
+}
+
+const spokenText = "hello world this is a test of the memory pipeline"
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := sqlitedocs.Open(t.Context(), filepath.Join(dir, "docs.db"))
+	if err != nil {
+		t.Fatalf("sqlitedocs.Open: %v", err)
+	}
+	t.Cleanup(func() { store.Close() })
+	bucket, err := dirblobs.Open(filepath.Join(dir, "blobs"))
+	if err != nil {
+		t.Fatalf("dirblobs.Open: %v", err)
+	}
+	t.Cleanup(func() { bucket.Close() })
+	kek, err := filekek.Open(filepath.Join(dir, "kek", "kek.bin"))
+	if err != nil {
+		t.Fatalf("filekek.Open: %v", err)
+	}
+	reg, err := events.NewRegistry()
+	if err != nil {
+		t.Fatalf("events.NewRegistry: %v", err)
+	}
+	e := &env{
+		docs:  store,
+		blobs: bucket,
+		keys:  keys.NewKeyring(kek, keys.NewDocsKeysetStore(store), keys.Options{}),
+		reg:   reg,
+		bus:   &recordingBus{},
+		stt:   &fakeSTT{text: spokenText},
+		now:   time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC),
+	}
+	e.w = &transcribe.Worker{
+		Docs: e.docs, Blobs: e.blobs, Keys: e.keys, STT: e.stt, Bus: e.bus, Events: e.reg,
+		Now: func() time.Time { return e.now },
+	}
+	return e
+}
+
+// userID is a well-formed user (keyed-hash shape) unique to the test.
+func userID(t *testing.T, name string) string {
+	return events.DeriveID("user", t.Name(), name)
+}
+
+// tone is n samples of a 440 Hz tone at 16 kHz, encoded as WAV.
+func tone(n int) []byte {
+	p := audio.PCM{SampleRate: 16000, Samples: make([]int16, n)}
+	for i := range p.Samples {
+		p.Samples[i] = int16(8000 * math.Sin(2*math.Pi*440*float64(i)/16000))
+	}
+	return audio.EncodeWAV(p)
+}
+
+func digest(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// seedChunk does what the edge does: seal the audio under the blob's
+// associated data, write the blob, write the chunk record (received).
+func (e *env) seedChunk(t *testing.T, user, cid string, seq int, body []byte, contentType string) records.Chunk {
+	t.Helper()
+	sum := digest(body)
+	blobKey := records.AudioKey(user, cid, seq, sum)
+	sealed, err := e.keys.Seal(t.Context(), user, body, keys.AD(user, "blobs", blobKey, "audio"))
+	if err != nil {
+		t.Fatalf("keys.Seal audio: %v", err)
+	}
+	if _, err := e.blobs.Write(t.Context(), blobKey, bytes.NewReader(sealed), blobs.WriteOptions{CreateOnly: true}); err != nil {
+		t.Fatalf("blobs.Write: %v", err)
+	}
+	c := records.Chunk{
+		ConversationID: cid, Seq: seq, Status: records.StatusReceived,
+		BlobKey: blobKey, ContentType: contentType, SampleRate: 16000,
+		SHA256: sum, Size: int64(len(body)), Origin: "app",
+		EventID:    records.ChunkEventID(user, cid, seq, sum),
+		Published:  true,
+		ReceivedAt: e.now.Add(-time.Minute), UpdatedAt: e.now.Add(-time.Minute),
+	}
+	e.putChunk(t, user, c)
+	return c
+}
+
+func (e *env) putChunk(t *testing.T, user string, c records.Chunk) {
+	t.Helper()
+	d, err := c.Doc(user)
+	if err != nil {
+		t.Fatalf("Chunk.Doc: %v", err)
+	}
+	if err := e.docs.Put(t.Context(), d); err != nil {
+		t.Fatalf("docs.Put chunk: %v", err)
+	}
+}
+
+func (e *env) chunkEvent(t *testing.T, user string, c records.Chunk) event.Event {
+	t.Helper()
+	ev, err := records.ChunkReceivedEvent(e.reg, user, c)
+	if err != nil {
+		t.Fatalf("records.ChunkReceivedEvent: %v", err)
+	}
+	return ev
+}
+
+func (e *env) chunk(t *testing.T, user, cid string, seq int) records.Chunk {
+	t.Helper()
+	d, err := e.docs.Get(t.Context(), records.ChunkKey(user, cid, seq))
+	if err != nil {
+		t.Fatalf("docs.Get chunk: %v", err)
+	}
+	c, err := records.ChunkFrom(d)
+	if err != nil {
+		t.Fatalf("records.ChunkFrom: %v", err)
+	}
+	return c
+}
+
+func (e *env) chunkData(t *testing.T, user, cid string, seq int) []byte {
+	t.Helper()
+	d, err := e.docs.Get(t.Context(), records.ChunkKey(user, cid, seq))
+	if errors.Is(err, docs.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("docs.Get chunk: %v", err)
+	}
+	return d.Data
+}
+
+// segments returns every segment document of the user.
+func (e *env) segments(t *testing.T, user string) []docs.Doc {
+	t.Helper()
+	ds, err := e.docs.Query(t.Context(), docs.Query{User: user, Collection: records.Segments})
+	if err != nil {
+		t.Fatalf("docs.Query segments: %v", err)
+	}
+	return ds
+}
+
+func (e *env) hasKey(t *testing.T, user string) bool {
+	t.Helper()
+	_, err := e.docs.Get(t.Context(), keys.KeysetKey(user))
+	if errors.Is(err, docs.ErrNotFound) {
+		return false
+	}
+	if err != nil {
+		t.Fatalf("docs.Get keyset: %v", err)
+	}
+	return true
+}
+
+func (e *env) tombstone(t *testing.T, user string) {
+	t.Helper()
+	if err := e.docs.Put(t.Context(), docs.Doc{Key: records.TombstoneKey(user), Data: []byte(`{}`)}); err != nil {
+		t.Fatalf("docs.Put tombstone: %v", err)
+	}
+}
+
+// outcome classifies a handler result the way the bus does.
+type outcome string
+
+const (
+	acked     outcome = "acked"
+	dropped   outcome = "dropped"
+	permanent outcome = "permanent"
+	retryable outcome = "retryable"
+)
+
+func classify(err error) outcome {
+	switch {
+	case err == nil:
+		return acked
+	case errors.Is(err, events.ErrDropped):
+		return dropped
+	case events.IsPermanent(err):
+		return permanent
+	default:
+		return retryable
+	}
+}
+
+// withData returns a copy of ev whose JSON data is changed by fn.
+func withData(t *testing.T, ev event.Event, fn func(m map[string]any)) event.Event {
+	t.Helper()
+	out := ev.Clone()
+	var m map[string]any
+	if err := json.Unmarshal(ev.Data(), &m); err != nil {
+		t.Fatalf("json.Unmarshal: %v", err)
+	}
+	fn(m)
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatalf("json.Marshal: %v", err)
+	}
+	out.DataEncoded = b
+	return out
+}
+
+func withAttr(ev event.Event, fn func(e *event.Event)) event.Event {
+	out := ev.Clone()
+	fn(&out)
+	return out
+}
+
+func wantTranscriptID(user, cid string, seq int, sum string) string {
+	return events.DeriveID("transcript", user, cid, strconv.Itoa(seq), sum)
+}
