@@ -14,6 +14,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/auth/jwtverify"
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/blobs/dirblobs"
+	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/docs/firestoredocs"
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
@@ -188,6 +189,13 @@ func (a *app) openVerifier(ctx context.Context, cfg Config) (auth.Verifier, erro
 }
 
 func openBlobs(ctx context.Context, cfg Config, paths dataPaths) (blobs.Bucket, error) {
+	if cfg.Blobs == "gcs" {
+		b, err := gcsblobs.Open(ctx, gcsblobs.Config{Bucket: cfg.GCSBucket, Endpoint: cfg.GCSEndpoint})
+		if err != nil {
+			return nil, fmt.Errorf("gcsblobs.Open (LETHE_BLOBS=gcs): %w", err)
+		}
+		return b, nil
+	}
 	b, err := dirblobs.Open(paths.blobs())
 	if err != nil {
 		return nil, fmt.Errorf("dirblobs.Open: %w", err)

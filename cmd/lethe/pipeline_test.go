@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/fsouza/fake-gcs-server/fakestorage"
 
 	"github.com/lethe-dev/lethe/infra/audio"
 	"github.com/lethe-dev/lethe/infra/docs"
@@ -156,6 +157,62 @@ type searchReply struct {
 func TestEndToEndUploadTranscribeSearch(t *testing.T) {
 	requirePocketSphinx(t)
 	cfg := testConfig(t)
+	secrets := runSlice(t, cfg)
+	// Nothing under the data dir holds the transcript or the uid in
+	// plaintext: not the SQLite file or its WAL, not blobs, not vectors.
+	scanned := scanForPlaintext(t, cfg.DataDir, secrets)
+	if scanned < 5 {
+		t.Fatalf("scanned only %d files; the data dir layout changed?", scanned)
+	}
+}
+
+// TestEndToEndOnEmulators runs the same slice with production adapters:
+// the gcloud Pub/Sub and Firestore emulators and fake-gcs-server.
+func TestEndToEndOnEmulators(t *testing.T) {
+	psHost, fsHost := os.Getenv("PUBSUB_EMULATOR_HOST"), os.Getenv("FIRESTORE_EMULATOR_HOST")
+	if psHost == "" || fsHost == "" {
+		if os.Getenv("LETHE_REQUIRE_EMULATORS") == "1" {
+			t.Fatal("PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST are required (LETHE_REQUIRE_EMULATORS=1)")
+		}
+		t.Skip("no emulators: set PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST (make test starts them)")
+	}
+	requirePocketSphinx(t)
+	gcs, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gcs.Stop)
+	gcs.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: "lethe-e2e-audio", VersioningEnabled: true})
+
+	cfg := testConfig(t)
+	// One project per run: the emulators partition by project.
+	cfg.ProjectID = fmt.Sprintf("e2e-%d", time.Now().UnixNano())
+	cfg.Bus, cfg.PubSubEmulatorHost = "gcp", psHost
+	cfg.Documents, cfg.FirestoreEmulatorHost = "firestore", fsHost
+	cfg.Blobs, cfg.GCSBucket, cfg.GCSEndpoint = "gcs", "lethe-e2e-audio", gcs.URL()
+	secrets := runSlice(t, cfg)
+	// Blobs at rest in the bucket are sealed too.
+	objs, _, err := gcs.ListObjectsWithOptions("lethe-e2e-audio", fakestorage.ListOptions{})
+	if err != nil || len(objs) < 2 {
+		t.Fatalf("bucket holds %d objects (%v), want the uploads", len(objs), err)
+	}
+	for _, o := range objs {
+		full, err := gcs.GetObject("lethe-e2e-audio", o.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range secrets {
+			if len(s) >= 6 && bytes.Contains(full.Content, []byte(s)) {
+				t.Fatalf("object %s holds %q", o.Name, s)
+			}
+		}
+	}
+}
+
+// runSlice uploads two recordings as alice, waits for their transcripts,
+// finds each by searching its words, checks bob finds nothing, stops the
+// pipeline and returns what must never be at rest in plaintext.
+func runSlice(t *testing.T, cfg Config) []string {
 	p := startTestPipeline(t, cfg, overrides{})
 	const aliceUID = "alice-e2e-uid-5b3c9"
 	mint := func(uid string) string {
@@ -178,7 +235,6 @@ func TestEndToEndUploadTranscribeSearch(t *testing.T) {
 			t.Fatalf("%s: transcript %q is too short to search", name, conv.Transcript)
 		}
 	}
-
 	for _, tc := range []struct{ conv, text string }{{"memo", memo.Transcript}, {"dentist", dentist.Transcript}} {
 		var res searchReply
 		q := strings.Join(strings.Fields(tc.text)[:3], "+")
@@ -199,9 +255,6 @@ func TestEndToEndUploadTranscribeSearch(t *testing.T) {
 	if code := bob.do("GET", "/v1/conversations/memo", "", nil, nil); code != http.StatusNotFound {
 		t.Fatalf("bob reads alice's conversation: %d", code)
 	}
-
-	// Nothing under the data dir holds the transcript or the uid in
-	// plaintext: not the SQLite file or its WAL, not blobs, not vectors.
 	if err := p.stop(); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
@@ -209,10 +262,7 @@ func TestEndToEndUploadTranscribeSearch(t *testing.T) {
 	for _, s := range append(memo.Segments, dentist.Segments...) {
 		secrets = append(secrets, s.Text)
 	}
-	scanned := scanForPlaintext(t, cfg.DataDir, secrets)
-	if scanned < 5 {
-		t.Fatalf("scanned only %d files; the data dir layout changed?", scanned)
-	}
+	return secrets
 }
 
 // scanForPlaintext fails the test if any file under dir contains any of
