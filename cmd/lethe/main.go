@@ -29,6 +29,8 @@ Usage:
   lethe edge                the HTTP edge only
   lethe worker NAME         one worker: transcribe, embed, store, reconcile
   lethe token --uid UID     print a token of the local issuer (embedded mode)
+  lethe pinecone ensure-index
+                            create the Pinecone index if absent; print its host
   lethe version             print the version
   lethe help                this text, and the configuration variables
 
@@ -76,6 +78,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdWorker(ctx, cfg, logger, rest)
 	case "token":
 		err = cmdToken(ctx, cfg, rest, stdout, stderr)
+	case "pinecone":
+		err = cmdPinecone(ctx, cfg, rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lethe: unknown command %q\n\n%s", cmd, usage)
 		return 2

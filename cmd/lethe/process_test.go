@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -225,5 +226,15 @@ func TestProductionGuard(t *testing.T) {
 	allowed.Documents, allowed.Blobs, allowed.AllowEmbedded = "sqlite", "dir", true
 	if err := allowed.guardProduction(); err != nil {
 		t.Fatalf("LETHE_ALLOW_EMBEDDED=true still refused: %v", err)
+	}
+}
+
+func TestPineconeEnsureIndexNeedsKey(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "pinecone", "ensure-index")
+	cmd.Env = letheEnv(t.TempDir())
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "PINECONE_API_KEY") {
+		t.Fatalf("exit %v, output %s; want a usage error naming PINECONE_API_KEY", err, out)
 	}
 }
