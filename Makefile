@@ -5,6 +5,8 @@ PKGS     := ./...
 # -p 2: this project is built and tested on 2 cores.
 TESTFLAGS ?= -race -timeout 25m -p 2
 
+SHELL := /bin/bash
+
 .PHONY: run test build vet bench fuzz deps-run clean
 
 ## run: start the whole pipeline on embedded defaults (no cloud account, no Docker)
@@ -23,7 +25,8 @@ deps-run:
 test:
 	@scripts/install-deps.sh test
 	$(GO) vet $(PKGS)
-	scripts/with-emulators.sh $(GO) test $(TESTFLAGS) $(PKGS)
+	$(GO) build -o bin/testsummary ./scripts/testsummary
+	set -o pipefail; scripts/with-emulators.sh $(GO) test $(TESTFLAGS) -json $(PKGS) | bin/testsummary
 
 ## bench: the benchmarks (never timed assertions in tests)
 bench:

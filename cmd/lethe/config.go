@@ -27,6 +27,12 @@ type Config struct {
 	// (real Pub/Sub, or the emulator when PUBSUB_EMULATOR_HOST is set).
 	Bus string `envconfig:"LETHE_BUS" default:"embedded" desc:"embedded or gcp"`
 
+	// Delivery: workers pull from their subscriptions, or receive Pub/Sub
+	// push at POST /push/{subscription} (Cloud Run).
+	Delivery           string `envconfig:"LETHE_DELIVERY" default:"pull" desc:"pull, or push (workers served at POST /push/{subscription})"`
+	PushAudience       string `envconfig:"LETHE_PUSH_AUDIENCE" desc:"audience of push OIDC tokens"`
+	PushServiceAccount string `envconfig:"LETHE_PUSH_SERVICE_ACCOUNT" desc:"the service account push tokens must name; set to verify push OIDC tokens"`
+
 	LogLevel        string        `envconfig:"LETHE_LOG_LEVEL" default:"info" desc:"debug, info, warn, error"`
 	ShutdownTimeout time.Duration `envconfig:"LETHE_SHUTDOWN_TIMEOUT" default:"20s" desc:"bound on draining in-flight work at SIGTERM"`
 	HandlerTimeout  time.Duration `envconfig:"LETHE_HANDLER_TIMEOUT" default:"2m" desc:"per-event handler timeout"`
@@ -150,6 +156,7 @@ func (c Config) validate() error {
 		{"LETHE_STT", c.STT, []string{"pocketsphinx", "deepgram", "openai"}},
 		{"LETHE_EMBEDDER", c.Embedder, []string{"hashing", "pinecone", "openai"}},
 		{"LETHE_AUTH", c.Auth, []string{"local", "firebase"}},
+		{"LETHE_DELIVERY", c.Delivery, []string{"pull", "push"}},
 	} {
 		if !slices.Contains(ch.allowed, ch.value) {
 			errs = append(errs, fmt.Errorf("%s=%q: want one of %s", ch.name, ch.value, strings.Join(ch.allowed, ", ")))
@@ -166,6 +173,7 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Errorf("%s is required %s", name, why))
 		}
 	}
+	need(c.PushServiceAccount != "" && c.PushAudience == "", "LETHE_PUSH_AUDIENCE", "with LETHE_PUSH_SERVICE_ACCOUNT")
 	need(c.Blobs == "gcs" && c.GCSBucket == "", "LETHE_GCS_BUCKET", "with LETHE_BLOBS=gcs")
 	need(c.Vectors == "pinecone" && c.PineconeIndexHost == "", "LETHE_PINECONE_INDEX_HOST", "with LETHE_VECTORS=pinecone")
 	need((c.Vectors == "pinecone" || c.Embedder == "pinecone") && c.PineconeAPIKey == "", "PINECONE_API_KEY", "with Pinecone vectors or embeddings")
@@ -197,6 +205,9 @@ func (c Config) guardProduction() error {
 	}
 	if c.FirestoreEmulatorHost != "" || c.GCSEndpoint != "" {
 		errs = append(errs, errors.New("FIRESTORE_EMULATOR_HOST or LETHE_GCS_ENDPOINT is set: emulators are refused when LETHE_ENV=production"))
+	}
+	if c.Delivery == "push" && c.PushServiceAccount == "" {
+		errs = append(errs, errors.New("LETHE_DELIVERY=push without LETHE_PUSH_SERVICE_ACCOUNT: anyone could push events; refused when LETHE_ENV=production"))
 	}
 	if c.Auth == "local" {
 		errs = append(errs, errors.New("LETHE_AUTH=local: anyone with the data dir can mint tokens; refused when LETHE_ENV=production"))

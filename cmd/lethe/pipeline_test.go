@@ -20,6 +20,7 @@ import (
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
 	"github.com/lethe-dev/lethe/infra/audio"
+	"github.com/lethe-dev/lethe/infra/bus"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/logging"
 	"github.com/lethe-dev/lethe/infra/records"
@@ -37,7 +38,7 @@ func testConfig(t testing.TB) Config {
 		Workers: "transcribe,embed,store,reconcile", MaxInFlight: 4,
 		MaxChunkBytes: 16 << 20, STT: "pocketsphinx", Embedder: "hashing",
 		Documents: "sqlite", Blobs: "dir", Vectors: "flat", KEK: "file", RateLimit: "memory", Auth: "local",
-		EmbedDim: 1024,
+		EmbedDim: 1024, Delivery: "pull",
 	}
 }
 
@@ -358,4 +359,69 @@ func TestEveryEventDeliveredTwiceMakesNoDuplicates(t *testing.T) {
 
 func readTestdata(file string) ([]byte, error) {
 	return os.ReadFile(filepath.Join("..", "..", "testdata", file))
+}
+
+// TestPushDelivery: with LETHE_DELIVERY=push the workers are served at
+// POST /push/{subscription}; a pushed chunk event is transcribed, poison is
+// dead-lettered and acknowledged, an unknown subscription is a 404.
+func TestPushDelivery(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Delivery = "push"
+	cfg.Workers = "transcribe"
+	p := startTestPipeline(t, cfg, overrides{STT: instantSTT{}})
+	tok, err := p.app.issuer.Mint("push-user", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client{t, "http://" + p.addr, tok}
+	c.upload("pushed", 0, "speech-hello.wav")
+
+	user := p.app.pseudo.User("push-user")
+	d, err := p.app.docs.Get(context.Background(), records.ChunkKey(user, "pushed", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk, err := records.ChunkFrom(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := records.ChunkReceivedEvent(p.app.events, user, chunk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushBody := func(data []byte, attrs map[string]string) []byte {
+		b, _ := json.Marshal(map[string]any{
+			"message":      map[string]any{"data": data, "attributes": attrs, "messageId": "1", "publishTime": time.Now().UTC().Format(time.RFC3339)},
+			"subscription": "projects/" + cfg.ProjectID + "/subscriptions/transcribe",
+		})
+		return b
+	}
+	post := func(path string, body []byte) int {
+		resp, err := http.Post("http://"+p.addr+path, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	data, attrs, err := bus.ToMessage(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := post("/push/transcribe", pushBody(data, attrs)); code != http.StatusNoContent {
+		t.Fatalf("push of a chunk event: %d", code)
+	}
+	d, err = p.app.docs.Get(context.Background(), records.ChunkKey(user, "pushed", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chunk, _ = records.ChunkFrom(d); chunk.Status == records.StatusReceived {
+		t.Fatal("the pushed event was not handled")
+	}
+	if code := post("/push/transcribe", pushBody([]byte("not an event"), map[string]string{"ce-id": "x"})); code != http.StatusNoContent {
+		t.Fatalf("poison push: %d, want 204 (dead-lettered, acknowledged)", code)
+	}
+	if code := post("/push/nosuch", pushBody(data, attrs)); code != http.StatusNotFound {
+		t.Fatalf("unknown subscription: %d", code)
+	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/functions"
+	"github.com/lethe-dev/lethe/functions/push"
 	"github.com/lethe-dev/lethe/infra/bus"
 	"github.com/lethe-dev/lethe/infra/bus/middleware"
 	"github.com/lethe-dev/lethe/workers/embed"
@@ -92,12 +93,23 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 		workerEmbed:      (&embed.Worker{Docs: a.docs, Keys: a.keys, Embedder: a.embedder, Bus: pub, Events: a.events}).Handle,
 		workerStore:      (&store.Worker{Docs: a.docs, Keys: a.keys, Vectors: a.vectors, Events: a.events, Now: now}).Handle,
 	}
+	subTopic := map[string]string{}
+	for _, t := range topology() {
+		for _, sub := range t.Subscriptions {
+			subTopic[sub.Name] = t.Name
+		}
+	}
+	pushHandlers := map[string]bus.Handler{}
 	for _, name := range r.workers {
 		h, ok := handlers[name]
 		if !ok {
 			cancelWork()
 			a.close()
 			return nil, usageError{fmt.Errorf("unknown worker %q", name)}
+		}
+		if cfg.Delivery == "push" {
+			pushHandlers[name] = chain(h)
+			continue
 		}
 		wg.Add(1)
 		go func() {
@@ -106,6 +118,14 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 				logger.Error("receiver stopped", "subscription", name, "error", err.Error())
 			}
 		}()
+	}
+	var pushReceiver http.Handler
+	if len(pushHandlers) > 0 {
+		if pushReceiver, err = newPushReceiver(ctx, cfg, a, logger, pushHandlers, subTopic); err != nil {
+			cancelWork()
+			a.close()
+			return nil, err
+		}
 	}
 	if r.reconcile {
 		rec := &reconcile.Worker{Docs: a.docs, Bus: pub, Events: a.events, Logger: logger, Now: now, MaxRedrives: 10, Batch: 500}
@@ -124,7 +144,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 	var drain func() error
 	var srv *http.Server
 	srvDone := make(chan error, 1)
-	if r.edge {
+	if r.edge || pushReceiver != nil {
 		ln, err := net.Listen("tcp", cfg.listenAddr())
 		if err != nil {
 			cancelWork()
@@ -140,8 +160,19 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			Limiter: a.limiter, Limits: cfg.limits(),
 			Ready: a.ready, JWKS: a.issuer.JWKS(), Now: now,
 		})
+		mux := http.NewServeMux()
+		if pushReceiver != nil {
+			mux.Handle("/push/", pushReceiver)
+		}
+		if r.edge {
+			mux.Handle("/", edge)
+		} else {
+			// A push-only worker answers health checks and nothing else.
+			mux.Handle("/healthz", edge)
+			mux.Handle("/readyz", edge)
+		}
 		srv = &http.Server{
-			Handler:           edge,
+			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       2 * time.Minute,
 			WriteTimeout:      2 * time.Minute,
@@ -259,4 +290,31 @@ func needSharedBus(cfg Config, cmd string) error {
 		return usageError{fmt.Errorf("the embedded bus lives inside one process; use `lethe run`, or set LETHE_BUS=gcp (with PUBSUB_EMULATOR_HOST for the emulator) to run `lethe %s` on its own", cmd)}
 	}
 	return nil
+}
+
+// newPushReceiver serves the workers' handlers at POST /push/{subscription};
+// poison is copied to the subscription topic's dead-letter topic.
+func newPushReceiver(ctx context.Context, cfg Config, a *app, logger *slog.Logger, handlers map[string]bus.Handler, subTopic map[string]string) (http.Handler, error) {
+	var verifier push.Verifier
+	if cfg.PushServiceAccount != "" {
+		v, err := push.NewOIDCVerifier(ctx, push.OIDCConfig{Audiences: []string{cfg.PushAudience}, ServiceAccountEmail: cfg.PushServiceAccount})
+		if err != nil {
+			return nil, fmt.Errorf("push.NewOIDCVerifier: %w", err)
+		}
+		verifier = v
+	}
+	rc, err := push.NewReceiver(push.Config{
+		Handlers: handlers,
+		Validate: a.events.Validate,
+		DeadLetter: func(ctx context.Context, sub string, data []byte, attrs map[string]string, reason error) error {
+			d, _ := push.DeliveryFromContext(ctx)
+			return a.bus.DeadLetter(ctx, subTopic[sub], sub, d.MessageID, data, attrs, reason)
+		},
+		Verifier: verifier,
+		Logger:   logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("push.NewReceiver: %w", err)
+	}
+	return rc, nil
 }

@@ -211,19 +211,30 @@ func (b *Bus) runHandler(ctx context.Context, h Handler, e event.Event, logAttrs
 }
 
 func (b *Bus) deadLetter(ctx context.Context, subID, dlt string, m *pubsub.Message, reason error) error {
-	attrs := make(map[string]string, len(m.Attributes)+4)
-	maps.Copy(attrs, m.Attributes)
+	return b.publishDeadLetter(ctx, dlt, subID, m.ID, m.Data, m.Attributes, reason)
+}
+
+// DeadLetter copies a poison message, with the reason, to topic's
+// dead-letter topic: what Receive does for pulled messages, for receivers
+// of pushed ones.
+func (b *Bus) DeadLetter(ctx context.Context, topic, subscription, messageID string, data []byte, attrs map[string]string, reason error) error {
+	return b.publishDeadLetter(ctx, b.TopicName(deadLetterTopic(topic)), subscription, messageID, data, attrs, reason)
+}
+
+func (b *Bus) publishDeadLetter(ctx context.Context, dlt, subID, messageID string, data []byte, orig map[string]string, reason error) error {
+	attrs := make(map[string]string, len(orig)+4)
+	maps.Copy(attrs, orig)
 	attrs[AttrDeadLetterReason] = truncateUTF8(reason.Error(), maxAttributeValueLen)
 	attrs[AttrDeadLetterSubscription] = subID
 	attrs[AttrDeadLetterTime] = time.Now().UTC().Format(time.RFC3339Nano)
-	attrs[AttrDeadLetterMessageID] = m.ID
+	attrs[AttrDeadLetterMessageID] = messageID
 	p, err := b.publisher(dlt)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, deadLetterPublishTimeout)
 	defer cancel()
-	if _, err := p.Publish(ctx, &pubsub.Message{Data: m.Data, Attributes: attrs}).Get(ctx); err != nil {
+	if _, err := p.Publish(ctx, &pubsub.Message{Data: data, Attributes: attrs}).Get(ctx); err != nil {
 		return fmt.Errorf("pubsub.Publish %s: %w", p.ID(), err)
 	}
 	return nil
