@@ -170,7 +170,7 @@ func (s *Store) coll(user, coll string) *firestore.CollectionRef {
 }
 
 func (s *Store) userDoc(user string) *firestore.DocumentRef {
-	return s.c.Collection(usersColl).Doc(user)
+	return s.c.Collection(docs.UsersCollection).Doc(user)
 }
 
 // keyFromRef inverts ref: ok is false for a document outside the layout.
@@ -180,17 +180,17 @@ func keyFromRef(r *firestore.DocumentRef) (docs.Key, bool) {
 		return docs.Key{}, false
 	}
 	if coll.Parent == nil {
-		return docs.Key{Collection: coll.ID, ID: r.ID}, coll.ID != usersColl
+		return docs.Key{Collection: coll.ID, ID: r.ID}, coll.ID != docs.UsersCollection
 	}
 	user := coll.Parent
-	if user.Parent == nil || user.Parent.ID != usersColl || user.Parent.Parent != nil {
+	if user.Parent == nil || user.Parent.ID != docs.UsersCollection || user.Parent.Parent != nil {
 		return docs.Key{}, false
 	}
 	return docs.Key{User: user.ID, Collection: coll.ID, ID: r.ID}, true
 }
 
 // encode is the stored form of a validated document; fields is the
-// normalised copy from validateDoc, and Data is copied by the client when
+// normalised copy from docs.ValidateDoc, and Data is copied by the client when
 // the write is built, so no caller memory is kept.
 func encode(data []byte, fields map[string]any) map[string]any {
 	if data == nil {
@@ -241,7 +241,7 @@ func wrap(call string, err error) error {
 
 // Get returns docs.ErrNotFound when absent.
 func (s *Store) Get(ctx context.Context, key docs.Key) (docs.Doc, error) {
-	if err := validateKey(key); err != nil {
+	if err := docs.ValidateKey(key); err != nil {
 		return docs.Doc{}, err
 	}
 	snap, err := s.ref(key).Get(ctx)
@@ -254,7 +254,7 @@ func (s *Store) Get(ctx context.Context, key docs.Key) (docs.Doc, error) {
 // Put creates or replaces (a whole-document Set: fields absent from doc
 // are gone afterwards).
 func (s *Store) Put(ctx context.Context, doc docs.Doc) error {
-	fields, err := validateDoc(doc)
+	fields, err := docs.ValidateDoc(doc)
 	if err != nil {
 		return err
 	}
@@ -267,7 +267,7 @@ func (s *Store) Put(ctx context.Context, doc docs.Doc) error {
 // Create writes only if absent (the server checks), else
 // docs.ErrAlreadyExists.
 func (s *Store) Create(ctx context.Context, doc docs.Doc) error {
-	fields, err := validateDoc(doc)
+	fields, err := docs.ValidateDoc(doc)
 	if err != nil {
 		return err
 	}
@@ -289,7 +289,7 @@ func (e fnError) Error() string { return e.err.Error() }
 // run the whole attempt again, fn included. fn must not call Update of the
 // same Store.
 func (s *Store) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc) (*docs.Doc, error)) error {
-	if err := validateKey(key); err != nil {
+	if err := docs.ValidateKey(key); err != nil {
 		return err
 	}
 	ref := s.ref(key)
@@ -332,7 +332,7 @@ func (s *Store) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc)
 		} else if d.Key != key {
 			return fmt.Errorf("%w: Update returned a document with another key", docs.ErrInvalid)
 		}
-		fields, err := validateDoc(d)
+		fields, err := docs.ValidateDoc(d)
 		if err != nil {
 			return err
 		}
@@ -352,7 +352,7 @@ func (s *Store) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc)
 
 // Delete is idempotent (no precondition).
 func (s *Store) Delete(ctx context.Context, key docs.Key) error {
-	if err := validateKey(key); err != nil {
+	if err := docs.ValidateKey(key); err != nil {
 		return err
 	}
 	if _, err := s.ref(key).Delete(ctx); err != nil {

@@ -82,7 +82,7 @@ func (h *harness) Reopen(ctx context.Context, s docs.Store) (docs.Store, error) 
 }
 
 func (h *harness) Capabilities() docstest.Capabilities {
-	return docstest.Capabilities{MaxDataSize: firestoredocs.MaxDataSize}
+	return docstest.Capabilities{MaxDataSize: docs.MaxDataSize}
 }
 
 func (h *harness) Close() {

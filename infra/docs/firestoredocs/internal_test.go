@@ -53,7 +53,7 @@ func TestLayout(t *testing.T) {
 		}
 	}
 	// A global "users" collection would be the users' parents.
-	if err := validateKey(docs.Key{Collection: "users", ID: "u1"}); err == nil {
+	if err := docs.ValidateKey(docs.Key{Collection: "users", ID: "u1"}); err == nil {
 		t.Error("global users collection accepted")
 	}
 }
@@ -68,7 +68,7 @@ func FuzzKeyLayout(f *testing.F) {
 	s := offlineStore(f)
 	f.Fuzz(func(t *testing.T, user, coll, id string) {
 		k := docs.Key{User: user, Collection: coll, ID: id}
-		if validateKey(k) != nil {
+		if docs.ValidateKey(k) != nil {
 			return
 		}
 		got, ok := keyFromRef(s.ref(k))

@@ -52,16 +52,16 @@ func (s *Store) buildQuery(q docs.Query, forceSort bool) (plan, error) {
 	if q.AllUsers && q.User != "" {
 		return p, fmt.Errorf("%w: query with both User and AllUsers", docs.ErrInvalid)
 	}
-	if !validUser(q.User) {
+	if !docs.ValidUser(q.User) {
 		return p, fmt.Errorf("%w: user", docs.ErrInvalid)
 	}
-	if !validSegment(q.Collection) || (!q.AllUsers && !validCollection(q.User, q.Collection)) {
+	if !docs.ValidSegment(q.Collection) || (!q.AllUsers && !docs.ValidCollection(q.User, q.Collection)) {
 		return p, fmt.Errorf("%w: collection", docs.ErrInvalid)
 	}
 	if q.Limit < 0 {
 		return p, fmt.Errorf("%w: negative limit", docs.ErrInvalid)
 	}
-	if q.OrderBy != "" && !validFieldName(q.OrderBy) {
+	if q.OrderBy != "" && !docs.ValidFieldName(q.OrderBy) {
 		return p, fmt.Errorf("%w: order by field name", docs.ErrInvalid)
 	}
 	var fq firestore.Query
@@ -72,10 +72,10 @@ func (s *Store) buildQuery(q docs.Query, forceSort bool) (plan, error) {
 	}
 	otherRange := false // a range filter on a field other than OrderBy
 	for _, f := range q.Filters {
-		if !validFieldName(f.Field) {
+		if !docs.ValidFieldName(f.Field) {
 			return p, fmt.Errorf("%w: filter field name", docs.ErrInvalid)
 		}
-		v, err := fieldValue(f.Value)
+		v, err := docs.FieldValue(f.Value)
 		if err != nil {
 			return p, err
 		}
@@ -191,12 +191,12 @@ func namePath(k docs.Key) []string {
 	if k.User == "" {
 		return []string{k.Collection, k.ID}
 	}
-	return []string{usersColl, k.User, k.Collection, k.ID}
+	return []string{docs.UsersCollection, k.User, k.Collection, k.ID}
 }
 
 // userCollections lists the collections under users/{user}.
 func (s *Store) userCollections(ctx context.Context, user string) ([]*firestore.CollectionRef, error) {
-	if user == "" || !validUser(user) {
+	if user == "" || !docs.ValidUser(user) {
 		return nil, fmt.Errorf("%w: user", docs.ErrInvalid)
 	}
 	colls, err := s.userDoc(user).Collections(ctx).GetAll()

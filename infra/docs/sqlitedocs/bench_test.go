@@ -26,7 +26,7 @@ func benchStore(b *testing.B) *Store {
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		for i := range benchDocs {
 			d := benchDoc(i, data)
-			fields, err := validateDoc(d)
+			fields, err := docs.ValidateDoc(d)
 			if err != nil {
 				return err
 			}

@@ -174,12 +174,12 @@ func FuzzValidateKey(f *testing.F) {
 		f.Add(s, "segments", s)
 	}
 	f.Fuzz(func(t *testing.T, user, coll, id string) {
-		err := validateKey(docs.Key{User: user, Collection: coll, ID: id})
+		err := docs.ValidateKey(docs.Key{User: user, Collection: coll, ID: id})
 		if err != nil {
 			return
 		}
 		for _, s := range []string{coll, id} {
-			if s == "" || len(s) > maxSegment || strings.ContainsAny(s, "/\\\x00 ") || s == "." || s == ".." {
+			if s == "" || len(s) > docs.MaxSegment || strings.ContainsAny(s, "/\\\x00 ") || s == "." || s == ".." {
 				t.Fatalf("accepted %q", s)
 			}
 		}
@@ -191,10 +191,10 @@ func FuzzDecodeFields(f *testing.F) {
 	f.Add("s", "value", int64(-1))
 	f.Fuzz(func(t *testing.T, name, sv string, iv int64) {
 		in := map[string]any{"i": iv}
-		if validFieldName(name) && name != "i" {
+		if docs.ValidFieldName(name) && name != "i" {
 			in[name] = sv
 		}
-		norm, err := validateDoc(docs.Doc{Key: docs.Key{Collection: "c", ID: "i"}, Fields: in})
+		norm, err := docs.ValidateDoc(docs.Doc{Key: docs.Key{Collection: "c", ID: "i"}, Fields: in})
 		if err != nil {
 			return // invalid string value
 		}

@@ -53,19 +53,19 @@ func (s *Store) Query(ctx context.Context, q docs.Query) ([]docs.Doc, error) {
 // joined once from the fields table, so the indexes on (user, coll, name,
 // v) and (coll, name, v) serve both the filters and the order.
 func buildQuery(q docs.Query) (string, []any, error) {
-	if !validSegment(q.Collection) {
+	if !docs.ValidSegment(q.Collection) {
 		return "", nil, fmt.Errorf("%w: collection", docs.ErrInvalid)
 	}
 	if q.AllUsers && q.User != "" {
 		return "", nil, fmt.Errorf("%w: query with both User and AllUsers", docs.ErrInvalid)
 	}
-	if !validUser(q.User) {
+	if !docs.ValidUser(q.User) {
 		return "", nil, fmt.Errorf("%w: user", docs.ErrInvalid)
 	}
 	if q.Limit < 0 {
 		return "", nil, fmt.Errorf("%w: negative limit", docs.ErrInvalid)
 	}
-	if q.OrderBy != "" && !validFieldName(q.OrderBy) {
+	if q.OrderBy != "" && !docs.ValidFieldName(q.OrderBy) {
 		return "", nil, fmt.Errorf("%w: order by field name", docs.ErrInvalid)
 	}
 
@@ -91,10 +91,10 @@ func buildQuery(q docs.Query) (string, []any, error) {
 		whereArgs = append(whereArgs, q.User)
 	}
 	for _, f := range q.Filters {
-		if !validFieldName(f.Field) {
+		if !docs.ValidFieldName(f.Field) {
 			return "", nil, fmt.Errorf("%w: filter field name", docs.ErrInvalid)
 		}
-		v, err := fieldValue(f.Value)
+		v, err := docs.FieldValue(f.Value)
 		if err != nil {
 			return "", nil, err
 		}

@@ -161,7 +161,7 @@ func getDoc(ctx context.Context, stmt *sql.Stmt, key docs.Key) (*docs.Doc, error
 
 // Get returns docs.ErrNotFound when absent.
 func (s *Store) Get(ctx context.Context, key docs.Key) (docs.Doc, error) {
-	if err := validateKey(key); err != nil {
+	if err := docs.ValidateKey(key); err != nil {
 		return docs.Doc{}, err
 	}
 	d, err := getDoc(ctx, s.get, key)
@@ -173,7 +173,7 @@ func (s *Store) Get(ctx context.Context, key docs.Key) (docs.Doc, error) {
 
 // Put creates or replaces.
 func (s *Store) Put(ctx context.Context, doc docs.Doc) error {
-	fields, err := validateDoc(doc)
+	fields, err := docs.ValidateDoc(doc)
 	if err != nil {
 		return err
 	}
@@ -182,7 +182,7 @@ func (s *Store) Put(ctx context.Context, doc docs.Doc) error {
 
 // Create writes only if absent, else docs.ErrAlreadyExists.
 func (s *Store) Create(ctx context.Context, doc docs.Doc) error {
-	fields, err := validateDoc(doc)
+	fields, err := docs.ValidateDoc(doc)
 	if err != nil {
 		return err
 	}
@@ -204,7 +204,7 @@ func (s *Store) Create(ctx context.Context, doc docs.Doc) error {
 // runs exactly once here; it must not call write methods of the same Store
 // (the single write connection is held while it runs).
 func (s *Store) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc) (*docs.Doc, error)) error {
-	if err := validateKey(key); err != nil {
+	if err := docs.ValidateKey(key); err != nil {
 		return err
 	}
 	deleted := false
@@ -234,7 +234,7 @@ func (s *Store) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc)
 		} else if d.Key != key {
 			return fmt.Errorf("%w: Update returned a document with another key", docs.ErrInvalid)
 		}
-		fields, err := validateDoc(d)
+		fields, err := docs.ValidateDoc(d)
 		if err != nil {
 			return err
 		}
@@ -258,7 +258,7 @@ func (e fnError) Error() string { return e.err.Error() }
 // Delete is idempotent. The WAL is checkpointed and truncated afterwards so
 // the deleted bytes are gone from every file when it returns.
 func (s *Store) Delete(ctx context.Context, key docs.Key) error {
-	if err := validateKey(key); err != nil {
+	if err := docs.ValidateKey(key); err != nil {
 		return err
 	}
 	var deleted bool
@@ -276,7 +276,7 @@ func (s *Store) Delete(ctx context.Context, key docs.Key) error {
 // collections) and checkpoints the WAL. On a checkpoint error the documents
 // are deleted (the count is returned) but may linger in the WAL: retry.
 func (s *Store) DeleteUser(ctx context.Context, user string) (int, error) {
-	if user == "" || !validUser(user) {
+	if user == "" || !docs.ValidUser(user) {
 		return 0, fmt.Errorf("%w: user", docs.ErrInvalid)
 	}
 	var n int64
@@ -299,7 +299,7 @@ func (s *Store) DeleteUser(ctx context.Context, user string) (int, error) {
 
 // CountUser counts user's documents in every collection.
 func (s *Store) CountUser(ctx context.Context, user string) (int, error) {
-	if user == "" || !validUser(user) {
+	if user == "" || !docs.ValidUser(user) {
 		return 0, fmt.Errorf("%w: user", docs.ErrInvalid)
 	}
 	var n int

@@ -1,16 +1,16 @@
-package firestoredocs
+package docs
 
 import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
 
-	"github.com/lethe-dev/lethe/infra/docs"
 )
 
-// Limits: the same as the embedded adapter's (sqlitedocs), except maxData.
+// Limits every adapter enforces. They follow Firestore's, so that what
+// the embedded store accepts the production one accepts too.
 const (
-	maxSegment     = 256  // collection, id, user: [A-Za-z0-9_.:#-]{1,256}
+	MaxSegment     = 256  // collection, id, user: [A-Za-z0-9_.:#-]{1,256}
 	maxFieldName   = 64   // [A-Za-z_][A-Za-z0-9_]{0,63}
 	maxFields      = 64   // indexed fields per document
 	maxStringField = 1500 // bytes; Firestore's indexed-value limit
@@ -22,20 +22,20 @@ const (
 	maxData = MaxDataSize
 )
 
-// MaxDataSize is the largest docs.Doc.Data this adapter accepts (bytes).
-// Larger data is docs.ErrInvalid.
+// MaxDataSize is the largest Doc.Data this adapter accepts (bytes).
+// Larger data is ErrInvalid.
 const MaxDataSize = 900_000
 
-// usersColl is the root collection of per-user documents. A global
+// UsersCollection is the root collection of per-user documents. A global
 // collection of that name would put its documents where users' parents
 // are (users/{id}), so it is refused.
-const usersColl = "users"
+const UsersCollection = "users"
 
-// validSegment reports whether s may be a collection, id or user: the
-// charset of docs.Key, and none of the names Firestore reserves ("." and
+// ValidSegment reports whether s may be a collection, id or user: the
+// charset of Key, and none of the names Firestore reserves ("." and
 // "..", and __anything__).
-func validSegment(s string) bool {
-	if len(s) == 0 || len(s) > maxSegment || s == "." || s == ".." {
+func ValidSegment(s string) bool {
+	if len(s) == 0 || len(s) > MaxSegment || s == "." || s == ".." {
 		return false
 	}
 	if len(s) >= 4 && strings.HasPrefix(s, "__") && strings.HasSuffix(s, "__") {
@@ -53,28 +53,28 @@ func validSegment(s string) bool {
 	return true
 }
 
-// validUser: "" (global collections) or a segment.
-func validUser(u string) bool { return u == "" || validSegment(u) }
+// ValidUser: "" (global collections) or a segment.
+func ValidUser(u string) bool { return u == "" || ValidSegment(u) }
 
-// validCollection: a segment, and not the users root for global keys.
-func validCollection(user, coll string) bool {
-	return validSegment(coll) && (user != "" || coll != usersColl)
+// ValidCollection: a segment, and not the users root for global keys.
+func ValidCollection(user, coll string) bool {
+	return ValidSegment(coll) && (user != "" || coll != UsersCollection)
 }
 
-func validateKey(k docs.Key) error {
-	if !validUser(k.User) {
-		return fmt.Errorf("%w: user", docs.ErrInvalid)
+func ValidateKey(k Key) error {
+	if !ValidUser(k.User) {
+		return fmt.Errorf("%w: user", ErrInvalid)
 	}
-	if !validCollection(k.User, k.Collection) {
-		return fmt.Errorf("%w: collection", docs.ErrInvalid)
+	if !ValidCollection(k.User, k.Collection) {
+		return fmt.Errorf("%w: collection", ErrInvalid)
 	}
-	if !validSegment(k.ID) {
-		return fmt.Errorf("%w: id", docs.ErrInvalid)
+	if !ValidSegment(k.ID) {
+		return fmt.Errorf("%w: id", ErrInvalid)
 	}
 	return nil
 }
 
-func validFieldName(n string) bool {
+func ValidFieldName(n string) bool {
 	if len(n) == 0 || len(n) > maxFieldName {
 		return false
 	}
@@ -93,12 +93,12 @@ func validFieldName(n string) bool {
 	return true
 }
 
-// fieldValue normalises an indexed value to string or int64.
-func fieldValue(v any) (any, error) {
+// FieldValue normalises an indexed value to string or int64.
+func FieldValue(v any) (any, error) {
 	switch x := v.(type) {
 	case string:
 		if len(x) > maxStringField || !utf8.ValidString(x) {
-			return nil, fmt.Errorf("%w: string field value", docs.ErrInvalid)
+			return nil, fmt.Errorf("%w: string field value", ErrInvalid)
 		}
 		return x, nil
 	case int64:
@@ -106,29 +106,29 @@ func fieldValue(v any) (any, error) {
 	case int:
 		return int64(x), nil
 	default:
-		return nil, fmt.Errorf("%w: field value of type %T (want string or int64)", docs.ErrInvalid, v)
+		return nil, fmt.Errorf("%w: field value of type %T (want string or int64)", ErrInvalid, v)
 	}
 }
 
-// validateDoc checks key, data size and fields, and returns the fields
+// ValidateDoc checks key, data size and fields, and returns the fields
 // normalised (ints as int64) in a new map, so the caller's map is never
 // shared.
-func validateDoc(d docs.Doc) (map[string]any, error) {
-	if err := validateKey(d.Key); err != nil {
+func ValidateDoc(d Doc) (map[string]any, error) {
+	if err := ValidateKey(d.Key); err != nil {
 		return nil, err
 	}
 	if len(d.Data) > maxData {
-		return nil, fmt.Errorf("%w: data larger than %d bytes", docs.ErrInvalid, maxData)
+		return nil, fmt.Errorf("%w: data larger than %d bytes", ErrInvalid, maxData)
 	}
 	if len(d.Fields) > maxFields {
-		return nil, fmt.Errorf("%w: more than %d fields", docs.ErrInvalid, maxFields)
+		return nil, fmt.Errorf("%w: more than %d fields", ErrInvalid, maxFields)
 	}
 	out := make(map[string]any, len(d.Fields))
 	for name, v := range d.Fields {
-		if !validFieldName(name) {
-			return nil, fmt.Errorf("%w: field name", docs.ErrInvalid)
+		if !ValidFieldName(name) {
+			return nil, fmt.Errorf("%w: field name", ErrInvalid)
 		}
-		nv, err := fieldValue(v)
+		nv, err := FieldValue(v)
 		if err != nil {
 			return nil, err
 		}
