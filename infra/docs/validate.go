@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
-
 )
 
 // Limits every adapter enforces. They follow Firestore's, so that what
