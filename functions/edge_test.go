@@ -501,3 +501,18 @@ func TestRateLimits(t *testing.T) {
 		}
 	}
 }
+
+func TestAccessLogCarriesKeyedUserHashOnly(t *testing.T) {
+	e := newEdge(t, 1<<20)
+	if r := e.do("GET", "/v1/conversations", e.token("alice-log-uid"), "", nil); r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	logs := e.logs.String()
+	want := logging.NewUserHasher([]byte("0123456789abcdef0123456789abcdef")).Attr("alice-log-uid").Value.String()
+	if !strings.Contains(logs, want) {
+		t.Fatalf("access log lacks the user hash %s: %s", want, logs)
+	}
+	if strings.Contains(logs, "alice-log-uid") {
+		t.Fatal("access log holds the raw uid")
+	}
+}

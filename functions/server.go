@@ -117,6 +117,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Referrer-Policy", "no-referrer")
+	info := &requestInfo{}
+	r = r.WithContext(context.WithValue(ctx, requestInfoKey{}, info))
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	defer func() {
 		if p := recover(); p != nil {
@@ -125,8 +127,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeError(rec, http.StatusInternalServerError, "internal", "internal error")
 			}
 		}
-		s.d.Logger.InfoContext(ctx, "request", "method", r.Method, "route", routeOf(r), "status", rec.status,
-			"duration_ms", s.d.Now().Sub(start).Milliseconds())
+		attrs := []any{"method", r.Method, "route", routeOf(r), "status", rec.status,
+			"duration_ms", s.d.Now().Sub(start).Milliseconds()}
+		if info.uid != "" && s.d.LogUsers != nil {
+			attrs = append(attrs, s.d.LogUsers.Attr(info.uid))
+		}
+		s.d.Logger.InfoContext(ctx, "request", attrs...)
 	}()
 	s.mux.ServeHTTP(rec, r)
 }
@@ -180,6 +186,11 @@ func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(s.d.JWKS)
 }
 
+// requestInfo carries what the access log needs from inner handlers.
+type requestInfo struct{ uid string }
+
+type requestInfoKey struct{}
+
 type userKey struct{}
 
 // caller is the authenticated user of a request.
@@ -218,6 +229,9 @@ func (s *Server) authed(next http.HandlerFunc) http.Handler {
 			return
 		}
 		c := caller{uid: id.UID, user: s.d.Pseudonyms.User(id.UID)}
+		if info, ok := r.Context().Value(requestInfoKey{}).(*requestInfo); ok {
+			info.uid = id.UID // logged only as LogUsers' keyed hash
+		}
 		if !s.allow(w, r, "user:"+c.user, s.d.Limits.PerUser, ratelimit.FallbackLocal) {
 			return
 		}
