@@ -18,6 +18,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/embed/hashembed"
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/workers/internal/workertest"
 )
 
 const (
@@ -27,12 +28,12 @@ const (
 
 // checkEmbeddingEvent asserts p is the embedding.created of (user, cid,
 // seq) with the vector of text, sealed for this user and this event id.
-func checkEmbeddingEvent(t *testing.T, e *env, p published, user string, seq int) {
+func checkEmbeddingEvent(t *testing.T, e *env, p workertest.Published, user string, seq int) {
 	t.Helper()
-	if p.topic != events.TopicEmbeddings {
-		t.Errorf("topic = %q", p.topic)
+	if p.Topic != events.TopicEmbeddings {
+		t.Errorf("topic = %q", p.Topic)
 	}
-	ev := p.ev
+	ev := p.Event
 	if ev.Type() != events.TypeEmbeddingCreated {
 		t.Errorf("type = %q", ev.Type())
 	}
@@ -70,13 +71,13 @@ func checkEmbeddingEvent(t *testing.T, e *env, p published, user string, seq int
 
 func TestHandleHappyPath(t *testing.T) {
 	e := newEnv(t)
-	user := userID(t, "a")
+	user := workertest.UserID(t, "a")
 	ev := e.transcriptEvent(t, user, cid, 4, text)
 	docsBefore := e.docCount(t, user)
 	if err := e.w.Handle(t.Context(), ev); err != nil {
 		t.Fatalf("Handle: %v", err)
 	}
-	pubs := e.bus.all()
+	pubs := e.bus.All()
 	if len(pubs) != 1 {
 		t.Fatalf("%d events, want 1", len(pubs))
 	}
@@ -88,7 +89,7 @@ func TestHandleHappyPath(t *testing.T) {
 
 func TestHandleRejectsMalformed(t *testing.T) {
 	e := newEnv(t)
-	user, other := userID(t, "a"), userID(t, "b")
+	user, other := workertest.UserID(t, "a"), workertest.UserID(t, "b")
 	valid := e.transcriptEvent(t, user, cid, 1, text)
 	chunkEv, err := e.reg.NewWithID(events.NewID(), events.TypeChunkReceived,
 		events.Subject(user, "conversations", cid, "chunks", "1"),
@@ -101,43 +102,43 @@ func TestHandleRejectsMalformed(t *testing.T) {
 		name string
 		ev   event.Event
 	}{
-		{"unknown type", withAttr(valid, func(e *event.Event) { e.SetType("dev.lethe.transcript.deleted.v1") })},
+		{"unknown type", workertest.WithAttr(valid, func(e *event.Event) { e.SetType("dev.lethe.transcript.deleted.v1") })},
 		{"wrong type for this worker", chunkEv},
-		{"bad user format", withAttr(withData(t, valid, func(m map[string]any) { m["user"] = "bob" }),
+		{"bad user format", workertest.WithAttr(workertest.WithData(t, valid, func(m map[string]any) { m["user"] = "bob" }),
 			func(e *event.Event) { e.SetSubject("users/bob/conversations/" + cid) })},
-		{"unknown field", withData(t, valid, func(m map[string]any) { m["text"] = text })},
-		{"missing sealed_text", withData(t, valid, func(m map[string]any) { delete(m, "sealed_text") })},
-		{"missing segment_id", withData(t, valid, func(m map[string]any) { delete(m, "segment_id") })},
-		{"sealed_text not base64", withData(t, valid, func(m map[string]any) { m["sealed_text"] = "!!!! not base64 ????" })},
-		{"sealed_text bad padding", withData(t, valid, func(m map[string]any) { m["sealed_text"] = "QUJD=" })},
-		{"model with spaces", withData(t, valid, func(m map[string]any) { m["model"] = "a model" })},
-		{"negative duration", withData(t, valid, func(m map[string]any) { m["duration_ms"] = -5 })},
-		{"oversized sealed_text", withData(t, valid, func(m map[string]any) { m["sealed_text"] = strings.Repeat("QUJD", 50001) })},
-		{"oversized model", withData(t, valid, func(m map[string]any) { m["model"] = strings.Repeat("m", 201) })},
-		{"data not JSON", withAttr(valid, func(e *event.Event) { e.DataEncoded = []byte("{user: nope") })},
-		{"no data", withAttr(valid, func(e *event.Event) { e.DataEncoded = nil })},
-		{"missing subject", withAttr(valid, func(e *event.Event) { e.SetSubject("") })},
-		{"missing time", withAttr(valid, func(e *event.Event) { e.SetTime(time.Time{}) })},
-		{"missing dataschema", withAttr(valid, func(e *event.Event) { e.SetDataSchema("") })},
-		{"wrong datacontenttype", withAttr(valid, func(e *event.Event) { e.SetDataContentType("application/xml") })},
-		{"subject names another user", withAttr(valid, func(e *event.Event) {
+		{"unknown field", workertest.WithData(t, valid, func(m map[string]any) { m["text"] = text })},
+		{"missing sealed_text", workertest.WithData(t, valid, func(m map[string]any) { delete(m, "sealed_text") })},
+		{"missing segment_id", workertest.WithData(t, valid, func(m map[string]any) { delete(m, "segment_id") })},
+		{"sealed_text not base64", workertest.WithData(t, valid, func(m map[string]any) { m["sealed_text"] = "!!!! not base64 ????" })},
+		{"sealed_text bad padding", workertest.WithData(t, valid, func(m map[string]any) { m["sealed_text"] = "QUJD=" })},
+		{"model with spaces", workertest.WithData(t, valid, func(m map[string]any) { m["model"] = "a model" })},
+		{"negative duration", workertest.WithData(t, valid, func(m map[string]any) { m["duration_ms"] = -5 })},
+		{"oversized sealed_text", workertest.WithData(t, valid, func(m map[string]any) { m["sealed_text"] = strings.Repeat("QUJD", 50001) })},
+		{"oversized model", workertest.WithData(t, valid, func(m map[string]any) { m["model"] = strings.Repeat("m", 201) })},
+		{"data not JSON", workertest.WithAttr(valid, func(e *event.Event) { e.DataEncoded = []byte("{user: nope") })},
+		{"no data", workertest.WithAttr(valid, func(e *event.Event) { e.DataEncoded = nil })},
+		{"missing subject", workertest.WithAttr(valid, func(e *event.Event) { e.SetSubject("") })},
+		{"missing time", workertest.WithAttr(valid, func(e *event.Event) { e.SetTime(time.Time{}) })},
+		{"missing dataschema", workertest.WithAttr(valid, func(e *event.Event) { e.SetDataSchema("") })},
+		{"wrong datacontenttype", workertest.WithAttr(valid, func(e *event.Event) { e.SetDataContentType("application/xml") })},
+		{"subject names another user", workertest.WithAttr(valid, func(e *event.Event) {
 			e.SetSubject(events.Subject(other, "conversations", cid, "chunks", "1"))
 		})},
-		{"payload names another user than the subject", withData(t, valid, func(m map[string]any) { m["user"] = other })},
+		{"payload names another user than the subject", workertest.WithData(t, valid, func(m map[string]any) { m["user"] = other })},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			err := e.w.Handle(t.Context(), tc.ev)
-			if got := classify(err); got != permanent {
+			if got := workertest.Classify(err); got != workertest.Permanent {
 				t.Errorf("Handle = %v (%s), want permanent", err, got)
 			}
-			if n := len(e.bus.all()); n != 0 {
+			if n := len(e.bus.All()); n != 0 {
 				t.Errorf("%d events published", n)
 			}
 			if n := e.embedder.count(); n != 0 {
 				t.Errorf("embedder called %d times", n)
 			}
-			if e.hasKey(t, other) {
+			if e.HasKey(t, other) {
 				t.Error("a key was created for the other user")
 			}
 		})
@@ -158,41 +159,41 @@ func TestHandleForged(t *testing.T) {
 				t.Fatal(err)
 			}
 			id := events.DeriveID("transcript", user, cid, "1", "x")
-			return withData(t, e.transcriptEventSealed(t, id, user, cid, 1, []byte("AAAAAAAA")), func(m map[string]any) {
+			return workertest.WithData(t, e.transcriptEventSealed(t, id, user, cid, 1, []byte("AAAAAAAA")), func(m map[string]any) {
 				m["sealed_text"] = in.SealedText
 			})
 		}},
 		{"sealed for another user's associated data", func(e *env, t *testing.T, user, other string) event.Event {
 			id := events.DeriveID("transcript", user, cid, "1", "x")
-			return e.transcriptEventSealed(t, id, user, cid, 1, e.seal(t, user, []byte(text), keys.AD(other, "events/"+events.TypeTranscriptCreated, id, "sealed_text")))
+			return e.transcriptEventSealed(t, id, user, cid, 1, e.Seal(t, user, []byte(text), keys.AD(other, "events/"+events.TypeTranscriptCreated, id, "sealed_text")))
 		}},
 		{"sealed for another event id", func(e *env, t *testing.T, user, other string) event.Event {
 			id := events.DeriveID("transcript", user, cid, "1", "x")
-			return e.transcriptEventSealed(t, id, user, cid, 1, e.seal(t, user, []byte(text), keys.AD(user, "events/"+events.TypeTranscriptCreated, id+"0", "sealed_text")))
+			return e.transcriptEventSealed(t, id, user, cid, 1, e.Seal(t, user, []byte(text), keys.AD(user, "events/"+events.TypeTranscriptCreated, id+"0", "sealed_text")))
 		}},
 		{"replayed under a new id", func(e *env, t *testing.T, user, other string) event.Event {
-			return withAttr(e.transcriptEvent(t, user, cid, 1, text), func(ev *event.Event) { ev.SetID(events.NewID()) })
+			return workertest.WithAttr(e.transcriptEvent(t, user, cid, 1, text), func(ev *event.Event) { ev.SetID(events.NewID()) })
 		}},
 		{"sealed as the segment document", func(e *env, t *testing.T, user, other string) event.Event {
 			id := events.DeriveID("transcript", user, cid, "1", "x")
-			return e.transcriptEventSealed(t, id, user, cid, 1, e.seal(t, user, []byte(text), keys.AD(user, records.Segments, records.ChunkID(cid, 1), "text")))
+			return e.transcriptEventSealed(t, id, user, cid, 1, e.Seal(t, user, []byte(text), keys.AD(user, records.Segments, records.ChunkID(cid, 1), "text")))
 		}},
 		{"garbage ciphertext", func(e *env, t *testing.T, user, other string) event.Event {
-			e.seal(t, user, []byte("x"), []byte("x")) // the user has a key
+			e.Seal(t, user, []byte("x"), []byte("x")) // the user has a key
 			return e.transcriptEventSealed(t, events.NewID(), user, cid, 1, garbage)
 		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			user, other := userID(t, "a"), userID(t, "b")
+			user, other := workertest.UserID(t, "a"), workertest.UserID(t, "b")
 			ev := tc.build(e, t, user, other)
 			before := e.docCount(t, user)
 			err := e.w.Handle(t.Context(), ev)
-			if got := classify(err); got != permanent && got != dropped {
+			if got := workertest.Classify(err); got != workertest.Permanent && got != workertest.Dropped {
 				t.Errorf("Handle = %v (%s), want permanent or dropped", err, got)
 			}
-			if n := len(e.bus.all()); n != 0 {
+			if n := len(e.bus.All()); n != 0 {
 				t.Errorf("%d events published", n)
 			}
 			if n := e.embedder.count(); n != 0 {
@@ -208,14 +209,14 @@ func TestHandleForged(t *testing.T) {
 func TestHandleReplay(t *testing.T) {
 	t.Run("twice in a row", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		ev := e.transcriptEvent(t, user, cid, 1, text)
 		for i := range 2 {
 			if err := e.w.Handle(t.Context(), ev); err != nil {
 				t.Fatalf("delivery %d: %v", i, err)
 			}
 		}
-		pubs := e.bus.all()
+		pubs := e.bus.All()
 		if len(pubs) != 2 {
 			t.Fatalf("%d events", len(pubs))
 		}
@@ -225,7 +226,7 @@ func TestHandleReplay(t *testing.T) {
 	})
 	t.Run("concurrently", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		ev := e.transcriptEvent(t, user, cid, 1, text)
 		const n = 8
 		errs := make([]error, n)
@@ -239,7 +240,7 @@ func TestHandleReplay(t *testing.T) {
 				t.Errorf("delivery %d: %v", i, err)
 			}
 		}
-		pubs := e.bus.all()
+		pubs := e.bus.All()
 		if len(pubs) != n {
 			t.Fatalf("%d events, want %d", len(pubs), n)
 		}
@@ -249,15 +250,15 @@ func TestHandleReplay(t *testing.T) {
 	})
 	t.Run("republished transcript (new nonce, same id)", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		// transcribe reseals on every republish: same id, other ciphertext.
 		for range 2 {
 			if err := e.w.Handle(t.Context(), e.transcriptEvent(t, user, cid, 1, text)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		pubs := e.bus.all()
-		if len(pubs) != 2 || pubs[0].ev.ID() != pubs[1].ev.ID() {
+		pubs := e.bus.All()
+		if len(pubs) != 2 || pubs[0].Event.ID() != pubs[1].Event.ID() {
 			t.Errorf("republished transcript gave ids %v", pubs)
 		}
 	})
@@ -265,28 +266,28 @@ func TestHandleReplay(t *testing.T) {
 
 func TestHandleCrossUser(t *testing.T) {
 	e := newEnv(t)
-	a, b := userID(t, "a"), userID(t, "b")
+	a, b := workertest.UserID(t, "a"), workertest.UserID(t, "b")
 	evA := e.transcriptEvent(t, a, cid, 1, text)
 	// B's event carrying A's sealed text, under A's id and subject user B.
-	forged := withData(t, withAttr(evA, func(ev *event.Event) {
+	forged := workertest.WithData(t, workertest.WithAttr(evA, func(ev *event.Event) {
 		ev.SetSubject(events.Subject(b, "conversations", cid, "chunks", "1"))
 	}), func(m map[string]any) { m["user"] = b })
-	if got := classify(e.w.Handle(t.Context(), forged)); got != permanent && got != dropped {
+	if got := workertest.Classify(e.w.Handle(t.Context(), forged)); got != workertest.Permanent && got != workertest.Dropped {
 		t.Errorf("outcome %s, want permanent or dropped", got)
 	}
-	if e.hasKey(t, b) {
+	if e.HasKey(t, b) {
 		t.Error("a key was created for B")
 	}
 	// The subject still naming A while the payload names B.
-	mixed := withData(t, evA, func(m map[string]any) { m["user"] = b })
+	mixed := workertest.WithData(t, evA, func(m map[string]any) { m["user"] = b })
 	var in events.TranscriptCreated
 	if err := e.reg.Decode(mixed, &in); !events.IsPermanent(err) {
 		t.Errorf("Decode = %v, want permanent", err)
 	}
-	if got := classify(e.w.Handle(t.Context(), mixed)); got != permanent {
+	if got := workertest.Classify(e.w.Handle(t.Context(), mixed)); got != workertest.Permanent {
 		t.Errorf("outcome %s, want permanent", got)
 	}
-	if n := len(e.bus.all()); n != 0 {
+	if n := len(e.bus.All()); n != 0 {
 		t.Errorf("%d events published", n)
 	}
 }
@@ -294,44 +295,44 @@ func TestHandleCrossUser(t *testing.T) {
 func TestHandleTombstoned(t *testing.T) {
 	t.Run("user with a key", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		ev := e.transcriptEvent(t, user, cid, 1, text)
-		e.tombstone(t, user)
-		if got := classify(e.w.Handle(t.Context(), ev)); got != dropped {
+		e.Tombstone(t, user)
+		if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Dropped {
 			t.Errorf("outcome %s, want dropped", got)
 		}
-		if n := len(e.bus.all()); n != 0 || e.embedder.count() != 0 {
+		if n := len(e.bus.All()); n != 0 || e.embedder.count() != 0 {
 			t.Errorf("%d events published, %d embeddings", n, e.embedder.count())
 		}
 	})
 	t.Run("user without a key", func(t *testing.T) {
 		e := newEnv(t)
-		user, other := userID(t, "a"), userID(t, "b")
+		user, other := workertest.UserID(t, "a"), workertest.UserID(t, "b")
 		// Well-formed ciphertext (sealed for someone else): the tombstone
 		// must win before any key is looked up or made.
-		ev := e.transcriptEventSealed(t, events.NewID(), user, cid, 1, e.seal(t, other, []byte(text), []byte("x")))
-		e.tombstone(t, user)
-		if got := classify(e.w.Handle(t.Context(), ev)); got != dropped {
+		ev := e.transcriptEventSealed(t, events.NewID(), user, cid, 1, e.Seal(t, other, []byte(text), []byte("x")))
+		e.Tombstone(t, user)
+		if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Dropped {
 			t.Errorf("outcome %s, want dropped", got)
 		}
-		if e.hasKey(t, user) {
+		if e.HasKey(t, user) {
 			t.Error("a key was created for a tombstoned user")
 		}
-		if n := len(e.bus.all()); n != 0 {
+		if n := len(e.bus.All()); n != 0 {
 			t.Errorf("%d events published", n)
 		}
 	})
 	t.Run("key shredded", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		ev := e.transcriptEvent(t, user, cid, 1, text)
 		if err := e.keys.Shred(t.Context(), user); err != nil {
 			t.Fatal(err)
 		}
-		if got := classify(e.w.Handle(t.Context(), ev)); got != dropped {
+		if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Dropped {
 			t.Errorf("outcome %s, want dropped", got)
 		}
-		if e.hasKey(t, user) {
+		if e.HasKey(t, user) {
 			t.Error("a key was re-created for a shredded user")
 		}
 	})
@@ -340,33 +341,33 @@ func TestHandleTombstoned(t *testing.T) {
 func TestHandleFailures(t *testing.T) {
 	t.Run("embedder error is retried", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		ev := e.transcriptEvent(t, user, cid, 1, text)
 		e.embedder.set(errors.New("provider 503"))
-		if got := classify(e.w.Handle(t.Context(), ev)); got != retryable {
+		if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Retryable {
 			t.Errorf("outcome %s, want retryable", got)
 		}
 		e.embedder.set(nil)
 		if err := e.w.Handle(t.Context(), ev); err != nil {
 			t.Fatalf("redelivery: %v", err)
 		}
-		if pubs := e.bus.all(); len(pubs) != 1 {
+		if pubs := e.bus.All(); len(pubs) != 1 {
 			t.Errorf("%d events", len(pubs))
 		}
 	})
 	t.Run("publish failure is retried without duplicates", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		ev := e.transcriptEvent(t, user, cid, 1, text)
-		e.bus.setFail(errors.New("bus down"))
-		if got := classify(e.w.Handle(t.Context(), ev)); got != retryable {
+		e.bus.SetFail(errors.New("bus down"))
+		if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Retryable {
 			t.Errorf("outcome %s, want retryable", got)
 		}
-		e.bus.setFail(nil)
+		e.bus.SetFail(nil)
 		if err := e.w.Handle(t.Context(), ev); err != nil {
 			t.Fatalf("redelivery: %v", err)
 		}
-		pubs := e.bus.all()
+		pubs := e.bus.All()
 		if len(pubs) != 1 {
 			t.Fatalf("%d events", len(pubs))
 		}
@@ -377,15 +378,15 @@ func TestHandleFailures(t *testing.T) {
 // The published data never carries the text or the vector in the clear.
 func TestHandleSealsOutput(t *testing.T) {
 	e := newEnv(t)
-	user := userID(t, "a")
+	user := workertest.UserID(t, "a")
 	if err := e.w.Handle(t.Context(), e.transcriptEvent(t, user, cid, 1, text)); err != nil {
 		t.Fatal(err)
 	}
-	pubs := e.bus.all()
+	pubs := e.bus.All()
 	if len(pubs) != 1 {
 		t.Fatal("no event")
 	}
-	data := pubs[0].ev.Data()
+	data := pubs[0].Event.Data()
 	if bytes.Contains(data, []byte("hello")) || bytes.Contains(data, events.EncodeVector(hashembed.Vector(text))[:16]) {
 		t.Error("embedding event leaks text or vector")
 	}

@@ -11,52 +11,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/event"
-
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
 	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/workers/internal/workertest"
 	"github.com/lethe-dev/lethe/workers/reconcile"
 )
 
-type published struct {
-	topic string
-	ev    event.Event
-}
-
-// recordingBus collects published events; with fail set it refuses them.
-type recordingBus struct {
-	mu   sync.Mutex
-	evs  []published
-	fail error
-}
-
-func (b *recordingBus) Publish(_ context.Context, topic string, e event.Event) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.fail != nil {
-		return b.fail
-	}
-	b.evs = append(b.evs, published{topic, e.Clone()})
-	return nil
-}
-
-func (b *recordingBus) setFail(err error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.fail = err
-}
-
-func (b *recordingBus) all() []published {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]published(nil), b.evs...)
-}
-
 type env struct {
 	docs *sqlitedocs.Store
-	bus  *recordingBus
+	bus  *workertest.RecordingBus
 	reg  *events.Registry
 	mu   sync.Mutex
 	now  time.Time
@@ -74,7 +39,7 @@ func newEnv(t *testing.T, maxRedrives, batch int) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{docs: ds, bus: &recordingBus{}, reg: reg, now: time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC)}
+	e := &env{docs: ds, bus: &workertest.RecordingBus{}, reg: reg, now: time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC)}
 	e.w = &reconcile.Worker{
 		Docs: ds, Bus: e.bus, Events: reg, Logger: slog.New(slog.DiscardHandler),
 		Now: e.clock, MaxRedrives: maxRedrives, Batch: batch,
@@ -92,10 +57,6 @@ func (e *env) advance(d time.Duration) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.now = e.now.Add(d)
-}
-
-func userID(t *testing.T, name string) string {
-	return events.DeriveID("user", t.Name(), name)
 }
 
 // seed writes a chunk record as the edge and the workers leave it.
@@ -138,22 +99,22 @@ func (e *env) chunk(t *testing.T, user string, c records.Chunk) records.Chunk {
 }
 
 // checkRedrive asserts p is c's chunk event, with the id the edge used.
-func checkRedrive(t *testing.T, e *env, p published, user string, c records.Chunk) {
+func checkRedrive(t *testing.T, e *env, p workertest.Published, user string, c records.Chunk) {
 	t.Helper()
-	if p.topic != events.TopicAudio {
-		t.Errorf("topic %q", p.topic)
+	if p.Topic != events.TopicAudio {
+		t.Errorf("topic %q", p.Topic)
 	}
-	if p.ev.ID() != c.EventID || p.ev.ID() != records.ChunkEventID(user, c.ConversationID, c.Seq, c.SHA256) {
-		t.Errorf("id %q, want the record's %q", p.ev.ID(), c.EventID)
+	if p.Event.ID() != c.EventID || p.Event.ID() != records.ChunkEventID(user, c.ConversationID, c.Seq, c.SHA256) {
+		t.Errorf("id %q, want the record's %q", p.Event.ID(), c.EventID)
 	}
-	if p.ev.Type() != events.TypeChunkReceived {
-		t.Errorf("type %q", p.ev.Type())
+	if p.Event.Type() != events.TypeChunkReceived {
+		t.Errorf("type %q", p.Event.Type())
 	}
-	if want := events.Subject(user, "conversations", c.ConversationID, "chunks", strconv.Itoa(c.Seq)); p.ev.Subject() != want {
-		t.Errorf("subject %q, want %q", p.ev.Subject(), want)
+	if want := events.Subject(user, "conversations", c.ConversationID, "chunks", strconv.Itoa(c.Seq)); p.Event.Subject() != want {
+		t.Errorf("subject %q, want %q", p.Event.Subject(), want)
 	}
 	var in events.ChunkReceived
-	if err := e.reg.Decode(p.ev, &in); err != nil {
+	if err := e.reg.Decode(p.Event, &in); err != nil {
 		t.Fatalf("re-driven event does not decode: %v", err)
 	}
 	want := events.ChunkReceived{User: user, ConversationID: c.ConversationID, Seq: c.Seq, BlobKey: c.BlobKey,
@@ -165,17 +126,17 @@ func checkRedrive(t *testing.T, e *env, p published, user string, c records.Chun
 	}
 }
 
-func byID(pubs []published) map[string]published {
-	m := map[string]published{}
+func byID(pubs []workertest.Published) map[string]workertest.Published {
+	m := map[string]workertest.Published{}
 	for _, p := range pubs {
-		m[p.ev.ID()] = p
+		m[p.Event.ID()] = p
 	}
 	return m
 }
 
 func TestRunOnceRedrivesStuckChunks(t *testing.T) {
 	e := newEnv(t, 10, 100)
-	a, b, gone := userID(t, "a"), userID(t, "b"), userID(t, "gone")
+	a, b, gone := workertest.UserID(t, "a"), workertest.UserID(t, "b"), workertest.UserID(t, "gone")
 	const bound = 10 * time.Minute
 	stuckReceived := e.seed(t, a, "c1", 0, records.StatusReceived, time.Hour)
 	stuckTranscribed := e.seed(t, b, "c2", 7, records.StatusTranscribed, time.Hour)
@@ -201,9 +162,9 @@ func TestRunOnceRedrivesStuckChunks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RunOnce: %v", err)
 	}
-	pubs := byID(e.bus.all())
-	if len(e.bus.all()) != 2 || len(pubs) != 2 {
-		t.Fatalf("published %d events, want the 2 stuck chunks", len(e.bus.all()))
+	pubs := byID(e.bus.All())
+	if len(e.bus.All()) != 2 || len(pubs) != 2 {
+		t.Fatalf("published %d events, want the 2 stuck chunks", len(e.bus.All()))
 	}
 	checkRedrive(t, e, pubs[stuckReceived.EventID], a, stuckReceived)
 	checkRedrive(t, e, pubs[stuckTranscribed.EventID], b, stuckTranscribed)
@@ -230,7 +191,7 @@ func TestRunOnceRedrivesStuckChunks(t *testing.T) {
 	if st, err := e.w.RunOnce(t.Context(), bound); err != nil || st.Redriven+st.Failed != 0 {
 		t.Errorf("second pass: %+v, %v", st, err)
 	}
-	if n := len(e.bus.all()); n != 2 {
+	if n := len(e.bus.All()); n != 2 {
 		t.Errorf("second pass published; %d events in all", n)
 	}
 }
@@ -238,14 +199,14 @@ func TestRunOnceRedrivesStuckChunks(t *testing.T) {
 func TestRunOnceGivesUpAfterMaxRedrives(t *testing.T) {
 	const maxRedrives = 2
 	e := newEnv(t, maxRedrives, 100)
-	user := userID(t, "a")
+	user := workertest.UserID(t, "a")
 	c := e.seed(t, user, "c1", 0, records.StatusReceived, time.Hour)
 	for pass := 1; pass <= maxRedrives; pass++ {
 		st, err := e.w.RunOnce(t.Context(), time.Minute)
 		if err != nil || st != (reconcile.Stats{Redriven: 1}) {
 			t.Fatalf("pass %d: %+v, %v", pass, st, err)
 		}
-		if n := len(e.bus.all()); n != pass {
+		if n := len(e.bus.All()); n != pass {
 			t.Fatalf("pass %d: %d events", pass, n)
 		}
 		e.advance(time.Hour)
@@ -254,7 +215,7 @@ func TestRunOnceGivesUpAfterMaxRedrives(t *testing.T) {
 	if err != nil || st != (reconcile.Stats{Failed: 1}) {
 		t.Fatalf("last pass: %+v, %v", st, err)
 	}
-	if n := len(e.bus.all()); n != maxRedrives {
+	if n := len(e.bus.All()); n != maxRedrives {
 		t.Errorf("%d events: the chunk was re-driven past the bound", n)
 	}
 	got := e.chunk(t, user, c)
@@ -266,7 +227,7 @@ func TestRunOnceGivesUpAfterMaxRedrives(t *testing.T) {
 	if st, err := e.w.RunOnce(t.Context(), 0); err != nil || st != (reconcile.Stats{}) {
 		t.Errorf("after failing: %+v, %v", st, err)
 	}
-	for _, p := range e.bus.all() {
+	for _, p := range e.bus.All() {
 		checkRedrive(t, e, p, user, c)
 	}
 }
@@ -275,7 +236,7 @@ func TestRunOnceGivesUpAfterMaxRedrives(t *testing.T) {
 // chunk, however recent, is re-driven.
 func TestRunOnceZeroBoundRedrivesAllNonFinal(t *testing.T) {
 	e := newEnv(t, 10, 100)
-	user := userID(t, "a")
+	user := workertest.UserID(t, "a")
 	want := []records.Chunk{
 		e.seed(t, user, "c1", 0, records.StatusReceived, 0),
 		e.seed(t, user, "c1", 1, records.StatusTranscribed, 0),
@@ -291,9 +252,9 @@ func TestRunOnceZeroBoundRedrivesAllNonFinal(t *testing.T) {
 	if st.Redriven != len(want) || st.Failed != 0 {
 		t.Errorf("stats %+v", st)
 	}
-	pubs := byID(e.bus.all())
-	if len(pubs) != len(want) || len(e.bus.all()) != len(want) {
-		t.Fatalf("published %d, want %d", len(e.bus.all()), len(want))
+	pubs := byID(e.bus.All())
+	if len(pubs) != len(want) || len(e.bus.All()) != len(want) {
+		t.Fatalf("published %d, want %d", len(e.bus.All()), len(want))
 	}
 	for _, c := range want {
 		p, ok := pubs[c.EventID]
@@ -309,22 +270,22 @@ func TestRunOnceZeroBoundRedrivesAllNonFinal(t *testing.T) {
 // the next pass.
 func TestRunOnceBatch(t *testing.T) {
 	e := newEnv(t, 10, 2)
-	user := userID(t, "a")
+	user := workertest.UserID(t, "a")
 	var seeded []records.Chunk
 	for i := range 5 {
 		seeded = append(seeded, e.seed(t, user, "c1", i, records.StatusReceived, time.Duration(10-i)*time.Hour))
 	}
 	for pass, wantSeqs := range [][]int{{0, 1}, {2, 3}, {4}} {
-		before := len(e.bus.all())
+		before := len(e.bus.All())
 		if _, err := e.w.RunOnce(t.Context(), time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		got := e.bus.all()[before:]
+		got := e.bus.All()[before:]
 		if len(got) != len(wantSeqs) {
 			t.Fatalf("pass %d: %d events, want %d", pass, len(got), len(wantSeqs))
 		}
 		for i, seq := range wantSeqs {
-			if got[i].ev.ID() != seeded[seq].EventID {
+			if got[i].Event.ID() != seeded[seq].EventID {
 				t.Errorf("pass %d: event %d is not seq %d (oldest first)", pass, i, seq)
 			}
 		}
@@ -333,18 +294,18 @@ func TestRunOnceBatch(t *testing.T) {
 
 func TestRunOncePublishFailure(t *testing.T) {
 	e := newEnv(t, 10, 100)
-	user := userID(t, "a")
+	user := workertest.UserID(t, "a")
 	c := e.seed(t, user, "c1", 0, records.StatusTranscribed, time.Hour)
-	e.bus.setFail(errors.New("bus down"))
+	e.bus.SetFail(errors.New("bus down"))
 	if _, err := e.w.RunOnce(t.Context(), time.Minute); err == nil {
 		t.Error("RunOnce hid a publish failure")
 	}
-	e.bus.setFail(nil)
+	e.bus.SetFail(nil)
 	e.advance(time.Hour)
 	if _, err := e.w.RunOnce(t.Context(), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	pubs := e.bus.all()
+	pubs := e.bus.All()
 	if len(pubs) != 1 {
 		t.Fatalf("%d events", len(pubs))
 	}
@@ -356,13 +317,13 @@ func TestRunOncePublishFailure(t *testing.T) {
 
 func TestRun(t *testing.T) {
 	e := newEnv(t, 10, 100)
-	user := userID(t, "a")
+	user := workertest.UserID(t, "a")
 	c := e.seed(t, user, "c1", 0, records.StatusReceived, 0)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- e.w.Run(ctx, 0, time.Hour, 5*time.Millisecond) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for len(e.bus.all()) == 0 && time.Now().Before(deadline) {
+	for len(e.bus.All()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	// Later passes use the hour bound: the chunk (re-driven "now" on a
@@ -377,7 +338,7 @@ func TestRun(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after cancel")
 	}
-	pubs := e.bus.all()
+	pubs := e.bus.All()
 	if len(pubs) != 1 {
 		t.Fatalf("%d events, want 1", len(pubs))
 	}

@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strconv"
@@ -18,10 +17,10 @@ import (
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
 	"github.com/lethe-dev/lethe/infra/embed/hashembed"
 	"github.com/lethe-dev/lethe/infra/keys"
-	"github.com/lethe-dev/lethe/infra/keys/filekek"
 	"github.com/lethe-dev/lethe/infra/records"
 	"github.com/lethe-dev/lethe/infra/vectors"
 	"github.com/lethe-dev/lethe/infra/vectors/flatvectors"
+	"github.com/lethe-dev/lethe/workers/internal/workertest"
 	"github.com/lethe-dev/lethe/workers/store"
 )
 
@@ -43,13 +42,14 @@ func (s *switchableIndex) Upsert(ctx context.Context, ns string, recs []vectors.
 	return s.Index.Upsert(ctx, ns, recs)
 }
 
-func (s *switchableIndex) setFail(err error) {
+func (s *switchableIndex) SetFail(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.fail = err
 }
 
 type env struct {
+	*workertest.Stores
 	docs *sqlitedocs.Store
 	vecs *switchableIndex
 	keys *keys.Keyring
@@ -60,38 +60,23 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	dir := t.TempDir()
-	ds, err := sqlitedocs.Open(t.Context(), filepath.Join(dir, "docs.db"))
-	if err != nil {
-		t.Fatalf("sqlitedocs.Open: %v", err)
-	}
-	t.Cleanup(func() { ds.Close() })
+	st := workertest.Open(t)
+	dir := st.Dir
 	idx, err := flatvectors.Open(filepath.Join(dir, "vectors"))
 	if err != nil {
 		t.Fatalf("flatvectors.Open: %v", err)
 	}
 	t.Cleanup(func() { idx.Close() })
-	kek, err := filekek.Open(filepath.Join(dir, "kek", "kek.bin"))
-	if err != nil {
-		t.Fatalf("filekek.Open: %v", err)
-	}
-	reg, err := events.NewRegistry()
-	if err != nil {
-		t.Fatalf("events.NewRegistry: %v", err)
-	}
 	e := &env{
-		docs: ds,
-		vecs: &switchableIndex{Index: idx},
-		keys: keys.NewKeyring(kek, keys.NewDocsKeysetStore(ds), keys.Options{}),
-		reg:  reg,
-		now:  time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC),
+		Stores: st,
+		docs:   st.Docs,
+		vecs:   &switchableIndex{Index: idx},
+		keys:   st.Keys,
+		reg:    st.Events,
+		now:    time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC),
 	}
 	e.w = &store.Worker{Docs: e.docs, Keys: e.keys, Vectors: e.vecs, Events: e.reg, Now: func() time.Time { return e.now }}
 	return e
-}
-
-func userID(t *testing.T, name string) string {
-	return events.DeriveID("user", t.Name(), name)
 }
 
 // seedChunk writes the record of a transcribed chunk.
@@ -144,15 +129,6 @@ func (e *env) chunkData(t *testing.T, user, cid string, seq int) []byte {
 	return d.Data
 }
 
-func (e *env) seal(t *testing.T, user string, pt, ad []byte) []byte {
-	t.Helper()
-	ct, err := e.keys.Seal(t.Context(), user, pt, ad)
-	if err != nil {
-		t.Fatalf("keys.Seal: %v", err)
-	}
-	return ct
-}
-
 func embeddingID(user, cid string, seq int) string {
 	return events.DeriveID("embedding", user, cid, strconv.Itoa(seq), hashembed.ID)
 }
@@ -165,7 +141,7 @@ func vectorAD(user, id string) []byte {
 func (e *env) embeddingEvent(t *testing.T, user, cid string, seq int, vec []float32) event.Event {
 	t.Helper()
 	id := embeddingID(user, cid, seq)
-	return e.embeddingEventSealed(t, id, user, cid, seq, hashembed.ID, len(vec), e.seal(t, user, events.EncodeVector(vec), vectorAD(user, id)))
+	return e.embeddingEventSealed(t, id, user, cid, seq, hashembed.ID, len(vec), e.Seal(t, user, events.EncodeVector(vec), vectorAD(user, id)))
 }
 
 func (e *env) embeddingEventSealed(t *testing.T, id, user, cid string, seq int, embedder string, dim int, sealed []byte) event.Event {
@@ -196,67 +172,4 @@ func (e *env) vectorSpace(t *testing.T, user string) (records.VectorSpace, bool)
 		t.Fatal(err)
 	}
 	return vs, ok
-}
-
-func (e *env) hasKey(t *testing.T, user string) bool {
-	t.Helper()
-	_, err := e.docs.Get(t.Context(), keys.KeysetKey(user))
-	if errors.Is(err, docs.ErrNotFound) {
-		return false
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return true
-}
-
-func (e *env) tombstone(t *testing.T, user string) {
-	t.Helper()
-	if err := e.docs.Put(t.Context(), docs.Doc{Key: records.TombstoneKey(user), Data: []byte(`{}`)}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-type outcome string
-
-const (
-	acked     outcome = "acked"
-	dropped   outcome = "dropped"
-	permanent outcome = "permanent"
-	retryable outcome = "retryable"
-)
-
-func classify(err error) outcome {
-	switch {
-	case err == nil:
-		return acked
-	case errors.Is(err, events.ErrDropped):
-		return dropped
-	case events.IsPermanent(err):
-		return permanent
-	default:
-		return retryable
-	}
-}
-
-func withData(t *testing.T, ev event.Event, fn func(m map[string]any)) event.Event {
-	t.Helper()
-	out := ev.Clone()
-	var m map[string]any
-	if err := json.Unmarshal(ev.Data(), &m); err != nil {
-		t.Fatal(err)
-	}
-	fn(m)
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out.DataEncoded = b
-	return out
-}
-
-func withAttr(ev event.Event, fn func(e *event.Event)) event.Event {
-	out := ev.Clone()
-	fn(&out)
-	return out
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/embed/hashembed"
 	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/workers/internal/workertest"
 )
 
 const (
@@ -26,7 +27,7 @@ const (
 
 func TestHandleHappyPath(t *testing.T) {
 	e := newEnv(t)
-	user := userID(t, "a")
+	user := workertest.UserID(t, "a")
 	c := e.seedChunk(t, user, cid, 5, records.StatusTranscribed)
 	vec := hashembed.Vector(text)
 	if err := e.w.Handle(t.Context(), e.embeddingEvent(t, user, cid, 5, vec)); err != nil {
@@ -64,7 +65,7 @@ func TestHandleHappyPath(t *testing.T) {
 		t.Errorf("vector space = %+v, %v", vs, ok)
 	}
 	// Another user sees nothing of it.
-	if n := e.count(t, userID(t, "b")); n != 0 {
+	if n := e.count(t, workertest.UserID(t, "b")); n != 0 {
 		t.Errorf("other namespace holds %d vectors", n)
 	}
 }
@@ -97,7 +98,7 @@ func assertNothing(t *testing.T, e *env, user string, seq int, before []byte) {
 
 func TestHandleRejectsMalformed(t *testing.T) {
 	e := newEnv(t)
-	user, other := userID(t, "a"), userID(t, "b")
+	user, other := workertest.UserID(t, "a"), workertest.UserID(t, "b")
 	e.seedChunk(t, user, cid, 1, records.StatusTranscribed)
 	valid := e.embeddingEvent(t, user, cid, 1, hashembed.Vector(text))
 	before := e.chunkData(t, user, cid, 1)
@@ -112,41 +113,41 @@ func TestHandleRejectsMalformed(t *testing.T) {
 		name string
 		ev   event.Event
 	}{
-		{"unknown type", withAttr(valid, func(e *event.Event) { e.SetType("dev.lethe.embedding.created.v2") })},
+		{"unknown type", workertest.WithAttr(valid, func(e *event.Event) { e.SetType("dev.lethe.embedding.created.v2") })},
 		{"wrong type for this worker", transcriptEv},
-		{"bad user format", withAttr(withData(t, valid, func(m map[string]any) { m["user"] = "x" }),
+		{"bad user format", workertest.WithAttr(workertest.WithData(t, valid, func(m map[string]any) { m["user"] = "x" }),
 			func(e *event.Event) { e.SetSubject("users/x/conversations/" + cid) })},
-		{"unknown field", withData(t, valid, func(m map[string]any) { m["values"] = []float32{1, 2} })},
-		{"missing sealed_vector", withData(t, valid, func(m map[string]any) { delete(m, "sealed_vector") })},
-		{"missing dim", withData(t, valid, func(m map[string]any) { delete(m, "dim") })},
-		{"vector_id not cid#seq shaped", withData(t, valid, func(m map[string]any) { m["vector_id"] = "conv-1:0000001" })},
-		{"dim zero", withData(t, valid, func(m map[string]any) { m["dim"] = 0 })},
-		{"dim over bound", withData(t, valid, func(m map[string]any) { m["dim"] = 4097 })},
-		{"embedder with spaces", withData(t, valid, func(m map[string]any) { m["embedder"] = "hash embed" })},
-		{"sealed_vector not base64", withData(t, valid, func(m map[string]any) { m["sealed_vector"] = "@@@@" })},
-		{"oversized sealed_vector", withData(t, valid, func(m map[string]any) { m["sealed_vector"] = strings.Repeat("QUJD", 50001) })},
-		{"oversized embedder", withData(t, valid, func(m map[string]any) { m["embedder"] = strings.Repeat("e", 201) })},
-		{"data not JSON", withAttr(valid, func(e *event.Event) { e.DataEncoded = []byte("\x00\x01binary") })},
-		{"no data", withAttr(valid, func(e *event.Event) { e.DataEncoded = nil })},
-		{"missing subject", withAttr(valid, func(e *event.Event) { e.SetSubject("") })},
-		{"missing time", withAttr(valid, func(e *event.Event) { e.SetTime(time.Time{}) })},
-		{"missing dataschema", withAttr(valid, func(e *event.Event) { e.SetDataSchema("") })},
-		{"subject names another user", withAttr(valid, func(e *event.Event) {
+		{"unknown field", workertest.WithData(t, valid, func(m map[string]any) { m["values"] = []float32{1, 2} })},
+		{"missing sealed_vector", workertest.WithData(t, valid, func(m map[string]any) { delete(m, "sealed_vector") })},
+		{"missing dim", workertest.WithData(t, valid, func(m map[string]any) { delete(m, "dim") })},
+		{"vector_id not cid#seq shaped", workertest.WithData(t, valid, func(m map[string]any) { m["vector_id"] = "conv-1:0000001" })},
+		{"dim zero", workertest.WithData(t, valid, func(m map[string]any) { m["dim"] = 0 })},
+		{"dim over bound", workertest.WithData(t, valid, func(m map[string]any) { m["dim"] = 4097 })},
+		{"embedder with spaces", workertest.WithData(t, valid, func(m map[string]any) { m["embedder"] = "hash embed" })},
+		{"sealed_vector not base64", workertest.WithData(t, valid, func(m map[string]any) { m["sealed_vector"] = "@@@@" })},
+		{"oversized sealed_vector", workertest.WithData(t, valid, func(m map[string]any) { m["sealed_vector"] = strings.Repeat("QUJD", 50001) })},
+		{"oversized embedder", workertest.WithData(t, valid, func(m map[string]any) { m["embedder"] = strings.Repeat("e", 201) })},
+		{"data not JSON", workertest.WithAttr(valid, func(e *event.Event) { e.DataEncoded = []byte("\x00\x01binary") })},
+		{"no data", workertest.WithAttr(valid, func(e *event.Event) { e.DataEncoded = nil })},
+		{"missing subject", workertest.WithAttr(valid, func(e *event.Event) { e.SetSubject("") })},
+		{"missing time", workertest.WithAttr(valid, func(e *event.Event) { e.SetTime(time.Time{}) })},
+		{"missing dataschema", workertest.WithAttr(valid, func(e *event.Event) { e.SetDataSchema("") })},
+		{"subject names another user", workertest.WithAttr(valid, func(e *event.Event) {
 			e.SetSubject(events.Subject(other, "conversations", cid, "chunks", "1"))
 		})},
-		{"payload names another user than the subject", withData(t, valid, func(m map[string]any) { m["user"] = other })},
+		{"payload names another user than the subject", workertest.WithData(t, valid, func(m map[string]any) { m["user"] = other })},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			err := e.w.Handle(t.Context(), tc.ev)
-			if got := classify(err); got != permanent {
+			if got := workertest.Classify(err); got != workertest.Permanent {
 				t.Errorf("Handle = %v (%s), want permanent", err, got)
 			}
 			assertNothing(t, e, user, 1, before)
 			if n := e.count(t, other); n != 0 {
 				t.Errorf("%d vectors in the other namespace", n)
 			}
-			if e.hasKey(t, other) {
+			if e.HasKey(t, other) {
 				t.Error("a key was created for the other user")
 			}
 		})
@@ -163,15 +164,15 @@ func TestHandleForged(t *testing.T) {
 	}{
 		{"sealed with another user's key", func(e *env, t *testing.T, user, other string) event.Event {
 			id := embeddingID(user, cid, 1)
-			return e.embeddingEventSealed(t, id, user, cid, 1, hashembed.ID, hashembed.Dim, e.seal(t, other, events.EncodeVector(vec), vectorAD(user, id)))
+			return e.embeddingEventSealed(t, id, user, cid, 1, hashembed.ID, hashembed.Dim, e.Seal(t, other, events.EncodeVector(vec), vectorAD(user, id)))
 		}},
 		{"sealed for another user's associated data", func(e *env, t *testing.T, user, other string) event.Event {
 			id := embeddingID(user, cid, 1)
-			return e.embeddingEventSealed(t, id, user, cid, 1, hashembed.ID, hashembed.Dim, e.seal(t, user, events.EncodeVector(vec), vectorAD(other, id)))
+			return e.embeddingEventSealed(t, id, user, cid, 1, hashembed.ID, hashembed.Dim, e.Seal(t, user, events.EncodeVector(vec), vectorAD(other, id)))
 		}},
 		{"sealed for another event id", func(e *env, t *testing.T, user, other string) event.Event {
 			id := embeddingID(user, cid, 1)
-			return e.embeddingEventSealed(t, id, user, cid, 1, hashembed.ID, hashembed.Dim, e.seal(t, user, events.EncodeVector(vec), vectorAD(user, embeddingID(user, cid, 2))))
+			return e.embeddingEventSealed(t, id, user, cid, 1, hashembed.ID, hashembed.Dim, e.Seal(t, user, events.EncodeVector(vec), vectorAD(user, embeddingID(user, cid, 2))))
 		}},
 		{"garbage ciphertext", func(e *env, t *testing.T, user, other string) event.Event {
 			return e.embeddingEventSealed(t, events.NewID(), user, cid, 1, hashembed.ID, hashembed.Dim, garbage)
@@ -180,41 +181,41 @@ func TestHandleForged(t *testing.T) {
 			return e.embeddingEventSealed(t, events.NewID(), user, cid, 1, "evil-embedder-v1", 3, garbage)
 		}},
 		{"vector_id of another seq", func(e *env, t *testing.T, user, other string) event.Event {
-			return withData(t, e.embeddingEvent(t, user, cid, 1, vec), func(m map[string]any) { m["vector_id"] = records.VectorID(cid, 2) })
+			return workertest.WithData(t, e.embeddingEvent(t, user, cid, 1, vec), func(m map[string]any) { m["vector_id"] = records.VectorID(cid, 2) })
 		}},
 		{"vector_id of another conversation", func(e *env, t *testing.T, user, other string) event.Event {
-			return withData(t, e.embeddingEvent(t, user, cid, 1, vec), func(m map[string]any) { m["vector_id"] = records.VectorID("conv-2", 1) })
+			return workertest.WithData(t, e.embeddingEvent(t, user, cid, 1, vec), func(m map[string]any) { m["vector_id"] = records.VectorID("conv-2", 1) })
 		}},
 		{"vector_id without zero padding", func(e *env, t *testing.T, user, other string) event.Event {
-			return withData(t, e.embeddingEvent(t, user, cid, 1, vec), func(m map[string]any) { m["vector_id"] = cid + "#1" })
+			return workertest.WithData(t, e.embeddingEvent(t, user, cid, 1, vec), func(m map[string]any) { m["vector_id"] = cid + "#1" })
 		}},
 		{"fewer dimensions than declared", func(e *env, t *testing.T, user, other string) event.Event {
 			id := embeddingID(user, cid, 1)
-			return e.embeddingEventSealed(t, id, user, cid, 1, hashembed.ID, hashembed.Dim, e.seal(t, user, events.EncodeVector(vec[:10]), vectorAD(user, id)))
+			return e.embeddingEventSealed(t, id, user, cid, 1, hashembed.ID, hashembed.Dim, e.Seal(t, user, events.EncodeVector(vec[:10]), vectorAD(user, id)))
 		}},
 		{"non-finite values", func(e *env, t *testing.T, user, other string) event.Event {
 			bad := append([]float32(nil), vec...)
 			bad[7] = float32(math.NaN())
 			id := embeddingID(user, cid, 1)
-			return e.embeddingEventSealed(t, id, user, cid, 1, hashembed.ID, hashembed.Dim, e.seal(t, user, events.EncodeVector(bad), vectorAD(user, id)))
+			return e.embeddingEventSealed(t, id, user, cid, 1, hashembed.ID, hashembed.Dim, e.Seal(t, user, events.EncodeVector(bad), vectorAD(user, id)))
 		}},
 		{"partial float", func(e *env, t *testing.T, user, other string) event.Event {
 			id := embeddingID(user, cid, 1)
 			raw := append(events.EncodeVector(vec), 0x01)
-			return e.embeddingEventSealed(t, id, user, cid, 1, hashembed.ID, hashembed.Dim, e.seal(t, user, raw, vectorAD(user, id)))
+			return e.embeddingEventSealed(t, id, user, cid, 1, hashembed.ID, hashembed.Dim, e.Seal(t, user, raw, vectorAD(user, id)))
 		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			user, other := userID(t, "a"), userID(t, "b")
+			user, other := workertest.UserID(t, "a"), workertest.UserID(t, "b")
 			e.seedChunk(t, user, cid, 1, records.StatusTranscribed)
-			e.seal(t, user, []byte("x"), []byte("x")) // both users have keys
-			e.seal(t, other, []byte("x"), []byte("x"))
+			e.Seal(t, user, []byte("x"), []byte("x")) // both users have keys
+			e.Seal(t, other, []byte("x"), []byte("x"))
 			ev := tc.build(e, t, user, other)
 			before := e.chunkData(t, user, cid, 1)
 			err := e.w.Handle(t.Context(), ev)
-			if got := classify(err); got != permanent && got != dropped {
+			if got := workertest.Classify(err); got != workertest.Permanent && got != workertest.Dropped {
 				t.Errorf("Handle = %v (%s), want permanent or dropped", err, got)
 			}
 			assertNothing(t, e, user, 1, before)
@@ -226,12 +227,12 @@ func TestHandleForged(t *testing.T) {
 // genuine vector that follows is still indexed.
 func TestHandleForgedDoesNotClaimVectorSpace(t *testing.T) {
 	e := newEnv(t)
-	user := userID(t, "a")
+	user := workertest.UserID(t, "a")
 	e.seedChunk(t, user, cid, 1, records.StatusTranscribed)
 	garbage := make([]byte, 48)
 	rand.Read(garbage)
 	forged := e.embeddingEventSealed(t, events.NewID(), user, cid, 1, "evil-embedder-v1", 3, garbage)
-	if got := classify(e.w.Handle(t.Context(), forged)); got != permanent && got != dropped {
+	if got := workertest.Classify(e.w.Handle(t.Context(), forged)); got != workertest.Permanent && got != workertest.Dropped {
 		t.Fatalf("forged event: %s", got)
 	}
 	if err := e.w.Handle(t.Context(), e.embeddingEvent(t, user, cid, 1, hashembed.Vector(text))); err != nil {
@@ -245,7 +246,7 @@ func TestHandleForgedDoesNotClaimVectorSpace(t *testing.T) {
 func TestHandleReplay(t *testing.T) {
 	t.Run("twice in a row", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		e.seedChunk(t, user, cid, 1, records.StatusTranscribed)
 		ev := e.embeddingEvent(t, user, cid, 1, hashembed.Vector(text))
 		if err := e.w.Handle(t.Context(), ev); err != nil {
@@ -265,7 +266,7 @@ func TestHandleReplay(t *testing.T) {
 	})
 	t.Run("concurrently", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		e.seedChunk(t, user, cid, 1, records.StatusTranscribed)
 		ev := e.embeddingEvent(t, user, cid, 1, hashembed.Vector(text))
 		const n = 8
@@ -289,7 +290,7 @@ func TestHandleReplay(t *testing.T) {
 	})
 	t.Run("chunk already failed", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		e.seedChunk(t, user, cid, 1, records.StatusFailed)
 		before := e.chunkData(t, user, cid, 1)
 		if err := e.w.Handle(t.Context(), e.embeddingEvent(t, user, cid, 1, hashembed.Vector(text))); err != nil {
@@ -306,7 +307,7 @@ func TestHandleReplay(t *testing.T) {
 
 func TestHandleCrossUser(t *testing.T) {
 	e := newEnv(t)
-	a, b := userID(t, "a"), userID(t, "b")
+	a, b := workertest.UserID(t, "a"), workertest.UserID(t, "b")
 	e.seedChunk(t, a, cid, 1, records.StatusTranscribed)
 	if err := e.w.Handle(t.Context(), e.embeddingEvent(t, a, cid, 1, hashembed.Vector(text))); err != nil {
 		t.Fatal(err)
@@ -314,16 +315,16 @@ func TestHandleCrossUser(t *testing.T) {
 	aChunk := e.chunkData(t, a, cid, 1)
 
 	// B names A's conversation: B has no such chunk.
-	if got := classify(e.w.Handle(t.Context(), e.embeddingEvent(t, b, cid, 1, hashembed.Vector("something else")))); got != dropped {
+	if got := workertest.Classify(e.w.Handle(t.Context(), e.embeddingEvent(t, b, cid, 1, hashembed.Vector("something else")))); got != workertest.Dropped {
 		t.Errorf("outcome %s, want dropped", got)
 	}
 	// B in the payload, A in the subject.
-	mixed := withData(t, e.embeddingEvent(t, a, cid, 1, hashembed.Vector(text)), func(m map[string]any) { m["user"] = b })
+	mixed := workertest.WithData(t, e.embeddingEvent(t, a, cid, 1, hashembed.Vector(text)), func(m map[string]any) { m["user"] = b })
 	var in events.EmbeddingCreated
 	if err := e.reg.Decode(mixed, &in); !events.IsPermanent(err) {
 		t.Errorf("Decode = %v, want permanent", err)
 	}
-	if got := classify(e.w.Handle(t.Context(), mixed)); got != permanent {
+	if got := workertest.Classify(e.w.Handle(t.Context(), mixed)); got != workertest.Permanent {
 		t.Errorf("outcome %s, want permanent", got)
 	}
 	if n := e.count(t, b); n != 0 {
@@ -343,47 +344,47 @@ func TestHandleCrossUser(t *testing.T) {
 func TestHandleTombstoned(t *testing.T) {
 	t.Run("user with a key", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		e.seedChunk(t, user, cid, 1, records.StatusTranscribed)
 		ev := e.embeddingEvent(t, user, cid, 1, hashembed.Vector(text))
-		e.tombstone(t, user)
+		e.Tombstone(t, user)
 		before := e.chunkData(t, user, cid, 1)
-		if got := classify(e.w.Handle(t.Context(), ev)); got != dropped {
+		if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Dropped {
 			t.Errorf("outcome %s, want dropped", got)
 		}
 		assertNothing(t, e, user, 1, before)
 	})
 	t.Run("user without a key", func(t *testing.T) {
 		e := newEnv(t)
-		user, other := userID(t, "a"), userID(t, "b")
+		user, other := workertest.UserID(t, "a"), workertest.UserID(t, "b")
 		e.seedChunk(t, user, cid, 1, records.StatusTranscribed)
 		id := embeddingID(user, cid, 1)
-		ev := e.embeddingEventSealed(t, id, user, cid, 1, hashembed.ID, hashembed.Dim, e.seal(t, other, []byte("xxxx"), vectorAD(user, id)))
-		e.tombstone(t, user)
+		ev := e.embeddingEventSealed(t, id, user, cid, 1, hashembed.ID, hashembed.Dim, e.Seal(t, other, []byte("xxxx"), vectorAD(user, id)))
+		e.Tombstone(t, user)
 		before := e.chunkData(t, user, cid, 1)
-		if got := classify(e.w.Handle(t.Context(), ev)); got != dropped {
+		if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Dropped {
 			t.Errorf("outcome %s, want dropped", got)
 		}
 		assertNothing(t, e, user, 1, before)
-		if e.hasKey(t, user) {
+		if e.HasKey(t, user) {
 			t.Error("a key was created for a tombstoned user")
 		}
 	})
 	t.Run("key shredded", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		e.seedChunk(t, user, cid, 1, records.StatusTranscribed)
 		ev := e.embeddingEvent(t, user, cid, 1, hashembed.Vector(text))
 		if err := e.keys.Shred(t.Context(), user); err != nil {
 			t.Fatal(err)
 		}
-		if got := classify(e.w.Handle(t.Context(), ev)); got != dropped {
+		if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Dropped {
 			t.Errorf("outcome %s, want dropped", got)
 		}
 		if n := e.count(t, user); n != 0 {
 			t.Errorf("%d vectors", n)
 		}
-		if e.hasKey(t, user) {
+		if e.HasKey(t, user) {
 			t.Error("key re-created")
 		}
 	})
@@ -396,7 +397,7 @@ func TestHandleEmbedderMismatch(t *testing.T) {
 	} {
 		t.Run(vs.Embedder, func(t *testing.T) {
 			e := newEnv(t)
-			user := userID(t, "a")
+			user := workertest.UserID(t, "a")
 			e.seedChunk(t, user, cid, 1, records.StatusTranscribed)
 			data, err := json.Marshal(vs)
 			if err != nil {
@@ -407,7 +408,7 @@ func TestHandleEmbedderMismatch(t *testing.T) {
 			}
 			before := e.chunkData(t, user, cid, 1)
 			err = e.w.Handle(t.Context(), e.embeddingEvent(t, user, cid, 1, hashembed.Vector(text)))
-			if got := classify(err); got != permanent {
+			if got := workertest.Classify(err); got != workertest.Permanent {
 				t.Errorf("Handle = %v (%s), want permanent", err, got)
 			}
 			if n := e.count(t, user); n != 0 {
@@ -426,25 +427,25 @@ func TestHandleEmbedderMismatch(t *testing.T) {
 func TestHandleFailures(t *testing.T) {
 	t.Run("chunk record gone", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
-		if got := classify(e.w.Handle(t.Context(), e.embeddingEvent(t, user, cid, 1, hashembed.Vector(text)))); got != dropped {
+		user := workertest.UserID(t, "a")
+		if got := workertest.Classify(e.w.Handle(t.Context(), e.embeddingEvent(t, user, cid, 1, hashembed.Vector(text)))); got != workertest.Dropped {
 			t.Errorf("outcome %s, want dropped", got)
 		}
 		assertNothing(t, e, user, 1, nil)
 	})
 	t.Run("vector index down is retried", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		e.seedChunk(t, user, cid, 1, records.StatusTranscribed)
 		ev := e.embeddingEvent(t, user, cid, 1, hashembed.Vector(text))
-		e.vecs.setFail(errors.New("503 from the index"))
-		if got := classify(e.w.Handle(t.Context(), ev)); got != retryable {
+		e.vecs.SetFail(errors.New("503 from the index"))
+		if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Retryable {
 			t.Errorf("outcome %s, want retryable", got)
 		}
 		if st := e.chunk(t, user, cid, 1).Status; st != records.StatusTranscribed {
 			t.Errorf("status %q before the vector is stored", st)
 		}
-		e.vecs.setFail(nil)
+		e.vecs.SetFail(nil)
 		if err := e.w.Handle(t.Context(), ev); err != nil {
 			t.Fatalf("redelivery: %v", err)
 		}
@@ -462,7 +463,7 @@ func TestHandleFailures(t *testing.T) {
 // silence: it must end final, not be retried until the dead letter.
 func TestHandleZeroVector(t *testing.T) {
 	e := newEnv(t)
-	user := userID(t, "a")
+	user := workertest.UserID(t, "a")
 	e.seedChunk(t, user, cid, 1, records.StatusTranscribed)
 	zero := hashembed.Vector("... ?!")
 	for _, x := range zero {
@@ -471,7 +472,7 @@ func TestHandleZeroVector(t *testing.T) {
 		}
 	}
 	err := e.w.Handle(t.Context(), e.embeddingEvent(t, user, cid, 1, zero))
-	if got := classify(err); got == retryable {
+	if got := workertest.Classify(err); got == workertest.Retryable {
 		t.Errorf("Handle = %v: a zero vector is retried forever", err)
 	}
 	if n := e.count(t, user); n != 0 {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"math"
 	"path/filepath"
@@ -23,47 +22,11 @@ import (
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
 	"github.com/lethe-dev/lethe/infra/keys"
-	"github.com/lethe-dev/lethe/infra/keys/filekek"
 	"github.com/lethe-dev/lethe/infra/records"
 	"github.com/lethe-dev/lethe/infra/stt"
+	"github.com/lethe-dev/lethe/workers/internal/workertest"
 	"github.com/lethe-dev/lethe/workers/transcribe"
 )
-
-// published is one event the worker handed to the bus.
-type published struct {
-	topic string
-	ev    event.Event
-}
-
-// recordingBus collects published events; with fail set it refuses them
-// (as a bus that is down would) and records nothing.
-type recordingBus struct {
-	mu   sync.Mutex
-	evs  []published
-	fail error
-}
-
-func (b *recordingBus) Publish(_ context.Context, topic string, e event.Event) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.fail != nil {
-		return b.fail
-	}
-	b.evs = append(b.evs, published{topic, e.Clone()})
-	return nil
-}
-
-func (b *recordingBus) setFail(err error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.fail = err
-}
-
-func (b *recordingBus) all() []published {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]published(nil), b.evs...)
-}
 
 // fakeSTT returns fixed text (or err) and counts calls.
 type fakeSTT struct {
@@ -105,11 +68,12 @@ func (f *fakeSTT) lastSamples() int {
 
 // env is one worker over real embedded adapters in a fresh directory.
 type env struct {
+	*workertest.Stores
 	docs  *sqlitedocs.Store
 	blobs *dirblobs.Bucket
 	keys  *keys.Keyring
 	reg   *events.Registry
-	bus   *recordingBus
+	bus   *workertest.RecordingBus
 	stt   *fakeSTT
 	now   time.Time
 	w     *transcribe.Worker
@@ -119,44 +83,28 @@ const spokenText = "hello world this is a test of the memory pipeline"
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	dir := t.TempDir()
-	store, err := sqlitedocs.Open(t.Context(), filepath.Join(dir, "docs.db"))
-	if err != nil {
-		t.Fatalf("sqlitedocs.Open: %v", err)
-	}
-	t.Cleanup(func() { store.Close() })
+	st := workertest.Open(t)
+	dir := st.Dir
 	bucket, err := dirblobs.Open(filepath.Join(dir, "blobs"))
 	if err != nil {
 		t.Fatalf("dirblobs.Open: %v", err)
 	}
 	t.Cleanup(func() { bucket.Close() })
-	kek, err := filekek.Open(filepath.Join(dir, "kek", "kek.bin"))
-	if err != nil {
-		t.Fatalf("filekek.Open: %v", err)
-	}
-	reg, err := events.NewRegistry()
-	if err != nil {
-		t.Fatalf("events.NewRegistry: %v", err)
-	}
 	e := &env{
-		docs:  store,
-		blobs: bucket,
-		keys:  keys.NewKeyring(kek, keys.NewDocsKeysetStore(store), keys.Options{}),
-		reg:   reg,
-		bus:   &recordingBus{},
-		stt:   &fakeSTT{text: spokenText},
-		now:   time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC),
+		Stores: st,
+		docs:   st.Docs,
+		blobs:  bucket,
+		keys:   st.Keys,
+		reg:    st.Events,
+		bus:    &workertest.RecordingBus{},
+		stt:    &fakeSTT{text: spokenText},
+		now:    time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC),
 	}
 	e.w = &transcribe.Worker{
 		Docs: e.docs, Blobs: e.blobs, Keys: e.keys, STT: e.stt, Bus: e.bus, Events: e.reg,
 		Now: func() time.Time { return e.now },
 	}
 	return e
-}
-
-// userID is a well-formed user (keyed-hash shape) unique to the test.
-func userID(t *testing.T, name string) string {
-	return events.DeriveID("user", t.Name(), name)
 }
 
 // tone is n samples of a 440 Hz tone at 16 kHz, encoded as WAV.
@@ -251,71 +199,6 @@ func (e *env) segments(t *testing.T, user string) []docs.Doc {
 		t.Fatalf("docs.Query segments: %v", err)
 	}
 	return ds
-}
-
-func (e *env) hasKey(t *testing.T, user string) bool {
-	t.Helper()
-	_, err := e.docs.Get(t.Context(), keys.KeysetKey(user))
-	if errors.Is(err, docs.ErrNotFound) {
-		return false
-	}
-	if err != nil {
-		t.Fatalf("docs.Get keyset: %v", err)
-	}
-	return true
-}
-
-func (e *env) tombstone(t *testing.T, user string) {
-	t.Helper()
-	if err := e.docs.Put(t.Context(), docs.Doc{Key: records.TombstoneKey(user), Data: []byte(`{}`)}); err != nil {
-		t.Fatalf("docs.Put tombstone: %v", err)
-	}
-}
-
-// outcome classifies a handler result the way the bus does.
-type outcome string
-
-const (
-	acked     outcome = "acked"
-	dropped   outcome = "dropped"
-	permanent outcome = "permanent"
-	retryable outcome = "retryable"
-)
-
-func classify(err error) outcome {
-	switch {
-	case err == nil:
-		return acked
-	case errors.Is(err, events.ErrDropped):
-		return dropped
-	case events.IsPermanent(err):
-		return permanent
-	default:
-		return retryable
-	}
-}
-
-// withData returns a copy of ev whose JSON data is changed by fn.
-func withData(t *testing.T, ev event.Event, fn func(m map[string]any)) event.Event {
-	t.Helper()
-	out := ev.Clone()
-	var m map[string]any
-	if err := json.Unmarshal(ev.Data(), &m); err != nil {
-		t.Fatalf("json.Unmarshal: %v", err)
-	}
-	fn(m)
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatalf("json.Marshal: %v", err)
-	}
-	out.DataEncoded = b
-	return out
-}
-
-func withAttr(ev event.Event, fn func(e *event.Event)) event.Event {
-	out := ev.Clone()
-	fn(&out)
-	return out
 }
 
 func wantTranscriptID(user, cid string, seq int, sum string) string {

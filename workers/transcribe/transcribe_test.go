@@ -19,6 +19,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/records"
 	"github.com/lethe-dev/lethe/infra/stt/pocketsphinx"
+	"github.com/lethe-dev/lethe/workers/internal/workertest"
 	"github.com/lethe-dev/lethe/workers/transcribe"
 )
 
@@ -26,12 +27,12 @@ const cid = "conv-1"
 
 // checkTranscriptEvent asserts p is the transcript.created of chunk c and
 // that its sealed text opens (for this user and this event id only) to text.
-func checkTranscriptEvent(t *testing.T, e *env, p published, user string, c records.Chunk, text string) {
+func checkTranscriptEvent(t *testing.T, e *env, p workertest.Published, user string, c records.Chunk, text string) {
 	t.Helper()
-	if p.topic != events.TopicTranscripts {
-		t.Errorf("topic = %q, want %q", p.topic, events.TopicTranscripts)
+	if p.Topic != events.TopicTranscripts {
+		t.Errorf("topic = %q, want %q", p.Topic, events.TopicTranscripts)
 	}
-	ev := p.ev
+	ev := p.Event
 	if ev.Type() != events.TypeTranscriptCreated {
 		t.Errorf("type = %q", ev.Type())
 	}
@@ -72,7 +73,7 @@ func checkTranscriptEvent(t *testing.T, e *env, p published, user string, c reco
 
 func TestHandleHappyPath(t *testing.T) {
 	e := newEnv(t)
-	user := userID(t, "a")
+	user := workertest.UserID(t, "a")
 	c := e.seedChunk(t, user, cid, 3, tone(1600), "audio/wav")
 
 	if err := e.w.Handle(t.Context(), e.chunkEvent(t, user, c)); err != nil {
@@ -107,7 +108,7 @@ func TestHandleHappyPath(t *testing.T) {
 	if err != nil || string(text) != spokenText {
 		t.Errorf("segment text opens to %q, %v", text, err)
 	}
-	pubs := e.bus.all()
+	pubs := e.bus.All()
 	if len(pubs) != 1 {
 		t.Fatalf("%d events published, want 1", len(pubs))
 	}
@@ -118,7 +119,7 @@ func TestHandleHappyPath(t *testing.T) {
 // transcript event.
 func TestHandleSilence(t *testing.T) {
 	e := newEnv(t)
-	user := userID(t, "a")
+	user := workertest.UserID(t, "a")
 	c := e.seedChunk(t, user, cid, 0, tone(800), "audio/wav")
 	e.stt.set("", nil)
 	if err := e.w.Handle(t.Context(), e.chunkEvent(t, user, c)); err != nil {
@@ -127,7 +128,7 @@ func TestHandleSilence(t *testing.T) {
 	if st := e.chunk(t, user, cid, 0).Status; st != records.StatusIndexed {
 		t.Errorf("status = %q, want indexed", st)
 	}
-	if n := len(e.bus.all()); n != 0 {
+	if n := len(e.bus.All()); n != 0 {
 		t.Errorf("%d events published for silence", n)
 	}
 	if n := len(e.segments(t, user)); n != 1 {
@@ -139,8 +140,8 @@ func TestHandleSilence(t *testing.T) {
 // and nothing is transcribed, written or published.
 func TestHandleRejectsMalformed(t *testing.T) {
 	e := newEnv(t)
-	user := userID(t, "a")
-	other := userID(t, "b")
+	user := workertest.UserID(t, "a")
+	other := workertest.UserID(t, "b")
 	c := e.seedChunk(t, user, cid, 1, tone(1600), "audio/wav")
 	valid := e.chunkEvent(t, user, c)
 	before := e.chunkData(t, user, cid, 1)
@@ -157,51 +158,51 @@ func TestHandleRejectsMalformed(t *testing.T) {
 		name string
 		ev   event.Event
 	}{
-		{"unknown type", withAttr(valid, func(e *event.Event) { e.SetType("dev.lethe.audio.chunk.nope.v1") })},
+		{"unknown type", workertest.WithAttr(valid, func(e *event.Event) { e.SetType("dev.lethe.audio.chunk.nope.v1") })},
 		{"wrong type for this worker", transcriptEv},
-		{"bad user format", withAttr(withData(t, valid, func(m map[string]any) { m["user"] = "Alice" }),
+		{"bad user format", workertest.WithAttr(workertest.WithData(t, valid, func(m map[string]any) { m["user"] = "Alice" }),
 			func(e *event.Event) { e.SetSubject("users/Alice/conversations/" + cid + "/chunks/1") })},
-		{"upper-case user hash", withAttr(withData(t, valid, func(m map[string]any) { m["user"] = strings.ToUpper(user) }),
+		{"upper-case user hash", workertest.WithAttr(workertest.WithData(t, valid, func(m map[string]any) { m["user"] = strings.ToUpper(user) }),
 			func(e *event.Event) { e.SetSubject(events.Subject(strings.ToUpper(user), "conversations", cid)) })},
-		{"unknown field", withData(t, valid, func(m map[string]any) { m["transcript"] = "x" })},
-		{"missing sha256", withData(t, valid, func(m map[string]any) { delete(m, "sha256") })},
-		{"missing user", withData(t, valid, func(m map[string]any) { delete(m, "user") })},
-		{"negative seq", withData(t, valid, func(m map[string]any) { m["seq"] = -1 })},
-		{"seq over bound", withData(t, valid, func(m map[string]any) { m["seq"] = records.MaxSeq + 1 })},
-		{"seq not integer", withData(t, valid, func(m map[string]any) { m["seq"] = 1.5 })},
-		{"sha256 not hex", withData(t, valid, func(m map[string]any) { m["sha256"] = strings.Repeat("Z", 64) })},
-		{"unknown origin", withData(t, valid, func(m map[string]any) { m["origin"] = "ftp" })},
-		{"received_at not a date", withData(t, valid, func(m map[string]any) { m["received_at"] = "yesterday at noon" })},
-		{"blob_key traversal", withData(t, valid, func(m map[string]any) { m["blob_key"] = "users/../../etc/passwd" })},
-		{"conversation id with slash", withData(t, valid, func(m map[string]any) { m["conversation_id"] = "a/b" })},
-		{"oversized content_type", withData(t, valid, func(m map[string]any) { m["content_type"] = "audio/" + strings.Repeat("x", 200) })},
-		{"oversized blob_key", withData(t, valid, func(m map[string]any) { m["blob_key"] = strings.Repeat("k", 600) })},
-		{"oversized data", withData(t, valid, func(m map[string]any) { m["blob_key"] = strings.Repeat("k", events.MaxDataSize) })},
-		{"data not JSON", withAttr(valid, func(e *event.Event) { e.DataEncoded = []byte("not json at all") })},
-		{"data JSON array", withAttr(valid, func(e *event.Event) { e.DataEncoded = []byte(`[1,2,3]`) })},
-		{"trailing data", withAttr(valid, func(e *event.Event) { e.DataEncoded = append(append([]byte(nil), valid.Data()...), []byte(`{}`)...) })},
-		{"no data", withAttr(valid, func(e *event.Event) { e.DataEncoded = nil })},
-		{"missing subject", withAttr(valid, func(e *event.Event) { e.SetSubject("") })},
-		{"missing time", withAttr(valid, func(e *event.Event) { e.SetTime(time.Time{}) })},
-		{"missing dataschema", withAttr(valid, func(e *event.Event) { e.SetDataSchema("") })},
-		{"dataschema of another type", withAttr(valid, func(e *event.Event) { e.SetDataSchema(events.DataSchema(events.TypeEmbeddingCreated)) })},
-		{"wrong datacontenttype", withAttr(valid, func(e *event.Event) { e.SetDataContentType("text/plain") })},
-		{"id with spaces", withAttr(valid, func(e *event.Event) { e.SetID("a b c") })},
-		{"subject names another user", withAttr(valid, func(e *event.Event) {
+		{"unknown field", workertest.WithData(t, valid, func(m map[string]any) { m["transcript"] = "x" })},
+		{"missing sha256", workertest.WithData(t, valid, func(m map[string]any) { delete(m, "sha256") })},
+		{"missing user", workertest.WithData(t, valid, func(m map[string]any) { delete(m, "user") })},
+		{"negative seq", workertest.WithData(t, valid, func(m map[string]any) { m["seq"] = -1 })},
+		{"seq over bound", workertest.WithData(t, valid, func(m map[string]any) { m["seq"] = records.MaxSeq + 1 })},
+		{"seq not integer", workertest.WithData(t, valid, func(m map[string]any) { m["seq"] = 1.5 })},
+		{"sha256 not hex", workertest.WithData(t, valid, func(m map[string]any) { m["sha256"] = strings.Repeat("Z", 64) })},
+		{"unknown origin", workertest.WithData(t, valid, func(m map[string]any) { m["origin"] = "ftp" })},
+		{"received_at not a date", workertest.WithData(t, valid, func(m map[string]any) { m["received_at"] = "yesterday at noon" })},
+		{"blob_key traversal", workertest.WithData(t, valid, func(m map[string]any) { m["blob_key"] = "users/../../etc/passwd" })},
+		{"conversation id with slash", workertest.WithData(t, valid, func(m map[string]any) { m["conversation_id"] = "a/b" })},
+		{"oversized content_type", workertest.WithData(t, valid, func(m map[string]any) { m["content_type"] = "audio/" + strings.Repeat("x", 200) })},
+		{"oversized blob_key", workertest.WithData(t, valid, func(m map[string]any) { m["blob_key"] = strings.Repeat("k", 600) })},
+		{"oversized data", workertest.WithData(t, valid, func(m map[string]any) { m["blob_key"] = strings.Repeat("k", events.MaxDataSize) })},
+		{"data not JSON", workertest.WithAttr(valid, func(e *event.Event) { e.DataEncoded = []byte("not json at all") })},
+		{"data JSON array", workertest.WithAttr(valid, func(e *event.Event) { e.DataEncoded = []byte(`[1,2,3]`) })},
+		{"trailing data", workertest.WithAttr(valid, func(e *event.Event) { e.DataEncoded = append(append([]byte(nil), valid.Data()...), []byte(`{}`)...) })},
+		{"no data", workertest.WithAttr(valid, func(e *event.Event) { e.DataEncoded = nil })},
+		{"missing subject", workertest.WithAttr(valid, func(e *event.Event) { e.SetSubject("") })},
+		{"missing time", workertest.WithAttr(valid, func(e *event.Event) { e.SetTime(time.Time{}) })},
+		{"missing dataschema", workertest.WithAttr(valid, func(e *event.Event) { e.SetDataSchema("") })},
+		{"dataschema of another type", workertest.WithAttr(valid, func(e *event.Event) { e.SetDataSchema(events.DataSchema(events.TypeEmbeddingCreated)) })},
+		{"wrong datacontenttype", workertest.WithAttr(valid, func(e *event.Event) { e.SetDataContentType("text/plain") })},
+		{"id with spaces", workertest.WithAttr(valid, func(e *event.Event) { e.SetID("a b c") })},
+		{"subject names another user", workertest.WithAttr(valid, func(e *event.Event) {
 			e.SetSubject(events.Subject(other, "conversations", cid, "chunks", "1"))
 		})},
-		{"payload names another user than the subject", withData(t, valid, func(m map[string]any) { m["user"] = other })},
+		{"payload names another user than the subject", workertest.WithData(t, valid, func(m map[string]any) { m["user"] = other })},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			err := e.w.Handle(t.Context(), tc.ev)
-			if got := classify(err); got != permanent {
+			if got := workertest.Classify(err); got != workertest.Permanent {
 				t.Errorf("Handle = %v (%s), want permanent", err, got)
 			}
 			if n := e.stt.count(); n != 0 {
 				t.Errorf("STT called %d times", n)
 			}
-			if n := len(e.bus.all()); n != 0 {
+			if n := len(e.bus.All()); n != 0 {
 				t.Errorf("%d events published", n)
 			}
 			if n := len(e.segments(t, user)) + len(e.segments(t, other)); n != 0 {
@@ -210,7 +211,7 @@ func TestHandleRejectsMalformed(t *testing.T) {
 			if !bytes.Equal(e.chunkData(t, user, cid, 1), before) {
 				t.Error("chunk record changed")
 			}
-			if e.hasKey(t, other) {
+			if e.HasKey(t, other) {
 				t.Error("a key was created for the other user")
 			}
 		})
@@ -221,11 +222,11 @@ func TestHandleRejectsMalformed(t *testing.T) {
 func TestHandleForged(t *testing.T) {
 	t.Run("digest differs from the chunk record", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		c := e.seedChunk(t, user, cid, 1, tone(1600), "audio/wav")
 		before := e.chunkData(t, user, cid, 1)
-		ev := withData(t, e.chunkEvent(t, user, c), func(m map[string]any) { m["sha256"] = digest([]byte("other audio")) })
-		if got := classify(e.w.Handle(t.Context(), ev)); got != dropped {
+		ev := workertest.WithData(t, e.chunkEvent(t, user, c), func(m map[string]any) { m["sha256"] = digest([]byte("other audio")) })
+		if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Dropped {
 			t.Errorf("outcome %s, want dropped", got)
 		}
 		assertUntouched(t, e, user, 1, before)
@@ -233,10 +234,10 @@ func TestHandleForged(t *testing.T) {
 
 	t.Run("blob_key of the event is ignored for the record's", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		decoy := e.seedChunk(t, user, "decoy", 1, tone(3200), "audio/wav")
 		c := e.seedChunk(t, user, cid, 1, tone(1600), "audio/wav")
-		ev := withData(t, e.chunkEvent(t, user, c), func(m map[string]any) { m["blob_key"] = decoy.BlobKey })
+		ev := workertest.WithData(t, e.chunkEvent(t, user, c), func(m map[string]any) { m["blob_key"] = decoy.BlobKey })
 		if err := e.w.Handle(t.Context(), ev); err != nil {
 			t.Fatalf("Handle: %v", err)
 		}
@@ -283,13 +284,13 @@ func TestHandleForged(t *testing.T) {
 	for _, tc := range forgedBlobs {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			user, other := userID(t, "a"), userID(t, "b")
+			user, other := workertest.UserID(t, "a"), workertest.UserID(t, "b")
 			c := e.seedChunk(t, user, cid, 1, tone(1600), "audio/wav")
 			e.seedChunk(t, other, cid, 1, tone(1600), "audio/wav") // other has a key
 			tc.seal(e, t, c, user, other)
 			before := e.chunkData(t, user, cid, 1)
 			err := e.w.Handle(t.Context(), e.chunkEvent(t, user, c))
-			if got := classify(err); got != permanent && got != dropped {
+			if got := workertest.Classify(err); got != workertest.Permanent && got != workertest.Dropped {
 				t.Errorf("Handle = %v (%s), want permanent or dropped", err, got)
 			}
 			assertUntouched(t, e, user, 1, before)
@@ -303,7 +304,7 @@ func assertUntouched(t *testing.T, e *env, user string, seq int, before []byte) 
 	if n := e.stt.count(); n != 0 {
 		t.Errorf("STT called %d times", n)
 	}
-	if n := len(e.bus.all()); n != 0 {
+	if n := len(e.bus.All()); n != 0 {
 		t.Errorf("%d events published", n)
 	}
 	if n := len(e.segments(t, user)); n != 0 {
@@ -317,7 +318,7 @@ func assertUntouched(t *testing.T, e *env, user string, seq int, before []byte) 
 func TestHandleReplay(t *testing.T) {
 	t.Run("twice in a row", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		c := e.seedChunk(t, user, cid, 2, tone(1600), "audio/wav")
 		ev := e.chunkEvent(t, user, c)
 		if err := e.w.Handle(t.Context(), ev); err != nil {
@@ -335,7 +336,7 @@ func TestHandleReplay(t *testing.T) {
 		if len(segs) != 1 || !bytes.Equal(segs[0].Data, first[0].Data) {
 			t.Errorf("segments after redelivery: %d, rewritten %v", len(segs), len(segs) == 1 && !bytes.Equal(segs[0].Data, first[0].Data))
 		}
-		pubs := e.bus.all()
+		pubs := e.bus.All()
 		if len(pubs) != 2 {
 			t.Fatalf("%d events, want the transcript republished once", len(pubs))
 		}
@@ -349,7 +350,7 @@ func TestHandleReplay(t *testing.T) {
 
 	t.Run("concurrently", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		c := e.seedChunk(t, user, cid, 2, tone(1600), "audio/wav")
 		ev := e.chunkEvent(t, user, c)
 		const n = 8
@@ -367,7 +368,7 @@ func TestHandleReplay(t *testing.T) {
 		if segs := e.segments(t, user); len(segs) != 1 {
 			t.Errorf("%d segments, want 1", len(segs))
 		}
-		pubs := e.bus.all()
+		pubs := e.bus.All()
 		if len(pubs) == 0 {
 			t.Fatal("nothing published")
 		}
@@ -382,7 +383,7 @@ func TestHandleReplay(t *testing.T) {
 	for _, final := range []string{records.StatusIndexed, records.StatusFailed} {
 		t.Run("after the chunk is "+final, func(t *testing.T) {
 			e := newEnv(t)
-			user := userID(t, "a")
+			user := workertest.UserID(t, "a")
 			c := e.seedChunk(t, user, cid, 2, tone(1600), "audio/wav")
 			ev := e.chunkEvent(t, user, c)
 			if err := e.w.Handle(t.Context(), ev); err != nil {
@@ -399,7 +400,7 @@ func TestHandleReplay(t *testing.T) {
 			if !bytes.Equal(e.chunkData(t, user, cid, 2), before) {
 				t.Errorf("late redelivery changed the chunk: %s", e.chunkData(t, user, cid, 2))
 			}
-			if n := len(e.bus.all()); n != 1 {
+			if n := len(e.bus.All()); n != 1 {
 				t.Errorf("%d events, want only the first", n)
 			}
 			if n := e.stt.count(); n != 1 {
@@ -411,31 +412,31 @@ func TestHandleReplay(t *testing.T) {
 
 func TestHandleCrossUser(t *testing.T) {
 	e := newEnv(t)
-	a, b := userID(t, "a"), userID(t, "b")
+	a, b := workertest.UserID(t, "a"), workertest.UserID(t, "b")
 	c := e.seedChunk(t, a, cid, 1, tone(1600), "audio/wav")
 	before := e.chunkData(t, a, cid, 1)
 
 	t.Run("user B under A's subject", func(t *testing.T) {
-		ev := withData(t, e.chunkEvent(t, a, c), func(m map[string]any) { m["user"] = b })
+		ev := workertest.WithData(t, e.chunkEvent(t, a, c), func(m map[string]any) { m["user"] = b })
 		var in events.ChunkReceived
 		if err := e.reg.Decode(ev, &in); !events.IsPermanent(err) {
 			t.Errorf("Decode = %v, want permanent", err)
 		}
-		if got := classify(e.w.Handle(t.Context(), ev)); got != permanent {
+		if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Permanent {
 			t.Errorf("outcome %s, want permanent", got)
 		}
 	})
 	t.Run("user B naming A's conversation", func(t *testing.T) {
 		// A fully consistent event for B that copies A's chunk.
 		ev := e.chunkEvent(t, b, c)
-		if got := classify(e.w.Handle(t.Context(), ev)); got != dropped {
+		if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Dropped {
 			t.Errorf("outcome %s, want dropped", got)
 		}
 	})
 	if n := e.stt.count(); n != 0 {
 		t.Errorf("STT called %d times", n)
 	}
-	if n := len(e.bus.all()); n != 0 {
+	if n := len(e.bus.All()); n != 0 {
 		t.Errorf("%d events published", n)
 	}
 	if !bytes.Equal(e.chunkData(t, a, cid, 1), before) {
@@ -444,7 +445,7 @@ func TestHandleCrossUser(t *testing.T) {
 	if n := len(e.segments(t, a)) + len(e.segments(t, b)); n != 0 {
 		t.Errorf("%d segments written", n)
 	}
-	if e.hasKey(t, b) {
+	if e.HasKey(t, b) {
 		t.Error("a key was created for B")
 	}
 }
@@ -452,30 +453,30 @@ func TestHandleCrossUser(t *testing.T) {
 func TestHandleTombstoned(t *testing.T) {
 	t.Run("user with audio", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		c := e.seedChunk(t, user, cid, 1, tone(1600), "audio/wav")
-		e.tombstone(t, user)
+		e.Tombstone(t, user)
 		before := e.chunkData(t, user, cid, 1)
-		if got := classify(e.w.Handle(t.Context(), e.chunkEvent(t, user, c))); got != dropped {
+		if got := workertest.Classify(e.w.Handle(t.Context(), e.chunkEvent(t, user, c))); got != workertest.Dropped {
 			t.Errorf("outcome %s, want dropped", got)
 		}
 		assertUntouched(t, e, user, 1, before)
 	})
 	t.Run("user without a key", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		sum := digest([]byte("x"))
 		c := records.Chunk{ConversationID: cid, Seq: 1, Status: records.StatusReceived,
 			BlobKey: records.AudioKey(user, cid, 1, sum), ContentType: "audio/wav", SHA256: sum, Size: 1,
 			Origin: "app", EventID: records.ChunkEventID(user, cid, 1, sum), ReceivedAt: e.now, UpdatedAt: e.now}
 		e.putChunk(t, user, c)
-		e.tombstone(t, user)
+		e.Tombstone(t, user)
 		before := e.chunkData(t, user, cid, 1)
-		if got := classify(e.w.Handle(t.Context(), e.chunkEvent(t, user, c))); got != dropped {
+		if got := workertest.Classify(e.w.Handle(t.Context(), e.chunkEvent(t, user, c))); got != workertest.Dropped {
 			t.Errorf("outcome %s, want dropped", got)
 		}
 		assertUntouched(t, e, user, 1, before)
-		if e.hasKey(t, user) {
+		if e.HasKey(t, user) {
 			t.Error("a key was created for a tombstoned user")
 		}
 	})
@@ -484,40 +485,40 @@ func TestHandleTombstoned(t *testing.T) {
 func TestHandleFailures(t *testing.T) {
 	t.Run("STT error is retried, then succeeds", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		c := e.seedChunk(t, user, cid, 1, tone(1600), "audio/wav")
 		ev := e.chunkEvent(t, user, c)
 		before := e.chunkData(t, user, cid, 1)
 		e.stt.set("", errors.New("recogniser crashed"))
-		if got := classify(e.w.Handle(t.Context(), ev)); got != retryable {
+		if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Retryable {
 			t.Errorf("outcome %s, want retryable", got)
 		}
-		if !bytes.Equal(e.chunkData(t, user, cid, 1), before) || len(e.segments(t, user)) != 0 || len(e.bus.all()) != 0 {
+		if !bytes.Equal(e.chunkData(t, user, cid, 1), before) || len(e.segments(t, user)) != 0 || len(e.bus.All()) != 0 {
 			t.Error("a failed transcription wrote or published")
 		}
 		e.stt.set(spokenText, nil)
 		if err := e.w.Handle(t.Context(), ev); err != nil {
 			t.Fatalf("redelivery: %v", err)
 		}
-		if pubs := e.bus.all(); len(pubs) != 1 {
+		if pubs := e.bus.All(); len(pubs) != 1 {
 			t.Errorf("%d events", len(pubs))
 		}
 	})
 
 	t.Run("publish failure is retried without duplicates", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		c := e.seedChunk(t, user, cid, 1, tone(1600), "audio/wav")
 		ev := e.chunkEvent(t, user, c)
-		e.bus.setFail(errors.New("bus down"))
-		if got := classify(e.w.Handle(t.Context(), ev)); got != retryable {
+		e.bus.SetFail(errors.New("bus down"))
+		if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Retryable {
 			t.Errorf("outcome %s, want retryable", got)
 		}
 		// Durable before publishing: the segment and the status are there.
 		if st := e.chunk(t, user, cid, 1).Status; st != records.StatusTranscribed {
 			t.Errorf("status %q after a failed publish", st)
 		}
-		e.bus.setFail(nil)
+		e.bus.SetFail(nil)
 		if err := e.w.Handle(t.Context(), ev); err != nil {
 			t.Fatalf("redelivery: %v", err)
 		}
@@ -527,7 +528,7 @@ func TestHandleFailures(t *testing.T) {
 		if n := len(e.segments(t, user)); n != 1 {
 			t.Errorf("%d segments", n)
 		}
-		pubs := e.bus.all()
+		pubs := e.bus.All()
 		if len(pubs) != 1 {
 			t.Fatalf("%d events, want 1", len(pubs))
 		}
@@ -536,13 +537,13 @@ func TestHandleFailures(t *testing.T) {
 
 	t.Run("audio blob deleted", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		c := e.seedChunk(t, user, cid, 1, tone(1600), "audio/wav")
 		if err := e.blobs.Delete(t.Context(), c.BlobKey); err != nil {
 			t.Fatal(err)
 		}
 		before := e.chunkData(t, user, cid, 1)
-		if got := classify(e.w.Handle(t.Context(), e.chunkEvent(t, user, c))); got != dropped {
+		if got := workertest.Classify(e.w.Handle(t.Context(), e.chunkEvent(t, user, c))); got != workertest.Dropped {
 			t.Errorf("outcome %s, want dropped", got)
 		}
 		assertUntouched(t, e, user, 1, before)
@@ -550,12 +551,12 @@ func TestHandleFailures(t *testing.T) {
 
 	t.Run("chunk record deleted", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		c := e.seedChunk(t, user, cid, 1, tone(1600), "audio/wav")
 		if err := e.docs.Delete(t.Context(), records.ChunkKey(user, cid, 1)); err != nil {
 			t.Fatal(err)
 		}
-		if got := classify(e.w.Handle(t.Context(), e.chunkEvent(t, user, c))); got != dropped {
+		if got := workertest.Classify(e.w.Handle(t.Context(), e.chunkEvent(t, user, c))); got != workertest.Dropped {
 			t.Errorf("outcome %s, want dropped", got)
 		}
 		assertUntouched(t, e, user, 1, nil)
@@ -563,13 +564,13 @@ func TestHandleFailures(t *testing.T) {
 
 	t.Run("key shredded", func(t *testing.T) {
 		e := newEnv(t)
-		user := userID(t, "a")
+		user := workertest.UserID(t, "a")
 		c := e.seedChunk(t, user, cid, 1, tone(1600), "audio/wav")
 		if err := e.keys.Shred(t.Context(), user); err != nil {
 			t.Fatal(err)
 		}
 		before := e.chunkData(t, user, cid, 1)
-		if got := classify(e.w.Handle(t.Context(), e.chunkEvent(t, user, c))); got != dropped {
+		if got := workertest.Classify(e.w.Handle(t.Context(), e.chunkEvent(t, user, c))); got != workertest.Dropped {
 			t.Errorf("outcome %s, want dropped", got)
 		}
 		assertUntouched(t, e, user, 1, before)
@@ -586,21 +587,21 @@ func TestHandleFailures(t *testing.T) {
 	for _, tc := range poison {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			user := userID(t, "a")
+			user := workertest.UserID(t, "a")
 			c := e.seedChunk(t, user, cid, 1, tc.body, "audio/wav")
 			if tc.digest != nil {
 				c.SHA256 = digest(tc.digest)
 				e.putChunk(t, user, c)
 			}
 			ev := e.chunkEvent(t, user, c)
-			if got := classify(e.w.Handle(t.Context(), ev)); got != permanent {
+			if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Permanent {
 				t.Errorf("outcome %s, want permanent", got)
 			}
 			got := e.chunk(t, user, cid, 1)
 			if got.Status != records.StatusFailed || got.FailReason == "" {
 				t.Errorf("chunk %q (%q), want failed with a reason", got.Status, got.FailReason)
 			}
-			if e.stt.count() != 0 || len(e.bus.all()) != 0 || len(e.segments(t, user)) != 0 {
+			if e.stt.count() != 0 || len(e.bus.All()) != 0 || len(e.segments(t, user)) != 0 {
 				t.Error("poison audio was transcribed, written or published")
 			}
 			// Final: a redelivery does nothing.
@@ -627,7 +628,7 @@ func TestHandlePocketsphinx(t *testing.T) {
 	e := newEnv(t)
 	w := &transcribe.Worker{Docs: e.docs, Blobs: e.blobs, Keys: e.keys, STT: ps, Bus: e.bus, Events: e.reg,
 		Now: func() time.Time { return e.now }}
-	user := userID(t, "a")
+	user := workertest.UserID(t, "a")
 	c := e.seedChunk(t, user, cid, 0, body, "audio/wav")
 	if err := w.Handle(t.Context(), e.chunkEvent(t, user, c)); err != nil {
 		t.Fatalf("Handle: %v", err)
@@ -655,8 +656,8 @@ func TestHandlePocketsphinx(t *testing.T) {
 	if st := e.chunk(t, user, cid, 0).Status; st != records.StatusTranscribed {
 		t.Errorf("status %q", st)
 	}
-	pubs := e.bus.all()
-	if len(pubs) != 1 || pubs[0].ev.ID() != wantTranscriptID(user, cid, 0, c.SHA256) {
+	pubs := e.bus.All()
+	if len(pubs) != 1 || pubs[0].Event.ID() != wantTranscriptID(user, cid, 0, c.SHA256) {
 		t.Errorf("published %d events", len(pubs))
 	}
 }
