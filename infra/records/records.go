@@ -11,7 +11,9 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/docs"
+	"github.com/lethe-dev/lethe/infra/keys"
 )
 
 // Collections.
@@ -252,4 +254,18 @@ func ReadVectorSpace(ctx context.Context, store docs.Store, user string) (vs Vec
 		return vs, false, fmt.Errorf("json.Unmarshal vectorspace: %w", err)
 	}
 	return vs, true, nil
+}
+
+// KeyFailure maps a failure of the user's keys to the handler outcome: a
+// shredded or tombstoned user's events are dropped (acknowledged), a
+// ciphertext that does not open is poison, anything else is retried.
+func KeyFailure(call string, err error) error {
+	switch {
+	case errors.Is(err, keys.ErrNoKey) || errors.Is(err, keys.ErrTombstoned):
+		return fmt.Errorf("%s: %w (%w)", call, events.ErrDropped, err)
+	case errors.Is(err, keys.ErrDecrypt):
+		return events.Permanent(fmt.Errorf("%s: %w", call, err))
+	default:
+		return fmt.Errorf("%s: %w", call, err)
+	}
 }

@@ -7,7 +7,6 @@ package embed
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -51,7 +50,7 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 	}
 	text, err := w.Keys.Open(ctx, in.User, sealed, keys.AD(in.User, "events/"+events.TypeTranscriptCreated, e.ID(), "sealed_text"))
 	if err != nil {
-		return keyError("keys.Open transcript", err)
+		return records.KeyFailure("keys.Open transcript", err)
 	}
 	vecs, err := w.Embedder.Embed(ctx, []string{string(text)}, embedport.Passage)
 	if err != nil {
@@ -63,7 +62,7 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 	id := events.DeriveID("embedding", in.User, in.ConversationID, strconv.Itoa(in.Seq), w.Embedder.ID())
 	sealedVec, err := w.Keys.Seal(ctx, in.User, events.EncodeVector(vecs[0]), keys.AD(in.User, "events/"+events.TypeEmbeddingCreated, id, "sealed_vector"))
 	if err != nil {
-		return keyError("keys.Seal vector", err)
+		return records.KeyFailure("keys.Seal vector", err)
 	}
 	out := events.EmbeddingCreated{
 		User:           in.User,
@@ -83,14 +82,4 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 		return fmt.Errorf("bus.Publish embedding: %w", err)
 	}
 	return nil
-}
-
-func keyError(call string, err error) error {
-	if errors.Is(err, keys.ErrNoKey) || errors.Is(err, keys.ErrTombstoned) {
-		return fmt.Errorf("%s: %w (%w)", call, events.ErrDropped, err)
-	}
-	if errors.Is(err, keys.ErrDecrypt) {
-		return events.Permanent(fmt.Errorf("%s: %w", call, err))
-	}
-	return fmt.Errorf("%s: %w", call, err)
 }

@@ -69,13 +69,7 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 	}
 	raw, err := w.Keys.Open(ctx, in.User, sealed, keys.AD(in.User, "events/"+events.TypeEmbeddingCreated, e.ID(), "sealed_vector"))
 	if err != nil {
-		if errors.Is(err, keys.ErrNoKey) || errors.Is(err, keys.ErrTombstoned) {
-			return fmt.Errorf("keys.Open vector: %w (%w)", events.ErrDropped, err)
-		}
-		if errors.Is(err, keys.ErrDecrypt) {
-			return events.Permanent(fmt.Errorf("keys.Open vector: %w", err))
-		}
-		return fmt.Errorf("keys.Open vector: %w", err)
+		return records.KeyFailure("keys.Open vector", err)
 	}
 	vec, err := events.DecodeVector(raw)
 	if err != nil {

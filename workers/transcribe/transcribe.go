@@ -103,7 +103,7 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 	segID := records.ChunkID(in.ConversationID, in.Seq)
 	sealed, err := w.Keys.Seal(ctx, in.User, []byte(tr.Text), keys.AD(in.User, records.Segments, segID, "text"))
 	if err != nil {
-		return w.keyError("keys.Seal segment", err)
+		return records.KeyFailure("keys.Seal segment", err)
 	}
 	seg := records.Segment{
 		ConversationID: in.ConversationID,
@@ -149,7 +149,7 @@ func (w *Worker) loadAudio(ctx context.Context, in events.ChunkReceived, chunk r
 	}
 	body, err := w.Keys.Open(ctx, in.User, sealed, keys.AD(in.User, "blobs", chunk.BlobKey, "audio"))
 	if err != nil {
-		return audio.PCM{}, w.keyError("keys.Open audio", err)
+		return audio.PCM{}, records.KeyFailure("keys.Open audio", err)
 	}
 	sum := sha256.Sum256(body)
 	if hex.EncodeToString(sum[:]) != chunk.SHA256 {
@@ -161,18 +161,6 @@ func (w *Worker) loadAudio(ctx context.Context, in events.ChunkReceived, chunk r
 		return audio.PCM{}, w.fail(ctx, in, "audio does not decode")
 	}
 	return audio.Resample(pcm, 16000), nil
-}
-
-// keyError maps key failures: a shredded or tombstoned user's events are
-// dropped; anything else is retried.
-func (w *Worker) keyError(call string, err error) error {
-	if errors.Is(err, keys.ErrNoKey) || errors.Is(err, keys.ErrTombstoned) {
-		return fmt.Errorf("%s: %w (%w)", call, events.ErrDropped, err)
-	}
-	if errors.Is(err, keys.ErrDecrypt) {
-		return events.Permanent(fmt.Errorf("%s: %w", call, err))
-	}
-	return fmt.Errorf("%s: %w", call, err)
 }
 
 // fail marks the chunk failed (final) and returns a permanent error so the
@@ -228,12 +216,12 @@ func (w *Worker) publishTranscript(ctx context.Context, in events.ChunkReceived,
 	segID := records.ChunkID(in.ConversationID, in.Seq)
 	text, err := w.Keys.Open(ctx, in.User, seg.SealedText, keys.AD(in.User, records.Segments, segID, "text"))
 	if err != nil {
-		return w.keyError("keys.Open segment", err)
+		return records.KeyFailure("keys.Open segment", err)
 	}
 	id := events.DeriveID("transcript", in.User, in.ConversationID, strconv.Itoa(in.Seq), in.SHA256)
 	sealed, err := w.Keys.Seal(ctx, in.User, text, keys.AD(in.User, "events/"+events.TypeTranscriptCreated, id, "sealed_text"))
 	if err != nil {
-		return w.keyError("keys.Seal event", err)
+		return records.KeyFailure("keys.Seal event", err)
 	}
 	out := events.TranscriptCreated{
 		User:           in.User,
