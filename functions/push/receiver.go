@@ -92,6 +92,10 @@ type DeadLetterFunc func(ctx context.Context, subscription string, data []byte, 
 type Config struct {
 	// Handlers by subscription id (the S of projects/P/subscriptions/S).
 	Handlers map[string]bus.Handler
+	// Decoders by subscription id, for subscriptions whose messages are
+	// not CloudEvents (a Cloud Storage notification); the others use
+	// bus.FromMessage.
+	Decoders map[string]bus.Decoder
 	// Validate, when set, checks every decoded event (the events
 	// registry); a failure dead-letters the message.
 	Validate func(event.Event) error
@@ -112,6 +116,7 @@ type Config struct {
 // is then the rest of the path). It is safe for concurrent use.
 type Receiver struct {
 	handlers   map[string]bus.Handler
+	decoders   map[string]bus.Decoder
 	validate   func(event.Event) error
 	deadLetter DeadLetterFunc
 	maxBody    int64
@@ -135,11 +140,17 @@ func NewReceiver(cfg Config) (*Receiver, error) {
 			return nil, fmt.Errorf("push.NewReceiver: nil handler for %q", name)
 		}
 	}
+	for name, d := range cfg.Decoders {
+		if cfg.Handlers[name] == nil || d == nil {
+			return nil, fmt.Errorf("push.NewReceiver: decoder for %q without a handler, or nil", name)
+		}
+	}
 	if cfg.MaxBody < 0 {
 		return nil, fmt.Errorf("push.NewReceiver: negative MaxBody %d", cfg.MaxBody)
 	}
 	rc := &Receiver{
 		handlers:   maps.Clone(cfg.Handlers),
+		decoders:   maps.Clone(cfg.Decoders),
 		validate:   cfg.Validate,
 		deadLetter: cfg.DeadLetter,
 		maxBody:    cfg.MaxBody,
@@ -238,7 +249,11 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := context.WithValue(r.Context(), deliveryKey{}, msg.Delivery)
 
-	e, err := bus.FromMessage(msg.Data, msg.Attributes)
+	decode := rc.decoders[sub]
+	if decode == nil {
+		decode = bus.FromMessage
+	}
+	e, err := bus.Decode(decode, msg.Data, msg.Attributes)
 	if err == nil {
 		logAttrs = append(logAttrs, slog.String("event_id", e.ID()), slog.String("event_type", e.Type()))
 		if rc.validate != nil {

@@ -88,6 +88,22 @@ func DeliveryAttempt(ctx context.Context) int {
 // nothing is lost. Receive returns an error when the subscription cannot be
 // read (e.g. it does not exist).
 func (b *Bus) Receive(ctx context.Context, subscription string, h Handler) error {
+	return b.ReceiveWith(ctx, subscription, FromMessage, h)
+}
+
+// Decoder turns a Pub/Sub message into the event a Handler takes.
+// FromMessage is the decoder of CloudEvents; others adapt messages that
+// outside publishers send in their own format (a Cloud Storage
+// notification). Errors follow Handler's rules: events.ErrDropped
+// acknowledges, anything else is poison and dead-letters the message.
+type Decoder func(data []byte, attrs map[string]string) (event.Event, error)
+
+// ReceiveWith is Receive with decode in place of FromMessage; decode
+// failures that are not drops are permanent, whatever their error says.
+func (b *Bus) ReceiveWith(ctx context.Context, subscription string, decode Decoder, h Handler) error {
+	if decode == nil {
+		return errors.New("bus.Receive: nil decoder")
+	}
 	if h == nil {
 		return errors.New("bus.Receive: nil handler")
 	}
@@ -143,7 +159,7 @@ func (b *Bus) Receive(ctx context.Context, subscription string, h Handler) error
 	}()
 
 	err = sub.Receive(ctx, func(_ context.Context, m *pubsub.Message) {
-		b.handle(hctx, subID, dlt, m, h)
+		b.handle(hctx, subID, dlt, m, decode, h)
 	})
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("bus.Receive %s: %w", subscription, err)
@@ -160,7 +176,7 @@ func lastSegment(name string) string {
 	return name
 }
 
-func (b *Bus) handle(ctx context.Context, subID, dlt string, m *pubsub.Message, h Handler) {
+func (b *Bus) handle(ctx context.Context, subID, dlt string, m *pubsub.Message, decode Decoder, h Handler) {
 	attempt := 0
 	if m.DeliveryAttempt != nil {
 		attempt = *m.DeliveryAttempt
@@ -168,7 +184,7 @@ func (b *Bus) handle(ctx context.Context, subID, dlt string, m *pubsub.Message, 
 	ctx = context.WithValue(ctx, deliveryAttemptKey{}, attempt)
 	logAttrs := []any{slog.String("subscription", subID), slog.String("message_id", m.ID)}
 
-	e, err := FromMessage(m.Data, m.Attributes)
+	e, err := Decode(decode, m.Data, m.Attributes)
 	if err == nil {
 		logAttrs = append(logAttrs, slog.String("event_id", e.ID()), slog.String("event_type", e.Type()))
 		if b.cfg.Validate != nil {
@@ -195,6 +211,16 @@ func (b *Bus) handle(ctx context.Context, subID, dlt string, m *pubsub.Message, 
 	default:
 		m.Nack()
 	}
+}
+
+// Decode runs decode and makes its failures permanent unless they are
+// drops, so a decoder cannot have a malformed message redelivered forever.
+func Decode(decode Decoder, data []byte, attrs map[string]string) (event.Event, error) {
+	e, err := decode(data, attrs)
+	if err != nil && !errors.Is(err, events.ErrDropped) && !events.IsPermanent(err) {
+		err = events.Permanent(err)
+	}
+	return e, err
 }
 
 // runHandler is the last line of defence against panics: a handler that

@@ -67,6 +67,7 @@ func RunBusTests(t *testing.T, h Harness) {
 		{"PanicRecovered", testPanicRecovered},
 		{"PanicWithoutRecovererIsNacked", testPanicWithoutRecovererIsNacked},
 		{"UndecodableDeadLettered", testUndecodableDeadLettered},
+		{"CustomDecoder", testCustomDecoder},
 		{"OrderingPerKey", testOrderingPerKey},
 		{"GracefulShutdown", testGracefulShutdown},
 		{"DrainTimeoutCancelsHandlers", testDrainTimeoutCancelsHandlers},
@@ -983,4 +984,61 @@ func testPingAndClose(t *testing.T, h Harness) {
 	if err := b.Receive(ctx, "any", func(context.Context, event.Event) error { return nil }); !errors.Is(err, bus.ErrClosed) {
 		t.Errorf("Receive after Close = %v, want ErrClosed", err)
 	}
+}
+
+// testCustomDecoder: ReceiveWith hands foreign (non-CloudEvents) messages to
+// a decoder; what it decodes is handled, its drops are acknowledged and its
+// other failures dead-lettered (as permanent, even when the decoder did not
+// say so), never redelivered.
+func testCustomDecoder(t *testing.T, h Harness) {
+	b, _ := open(t, h, bus.Config{})
+	n := newNames(t)
+	ensure(t, b, n, bus.SubscriptionSpec{})
+	decode := func(data []byte, attrs map[string]string) (event.Event, error) {
+		switch attrs["kind"] {
+		case "ok":
+			e := minimalEvent("foreign-" + string(data))
+			return e, nil
+		case "ignore":
+			return event.Event{}, fmt.Errorf("not for us: %w", events.ErrDropped)
+		}
+		return event.Event{}, errors.New("unknown kind")
+	}
+	var mu sync.Mutex
+	var handled []string
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- b.ReceiveWith(ctx, n.sub, decode, func(_ context.Context, e event.Event) error {
+			mu.Lock()
+			defer mu.Unlock()
+			handled = append(handled, e.ID())
+			return nil
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(waitLong):
+			t.Errorf("ReceiveWith did not return after cancel")
+		}
+	})
+	start := time.Now()
+	publishRaw(t, b, n.topic, []byte("1"), map[string]string{"kind": "ok"})
+	publishRaw(t, b, n.topic, []byte("2"), map[string]string{"kind": "ignore"})
+	publishRaw(t, b, n.topic, []byte("3"), map[string]string{"kind": "bogus"})
+	m := deadLetters(t, b, n, 1, start)[0]
+	if string(m.GetData()) != "3" || !strings.Contains(m.GetAttributes()[bus.AttrDeadLetterReason], "permanent: unknown kind") {
+		t.Errorf("dead letter = %q reason %q", m.GetData(), m.GetAttributes()[bus.AttrDeadLetterReason])
+	}
+	waitFor(t, "the decoded message", func() bool { mu.Lock(); defer mu.Unlock(); return len(handled) >= 1 })
+	time.Sleep(quietAfter)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(handled) != 1 || handled[0] != "foreign-1" {
+		t.Errorf("handled %q, want exactly [foreign-1]", handled)
+	}
+	expectNoMessage(t, b, n.sub)
+	expectNoMessage(t, b, n.hold)
 }
