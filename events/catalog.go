@@ -25,6 +25,7 @@ const MaxDataSize = 256 << 10
 func AllTypes() []string {
 	return []string{
 		TypeChunkReceived,
+		TypeUploadFinalized,
 		TypeTranscriptCreated,
 		TypeEmbeddingCreated,
 		TypeTwilioRecordingDone,
@@ -39,7 +40,7 @@ func AllTypes() []string {
 
 // AllTopics lists every topic (without the dead-letter topics).
 func AllTopics() []string {
-	return []string{TopicAudio, TopicTranscripts, TopicEmbeddings, TopicTwilio, TopicLifecycle}
+	return []string{TopicAudio, TopicUploads, TopicTranscripts, TopicEmbeddings, TopicTwilio, TopicLifecycle}
 }
 
 // TopicFor returns the topic an event type is published on.
@@ -47,6 +48,8 @@ func TopicFor(typ string) (string, bool) {
 	switch typ {
 	case TypeChunkReceived:
 		return TopicAudio, true
+	case TypeUploadFinalized:
+		return TopicUploads, true
 	case TypeTranscriptCreated:
 		return TopicTranscripts, true
 	case TypeEmbeddingCreated:
@@ -72,6 +75,8 @@ func NewPayload(typ string) (any, bool) {
 	switch typ {
 	case TypeChunkReceived:
 		return new(ChunkReceived), true
+	case TypeUploadFinalized:
+		return new(UploadFinalized), true
 	case TypeTranscriptCreated:
 		return new(TranscriptCreated), true
 	case TypeEmbeddingCreated:

@@ -78,6 +78,7 @@ func wantPermanent(t *testing.T, err error, needles ...string) {
 func TestCatalog(t *testing.T) {
 	wantTopic := map[string]string{
 		TypeChunkReceived:        TopicAudio,
+		TypeUploadFinalized:      TopicUploads,
 		TypeTranscriptCreated:    TopicTranscripts,
 		TypeEmbeddingCreated:     TopicEmbeddings,
 		TypeTwilioRecordingDone:  TopicTwilio,

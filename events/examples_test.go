@@ -29,6 +29,12 @@ func example(t testing.TB, typ string) (any, string) {
 			BlobKey: "audio/" + testUser + "/conv-1/000003.wav", ContentType: "audio/L16;rate=16000",
 			SampleRate: 16000, SHA256: strings.Repeat("ab", 32), Size: 32000, Origin: "app", ReceivedAt: testTime,
 		}, Subject(testUser, "conversations", "conv-1", "chunks", "3")
+	case TypeUploadFinalized:
+		return &UploadFinalized{
+			User: testUser, ConversationID: "conv-1", Seq: 3, Bucket: "lethe-audio",
+			Object: "uploads/" + testUser + "/conv-1/0000003", Generation: 1764000000000001,
+			Size: 32044, ContentType: "audio/wav", CRC32C: 0xdeadbeef,
+		}, Subject(testUser, "conversations", "conv-1", "chunks", "3")
 	case TypeTranscriptCreated:
 		return &TranscriptCreated{
 			User: testUser, ConversationID: "conv-1", Seq: 3, SegmentID: "conv-1#3",

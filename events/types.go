@@ -8,6 +8,7 @@ const Source = "//lethe.dev/pipeline"
 // Event types. Versioned: dev.lethe.<noun>.<verb>.v1.
 const (
 	TypeChunkReceived        = "dev.lethe.audio.chunk.received.v1"
+	TypeUploadFinalized      = "dev.lethe.audio.upload.finalized.v1"
 	TypeTranscriptCreated    = "dev.lethe.transcript.created.v1"
 	TypeEmbeddingCreated     = "dev.lethe.embedding.created.v1"
 	TypeTwilioRecordingDone  = "dev.lethe.twilio.recording.completed.v1"
@@ -26,6 +27,9 @@ const (
 	TopicEmbeddings  = "embeddings"
 	TopicTwilio      = "twilio"
 	TopicLifecycle   = "lifecycle"
+	// TopicUploads receives the upload bucket's Cloud Storage notifications
+	// (not CloudEvents: the uploads worker decodes them).
+	TopicUploads = "gcs-uploads"
 )
 
 // ChunkReceived: an audio chunk is durable in the blob store (sealed) and its
@@ -41,6 +45,22 @@ type ChunkReceived struct {
 	Size           int64     `json:"size"`
 	Origin         string    `json:"origin"` // app | stream | twilio | upload-url
 	ReceivedAt     time.Time `json:"received_at"`
+}
+
+// UploadFinalized: a recording PUT through a signed upload URL is complete
+// in the upload bucket (plaintext, short-lived). Nobody publishes it: the
+// uploads worker decodes the bucket's Cloud Storage notification into it,
+// then seals the audio into the pipeline as a chunk (origin upload-url).
+type UploadFinalized struct {
+	User           string `json:"user"`
+	ConversationID string `json:"conversation_id"`
+	Seq            int    `json:"seq"`
+	Bucket         string `json:"bucket"`
+	Object         string `json:"object"`
+	Generation     int64  `json:"generation"`
+	Size           int64  `json:"size"`
+	ContentType    string `json:"content_type"`
+	CRC32C         uint32 `json:"crc32c"`
 }
 
 // TranscriptCreated: the segment document is written. The text travels sealed
