@@ -15,25 +15,6 @@ import (
 	"github.com/lethe-dev/lethe/infra/records"
 )
 
-// touchConversation creates the conversation record on its first chunk and
-// bumps updated_at after.
-func (s *Server) touchConversation(r *http.Request, user, cid string, now time.Time) error {
-	return s.d.Docs.Update(r.Context(), records.ConversationKey(user, cid), func(cur *docs.Doc) (*docs.Doc, error) {
-		c := records.Conversation{ID: cid, CreatedAt: now}
-		if cur != nil {
-			var err error
-			if c, err = records.ConversationFrom(*cur); err != nil {
-				return nil, err
-			}
-		}
-		if now.After(c.UpdatedAt) {
-			c.UpdatedAt = now
-		}
-		d, err := c.Doc(user)
-		return &d, err
-	})
-}
-
 type conversationSummary struct {
 	ID        string    `json:"id"`
 	CreatedAt time.Time `json:"created_at"`

@@ -1,0 +1,254 @@
+// Package ingest accepts one audio chunk into the pipeline: it checks the
+// audio, seals it under the user's key, stores it, writes the chunk record
+// and the conversation, and announces the chunk on the audio topic. The
+// edge (PUT chunk), the uploads worker (signed-URL uploads) and later
+// sources (streams, Twilio recordings) all enter through Accept, so every
+// chunk gets the same checks and the same idempotence on (user, cid, seq).
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/lethe-dev/lethe/events"
+	"github.com/lethe-dev/lethe/infra/audio"
+	"github.com/lethe-dev/lethe/infra/blobs"
+	"github.com/lethe-dev/lethe/infra/docs"
+	"github.com/lethe-dev/lethe/infra/keys"
+	"github.com/lethe-dev/lethe/infra/records"
+)
+
+// Origins of a chunk (the chunk event's origin field).
+const (
+	OriginApp       = "app"
+	OriginStream    = "stream"
+	OriginTwilio    = "twilio"
+	OriginUploadURL = "upload-url"
+)
+
+// Outcomes of Accept that are the caller's fault; anything else it returns
+// is a dependency failure worth retrying.
+var (
+	ErrInvalid          = errors.New("ingest: invalid chunk address")
+	ErrUnsupportedType  = errors.New("ingest: unsupported media type")
+	ErrUnsupportedAudio = errors.New("ingest: unsupported audio encoding")
+	ErrMalformedAudio   = errors.New("ingest: audio does not decode as its declared type")
+	ErrEmptyAudio       = errors.New("ingest: no audio")
+	// ErrConflict: the seq was already accepted with other bytes.
+	ErrConflict = errors.New("ingest: seq already accepted with other bytes")
+	// ErrTombstoned: the user is erased; nothing was stored.
+	ErrTombstoned = keys.ErrTombstoned
+)
+
+// acceptedTypes are the media types a chunk may have.
+var acceptedTypes = map[string]bool{
+	"audio/wav": true, "audio/wave": true, "audio/x-wav": true,
+	"audio/l16": true, "audio/ogg": true, "audio/opus": true,
+}
+
+// AcceptedType reports whether contentType names an audio type chunks may
+// have (its parameters are checked when the audio is decoded).
+func AcceptedType(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && acceptedTypes[strings.ToLower(mt)]
+}
+
+// Publisher sends an event to a topic.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, e event.Event) error
+}
+
+// Intake holds what Accept needs.
+type Intake struct {
+	Docs   docs.Store
+	Blobs  blobs.Bucket
+	Keys   keys.Sealer
+	Bus    Publisher
+	Events *events.Registry
+	Logger *slog.Logger // nil discards
+	Now    func() time.Time
+}
+
+// Chunk is one chunk to accept; User is the keyed hash of the uid.
+type Chunk struct {
+	User           string
+	ConversationID string
+	Seq            int
+	ContentType    string
+	Audio          []byte
+	Origin         string
+}
+
+// Result says what Accept did.
+type Result struct {
+	Chunk records.Chunk
+	// Duplicate: the same bytes were accepted before; no second chunk
+	// (and, once published, no second event).
+	Duplicate bool
+}
+
+// Accept makes c durable and announced, or returns why not. It returns
+// only once the sealed audio, the chunk record and the event are durable.
+// A retry with the same bytes is a Duplicate (it publishes the event if the
+// first attempt stopped before that, with the same event id); other bytes
+// for the same seq are ErrConflict.
+func (in *Intake) Accept(ctx context.Context, c Chunk) (Result, error) {
+	if !records.ValidConversationID(c.ConversationID) || c.Seq < 0 || c.Seq > records.MaxSeq || c.User == "" {
+		return Result{}, ErrInvalid
+	}
+	if !AcceptedType(c.ContentType) {
+		return Result{}, ErrUnsupportedType
+	}
+	if len(c.Audio) == 0 {
+		return Result{}, ErrEmptyAudio
+	}
+	// Decode works in place on some encodings: give it a copy.
+	pcm, err := audio.Decode(c.ContentType, bytes.Clone(c.Audio))
+	switch {
+	case errors.Is(err, audio.ErrUnsupported):
+		return Result{}, ErrUnsupportedAudio
+	case err != nil:
+		return Result{}, ErrMalformedAudio
+	case len(pcm.Samples) == 0:
+		return Result{}, ErrEmptyAudio
+	}
+	sum := sha256.Sum256(c.Audio)
+	digest := hex.EncodeToString(sum[:])
+
+	key := records.ChunkKey(c.User, c.ConversationID, c.Seq)
+	existing, err := in.Docs.Get(ctx, key)
+	switch {
+	case err == nil:
+		return in.retry(ctx, c.User, existing, digest)
+	case !errors.Is(err, docs.ErrNotFound):
+		return Result{}, fmt.Errorf("docs.Get chunk: %w", err)
+	}
+
+	now := in.now()
+	blobKey := records.AudioKey(c.User, c.ConversationID, c.Seq, digest)
+	sealed, err := in.Keys.Seal(ctx, c.User, c.Audio, keys.AD(c.User, "blobs", blobKey, "audio"))
+	if err != nil {
+		return Result{}, fmt.Errorf("keys.Seal audio: %w", err)
+	}
+	// The digest is in the key, so an object already there holds these very
+	// bytes (from an attempt that stopped before the record).
+	_, err = in.Blobs.Write(ctx, blobKey, bytes.NewReader(sealed), blobs.WriteOptions{
+		ContentType: "application/octet-stream", CreateOnly: true,
+		Metadata: map[string]string{"sealed": "tink-aead"},
+	})
+	if err != nil && !errors.Is(err, blobs.ErrPrecondition) {
+		return Result{}, fmt.Errorf("blobs.Write audio: %w", err)
+	}
+	chunk := records.Chunk{
+		ConversationID: c.ConversationID, Seq: c.Seq, Status: records.StatusReceived,
+		BlobKey: blobKey, ContentType: c.ContentType, SampleRate: pcm.SampleRate,
+		SHA256: digest, Size: int64(len(c.Audio)), Origin: c.Origin,
+		EventID:    records.ChunkEventID(c.User, c.ConversationID, c.Seq, digest),
+		ReceivedAt: now, UpdatedAt: now,
+	}
+	doc, err := chunk.Doc(c.User)
+	if err != nil {
+		return Result{}, fmt.Errorf("records.Chunk.Doc: %w", err)
+	}
+	if err := in.Docs.Create(ctx, doc); err != nil {
+		if errors.Is(err, docs.ErrAlreadyExists) {
+			// A concurrent accept of the same seq won the race.
+			if existing, gerr := in.Docs.Get(ctx, key); gerr == nil {
+				return in.retry(ctx, c.User, existing, digest)
+			}
+		}
+		return Result{}, fmt.Errorf("docs.Create chunk: %w", err)
+	}
+	if err := in.touchConversation(ctx, c.User, c.ConversationID, now); err != nil {
+		return Result{}, fmt.Errorf("docs.Update conversation: %w", err)
+	}
+	if err := in.publish(ctx, c.User, chunk); err != nil {
+		return Result{}, err
+	}
+	return Result{Chunk: chunk}, nil
+}
+
+// retry answers an accept of a seq that already has a record.
+func (in *Intake) retry(ctx context.Context, user string, existing docs.Doc, digest string) (Result, error) {
+	chunk, err := records.ChunkFrom(existing)
+	if err != nil {
+		return Result{}, fmt.Errorf("records.ChunkFrom: %w", err)
+	}
+	if chunk.SHA256 != digest {
+		return Result{}, ErrConflict
+	}
+	if !chunk.Published {
+		// The first attempt stopped after the record: publish now. The
+		// event id is the same, so consumers see one event even if both
+		// got out.
+		if err := in.publish(ctx, user, chunk); err != nil {
+			return Result{}, err
+		}
+	}
+	return Result{Chunk: chunk, Duplicate: true}, nil
+}
+
+func (in *Intake) publish(ctx context.Context, user string, chunk records.Chunk) error {
+	ev, err := records.ChunkReceivedEvent(in.Events, user, chunk)
+	if err != nil {
+		return fmt.Errorf("records.ChunkReceivedEvent: %w", err)
+	}
+	if err := in.Bus.Publish(ctx, events.TopicAudio, ev); err != nil {
+		// The record stays unpublished: a retry or the reconciler
+		// publishes it. Nothing is lost, but it is not yet announced.
+		return fmt.Errorf("bus.Publish chunk: %w", err)
+	}
+	err = in.Docs.Update(ctx, records.ChunkKey(user, chunk.ConversationID, chunk.Seq), func(cur *docs.Doc) (*docs.Doc, error) {
+		if cur == nil {
+			return nil, nil
+		}
+		c, err := records.ChunkFrom(*cur)
+		if err != nil || c.Published {
+			return cur, err
+		}
+		c.Published = true
+		d, err := c.Doc(user)
+		return &d, err
+	})
+	if err != nil && in.Logger != nil {
+		// The event is out; a retry would publish the same id again.
+		in.Logger.WarnContext(ctx, "could not mark chunk published", "error", err.Error())
+	}
+	return nil
+}
+
+// touchConversation creates the conversation record on its first chunk and
+// bumps updated_at after.
+func (in *Intake) touchConversation(ctx context.Context, user, cid string, now time.Time) error {
+	return in.Docs.Update(ctx, records.ConversationKey(user, cid), func(cur *docs.Doc) (*docs.Doc, error) {
+		c := records.Conversation{ID: cid, CreatedAt: now}
+		if cur != nil {
+			var err error
+			if c, err = records.ConversationFrom(*cur); err != nil {
+				return nil, err
+			}
+		}
+		if now.After(c.UpdatedAt) {
+			c.UpdatedAt = now
+		}
+		d, err := c.Doc(user)
+		return &d, err
+	})
+}
+
+func (in *Intake) now() time.Time {
+	if in.Now == nil {
+		return time.Now().UTC()
+	}
+	return in.Now().UTC()
+}
