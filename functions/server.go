@@ -69,6 +69,11 @@ type Deps struct {
 	Limits     Limits
 	// MaxChunkBytes bounds one audio chunk body.
 	MaxChunkBytes int64
+	// Uploads signs upload URLs for large recordings; nil answers 501.
+	Uploads UploadSigner
+	// MaxUploadBytes bounds a signed upload; UploadURLTTL is a URL's lifetime.
+	MaxUploadBytes int64
+	UploadURLTTL   time.Duration
 	// Ready reports whether dependencies answer (for /readyz).
 	Ready func(ctx context.Context) error
 	// JWKS, when set, is served at /.well-known/jwks.json (the embedded
@@ -95,6 +100,7 @@ func New(d Deps) *Server {
 		s.mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
 	}
 	s.mux.Handle("PUT /v1/conversations/{cid}/chunks/{seq}", s.authed(s.putChunk))
+	s.mux.Handle("POST /v1/conversations/{cid}/chunks/{seq}/upload-url", s.authed(s.uploadURL))
 	s.mux.Handle("GET /v1/conversations", s.authed(s.listConversations))
 	s.mux.Handle("GET /v1/conversations/{cid}", s.authed(s.getConversation))
 	s.mux.Handle("GET /v1/search", s.authed(s.limited("search", d.Limits.Search, ratelimit.FailClosed, s.search)))

@@ -318,3 +318,132 @@ func mustJSON(t testing.TB, v any) string {
 	}
 	return string(b)
 }
+
+// TestReceiverDecoders: a subscription with a Config.Decoders entry reads
+// its messages with that decoder (here a raw, non-CloudEvents
+// notification, as Cloud Storage sends); its errors follow the receiver's
+// outcome rules, other subscriptions keep CloudEvents decoding, and
+// NewReceiver refuses a decoder it could never use.
+func TestReceiverDecoders(t *testing.T) {
+	const uploadsSub = "uploads"
+	reg := newRegistry(t)
+	errNotUpload := errors.New("not an upload notification")
+	// decodeNotification turns {"name": ID} into the registry event of
+	// that id; deletions are dropped, anything else is refused.
+	decodeNotification := func(data []byte, attrs map[string]string) (event.Event, error) {
+		if attrs["eventType"] == "OBJECT_DELETE" {
+			return event.Event{}, fmt.Errorf("deletion: %w", events.ErrDropped)
+		}
+		var n struct {
+			Name string `json:"name"`
+		}
+		if err := json.Unmarshal(data, &n); err != nil || n.Name == "" || attrs["eventType"] != "OBJECT_FINALIZE" {
+			return event.Event{}, errNotUpload // not marked permanent: the receiver makes it so
+		}
+		// Built here, not with testEvent: this runs in the subtests.
+		e, err := reg.NewWithID(n.Name, events.TypeRetentionSweep, events.Subject(testUser, "retention"),
+			&events.RetentionSweepRequested{RequestedAt: testPublishTime, User: testUser})
+		if n.Name == "unregistered" {
+			e.SetType("dev.lethe.unknown.v1")
+		}
+		return e, err
+	}
+	finalize := map[string]string{"eventType": "OBJECT_FINALIZE", "payloadFormat": "JSON_API_V1"}
+	raw := []byte(`{"name":"evt-from-notification"}`)
+	ceData, ceAttrs := toMessage(t, testEvent(t, reg, "evt-ce"))
+
+	tests := []struct {
+		name        string
+		sub         string
+		data        []byte
+		attrs       map[string]string
+		wantStatus  int
+		wantHandled string // id of the event the handler got; "" for none
+		wantDL      bool
+	}{
+		{name: "raw notification reaches the handler", sub: uploadsSub, data: raw, attrs: finalize, wantStatus: 204, wantHandled: "evt-from-notification"},
+		{name: "decoder error is dead-lettered", sub: uploadsSub, data: []byte(`{"bucket":"b"}`), attrs: finalize, wantStatus: 204, wantDL: true},
+		{name: "decoder drop is acked", sub: uploadsSub, data: raw, attrs: map[string]string{"eventType": "OBJECT_DELETE"}, wantStatus: 204},
+		{name: "decoded event still validated", sub: uploadsSub, data: []byte(`{"name":"unregistered"}`), attrs: finalize, wantStatus: 204, wantDL: true},
+		{name: "a CloudEvent is not a notification", sub: uploadsSub, data: ceData, attrs: ceAttrs, wantStatus: 204, wantDL: true},
+		{name: "other subscription keeps CloudEvents", sub: testSub, data: ceData, attrs: ceAttrs, wantStatus: 204, wantHandled: "evt-ce"},
+		{name: "other subscription refuses the raw notification", sub: testSub, data: raw, attrs: finalize, wantStatus: 204, wantDL: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rec := &recorder{}
+			rc, err := NewReceiver(Config{
+				Handlers:   map[string]bus.Handler{testSub: rec.handler(nil), uploadsSub: rec.handler(nil)},
+				Decoders:   map[string]bus.Decoder{uploadsSub: decodeNotification},
+				Validate:   reg.Validate,
+				DeadLetter: rec.deadLetterFunc(nil),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := do(rc, http.MethodPost, "/push/"+tc.sub, nil, wrappedBody(t, tc.sub, "m-dec", tc.data, tc.attrs, nil))
+			if w.Code != tc.wantStatus {
+				t.Fatalf("status = %d, want %d (body %s)", w.Code, tc.wantStatus, w.Body)
+			}
+			h, dl := rec.snapshot()
+			switch {
+			case tc.wantHandled == "" && len(h) != 0:
+				t.Fatalf("handler got %d events, want none", len(h))
+			case tc.wantHandled != "" && (len(h) != 1 || h[0].e.ID() != tc.wantHandled || h[0].d.MessageID != "m-dec"):
+				t.Fatalf("handled %+v, want event %s of message m-dec", h, tc.wantHandled)
+			}
+			if !tc.wantDL {
+				if len(dl) != 0 {
+					t.Fatalf("dead-lettered %d: %v", len(dl), dl[0].reason)
+				}
+				return
+			}
+			if len(dl) != 1 {
+				t.Fatalf("dead-lettered %d, want 1", len(dl))
+			}
+			// The copy is the message as it came, with a permanent reason.
+			if dl[0].sub != tc.sub || !bytes.Equal(dl[0].data, tc.data) || dl[0].attrs["eventType"] != tc.attrs["eventType"] || !events.IsPermanent(dl[0].reason) {
+				t.Fatalf("dead letter %s %q %v (%v)", dl[0].sub, dl[0].data, dl[0].attrs, dl[0].reason)
+			}
+		})
+	}
+
+	t.Run("decoder error that is the decoder's", func(t *testing.T) {
+		rec := &recorder{}
+		rc, err := NewReceiver(Config{
+			Handlers:   map[string]bus.Handler{uploadsSub: rec.handler(nil)},
+			Decoders:   map[string]bus.Decoder{uploadsSub: decodeNotification},
+			DeadLetter: rec.deadLetterFunc(nil),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		do(rc, http.MethodPost, "/push/"+uploadsSub, nil, wrappedBody(t, uploadsSub, "m", []byte(`{}`), finalize, nil))
+		if _, dl := rec.snapshot(); len(dl) != 1 || !errors.Is(dl[0].reason, errNotUpload) {
+			t.Fatalf("dead letters %+v, want the decoder's error as the reason", dl)
+		}
+	})
+
+	rec := &recorder{}
+	bad := []struct {
+		name string
+		cfg  Config
+	}{
+		{"decoder without a handler", Config{
+			Handlers: map[string]bus.Handler{testSub: rec.handler(nil)},
+			Decoders: map[string]bus.Decoder{uploadsSub: decodeNotification}, DeadLetter: rec.deadLetterFunc(nil),
+		}},
+		{"nil decoder", Config{
+			Handlers: map[string]bus.Handler{uploadsSub: rec.handler(nil)},
+			Decoders: map[string]bus.Decoder{uploadsSub: nil}, DeadLetter: rec.deadLetterFunc(nil),
+		}},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := NewReceiver(tc.cfg); err == nil {
+				t.Fatal("NewReceiver accepted the config")
+			}
+		})
+	}
+}

@@ -120,6 +120,8 @@ func (in *Intake) Accept(ctx context.Context, c Chunk) (Result, error) {
 	case err != nil:
 		return Result{}, ErrMalformedAudio
 	case len(pcm.Samples) == 0:
+		// Decoders report an empty container as malformed today; this
+		// keeps a sample-less decode from becoming a chunk regardless.
 		return Result{}, ErrEmptyAudio
 	}
 	sum := sha256.Sum256(c.Audio)
@@ -190,7 +192,15 @@ func (in *Intake) retry(ctx context.Context, user string, existing docs.Doc, dig
 	if !chunk.Published {
 		// The first attempt stopped after the record: publish now. The
 		// event id is the same, so consumers see one event even if both
-		// got out.
+		// got out. Not for an erased user: nothing may start after the
+		// tombstone.
+		gone, err := records.Tombstoned(ctx, in.Docs, user)
+		if err != nil {
+			return Result{}, fmt.Errorf("records.Tombstoned: %w", err)
+		}
+		if gone {
+			return Result{}, ErrTombstoned
+		}
 		if err := in.publish(ctx, user, chunk); err != nil {
 			return Result{}, err
 		}

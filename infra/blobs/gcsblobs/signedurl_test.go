@@ -1,14 +1,19 @@
 package gcsblobs_test
 
 import (
+	"bytes"
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"io"
+	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -17,6 +22,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/storage"
+	"github.com/fsouza/fake-gcs-server/fakestorage"
 	"google.golang.org/api/option"
 
 	"github.com/lethe-dev/lethe/infra/blobs"
@@ -234,5 +240,238 @@ func TestSignedUploadURL(t *testing.T) {
 	// Exactly 7 days is the limit, and allowed.
 	if _, _, err := b.SignedUploadURL(object, ctype, maxBytes, gcsblobs.MaxSignedURLExpiry, signer); err != nil {
 		t.Errorf("7-day expiry refused: %v", err)
+	}
+}
+
+// serviceAccountJSON is a key file for testAccessID holding key, as the
+// IAM console writes one (PKCS #8 PEM).
+func serviceAccountJSON(t *testing.T, key *rsa.PrivateKey) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(map[string]string{
+		"type":           "service_account",
+		"project_id":     "lethe-test",
+		"private_key_id": "test-key",
+		"private_key":    string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+		"client_email":   testAccessID,
+		"client_id":      "1",
+		"token_uri":      "https://oauth2.googleapis.com/token",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// putSigned does what the app does with a signed URL: one PUT with exactly
+// the headers it was given. The request goes to the fake's listener but
+// names Cloud Storage's host, which is the fake's public host.
+func putSigned(t *testing.T, srv *fakestorage.Server, signedURL string, headers map[string]string, body []byte) *http.Response {
+	t.Helper()
+	pu, err := url.Parse(signedURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPut, srv.URL()+pu.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = pu.Host
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+func TestUploadSigner(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemKey := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	const (
+		user  = "0123456789abcdef0123456789abcdef"
+		cid   = "conv_1-x"
+		seq   = 42
+		ctype = "audio/wav"
+		size  = int64(12345)
+		ttl   = 10 * time.Minute
+	)
+	wantObject := "uploads/" + user + "/" + cid + "/0000042"
+
+	// Offline clients: one without credentials (explicit key), one with a
+	// service-account key file (the zero Signer finds the key in it).
+	bare, err := storage.NewClient(t.Context(), option.WithoutAuthentication())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bare.Close()
+	keyed, err := storage.NewClient(t.Context(), option.WithAuthCredentialsJSON(option.ServiceAccount, serviceAccountJSON(t, key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keyed.Close()
+	bucket := bucketName(t)
+
+	signers := []struct {
+		name string
+		us   gcsblobs.UploadSigner
+	}{
+		{"explicit key", gcsblobs.UploadSigner{Bucket: gcsblobs.New(bare, bucket), Signer: gcsblobs.Signer{GoogleAccessID: testAccessID, PrivateKey: pemKey}}},
+		{"client credentials", gcsblobs.UploadSigner{Bucket: gcsblobs.New(keyed, bucket)}},
+	}
+	for _, tc := range signers {
+		t.Run(tc.name, func(t *testing.T) {
+			u, hdr, err := tc.us.SignUpload(t.Context(), user, cid, seq, ctype, size, ttl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pu, err := url.Parse(u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := pu.Query()
+			if pu.Scheme != "https" || pu.Host != "storage.googleapis.com" || pu.Path != "/"+bucket+"/"+wantObject {
+				t.Errorf("URL %s://%s%s, want https://storage.googleapis.com/%s/%s", pu.Scheme, pu.Host, pu.Path, bucket, wantObject)
+			}
+			signed := strings.Split(q.Get("X-Goog-SignedHeaders"), ";")
+			for _, h := range []string{"content-type", "host", "x-goog-content-length-range"} {
+				if !slices.Contains(signed, h) {
+					t.Errorf("signed headers %v lack %s", signed, h)
+				}
+			}
+			if exp, _ := strconv.Atoi(q.Get("X-Goog-Expires")); exp < 599 || exp > 600 {
+				t.Errorf("X-Goog-Expires = %q, want 600", q.Get("X-Goog-Expires"))
+			}
+			if !strings.HasPrefix(q.Get("X-Goog-Credential"), testAccessID+"/") {
+				t.Errorf("credential %q is not the service account's", q.Get("X-Goog-Credential"))
+			}
+			if hdr["Content-Type"] != ctype || hdr["x-goog-content-length-range"] != "0,12345" || len(hdr) != 2 {
+				t.Errorf("headers = %v", hdr)
+			}
+			if err := verifyV4(t, &key.PublicKey, "PUT", bucket, wantObject, u, hdr); err != nil {
+				t.Fatalf("signature does not verify: %v", err)
+			}
+			larger := map[string]string{"Content-Type": ctype, "x-goog-content-length-range": "0,12346"}
+			if err := verifyV4(t, &key.PublicKey, "PUT", bucket, wantObject, u, larger); err == nil {
+				t.Error("a larger length range still verifies")
+			}
+			other := "uploads/fedcba9876543210fedcba9876543210/" + cid + "/0000042"
+			if err := verifyV4(t, &key.PublicKey, "PUT", bucket, other, u, hdr); err == nil {
+				t.Error("verifies for another user's object")
+			}
+		})
+	}
+
+	good := signers[0].us
+	bad := []struct {
+		name     string
+		us       gcsblobs.UploadSigner
+		user     string
+		cid      string
+		seq      int
+		ctype    string
+		maxBytes int64
+		ttl      time.Duration
+		want     error
+	}{
+		{"short user hash", good, user[:31], cid, seq, ctype, size, ttl, blobs.ErrInvalidKey},
+		{"upper-case user hash", good, strings.ToUpper(user), cid, seq, ctype, size, ttl, blobs.ErrInvalidKey},
+		{"raw uid", good, "alice", cid, seq, ctype, size, ttl, blobs.ErrInvalidKey},
+		{"cid with slash", good, user, "a/b", seq, ctype, size, ttl, blobs.ErrInvalidKey},
+		{"cid with dot", good, user, "..", seq, ctype, size, ttl, blobs.ErrInvalidKey},
+		{"empty cid", good, user, "", seq, ctype, size, ttl, blobs.ErrInvalidKey},
+		{"cid too long", good, user, strings.Repeat("a", 65), seq, ctype, size, ttl, blobs.ErrInvalidKey},
+		{"negative seq", good, user, cid, -1, ctype, size, ttl, blobs.ErrInvalidKey},
+		{"seq too large", good, user, cid, 1_000_001, ctype, size, ttl, blobs.ErrInvalidKey},
+		{"empty content type", good, user, cid, seq, "", size, ttl, nil},
+		{"header injection", good, user, cid, seq, "audio/wav\r\nx-goog-acl: public-read", size, ttl, nil},
+		{"zero size", good, user, cid, seq, ctype, 0, ttl, nil},
+		{"negative size", good, user, cid, seq, ctype, -1, ttl, nil},
+		{"zero ttl", good, user, cid, seq, ctype, size, 0, nil},
+		{"ttl under a second", good, user, cid, seq, ctype, size, 500 * time.Millisecond, nil},
+		{"ttl over 7 days", good, user, cid, seq, ctype, size, gcsblobs.MaxSignedURLExpiry + time.Second, nil},
+		{"no bucket", gcsblobs.UploadSigner{Signer: good.Signer}, user, cid, seq, ctype, size, ttl, nil},
+		{"partial signer", gcsblobs.UploadSigner{Bucket: good.Bucket, Signer: gcsblobs.Signer{GoogleAccessID: testAccessID}}, user, cid, seq, ctype, size, ttl, nil},
+	}
+	for _, tc := range bad {
+		t.Run("bad/"+tc.name, func(t *testing.T) {
+			u, _, err := tc.us.SignUpload(t.Context(), tc.user, tc.cid, tc.seq, tc.ctype, tc.maxBytes, tc.ttl)
+			if err == nil {
+				t.Fatalf("accepted: %s", u)
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("%v, want %v", err, tc.want)
+			}
+		})
+	}
+	t.Run("bad/canceled context", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if _, _, err := good.SignUpload(ctx, user, cid, seq, ctype, size, ttl); !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want context.Canceled", err)
+		}
+	})
+	// The edges of the layout are allowed.
+	for _, s := range []int{0, 1_000_000} {
+		if _, _, err := good.SignUpload(t.Context(), user, cid, s, ctype, size, ttl); err != nil {
+			t.Errorf("seq %d refused: %v", s, err)
+		}
+	}
+}
+
+// TestUploadSignerPutToFake: the URL, PUT with its headers, stores the
+// object under the upload layout with the declared content type. The fake
+// does not check signatures (TestUploadSigner does); this proves the URL's
+// path, query and headers are what a bucket takes as a signed upload.
+func TestUploadSignerPutToFake(t *testing.T) {
+	srv := newServer(t)
+	name := bucketName(t)
+	srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: name, VersioningEnabled: true})
+	b, err := gcsblobs.Open(t.Context(), gcsblobs.Config{Bucket: name, Endpoint: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	us := gcsblobs.UploadSigner{Bucket: b, Signer: gcsblobs.Signer{
+		GoogleAccessID: testAccessID,
+		PrivateKey:     pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
+	}}
+	const user = "00112233445566778899aabbccddeeff"
+	body := bytes.Repeat([]byte("RIFF-ish audio "), 100)
+	u, hdr, err := us.SignUpload(t.Context(), user, "c1", 7, "audio/wav", int64(len(body)), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Even on a bucket opened against the fake, the URL names Cloud Storage.
+	if pu, _ := url.Parse(u); pu.Host != "storage.googleapis.com" {
+		t.Fatalf("URL host %q, want storage.googleapis.com", pu.Host)
+	}
+	if resp := putSigned(t, srv, u, hdr, body); resp.StatusCode != http.StatusOK {
+		t.Fatalf("PUT: %d", resp.StatusCode)
+	}
+	obj, err := srv.GetObject(name, "uploads/"+user+"/c1/0000007")
+	if err != nil {
+		t.Fatalf("object not under the upload layout: %v", err)
+	}
+	if obj.ContentType != "audio/wav" || !bytes.Equal(obj.Content, body) {
+		t.Fatalf("stored %q (%d bytes), want audio/wav (%d bytes)", obj.ContentType, len(obj.Content), len(body))
+	}
+	gotUser, gotCID, gotSeq, err := gcsblobs.ParseUploadKey(obj.Name)
+	if err != nil || gotUser != user || gotCID != "c1" || gotSeq != 7 {
+		t.Fatalf("ParseUploadKey(%q) = %s %s %d %v", obj.Name, gotUser, gotCID, gotSeq, err)
 	}
 }

@@ -1,0 +1,178 @@
+package functions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/lethe-dev/lethe/infra/docs"
+	"github.com/lethe-dev/lethe/infra/ingest"
+	"github.com/lethe-dev/lethe/infra/records"
+)
+
+// Defaults when Deps leaves MaxUploadBytes or UploadURLTTL zero.
+const (
+	DefaultMaxUploadBytes int64 = 64 << 20
+	DefaultUploadURLTTL         = 15 * time.Minute
+)
+
+const (
+	// maxUploadURLBody bounds the request: two short fields.
+	maxUploadURLBody = 4 << 10
+	// maxUploadContentType is the longest content type Cloud Storage
+	// metadata takes here (gcsblobs refuses longer).
+	maxUploadContentType = 256
+)
+
+// UploadSigner issues a URL for one PUT of the upload object of (userHash,
+// cid, seq) straight to the bucket, bound to contentType and to a length
+// of at most maxBytes, valid for ttl; headers are those the uploader must
+// send exactly. gcsblobs.UploadSigner is the implementation. The URL is a
+// bearer credential: never log it.
+type UploadSigner interface {
+	SignUpload(ctx context.Context, userHash, cid string, seq int, contentType string, maxBytes int64, ttl time.Duration) (string, map[string]string, error)
+}
+
+type uploadURLRequest struct {
+	ContentType string `json:"content_type"`
+	// A pointer, so a missing size is told from a zero one.
+	Size *int64 `json:"size"`
+}
+
+type uploadURLResponse struct {
+	URL            string            `json:"url"`
+	Method         string            `json:"method"`
+	Headers        map[string]string `json:"headers"`
+	ExpiresAt      string            `json:"expires_at"` // RFC 3339, UTC
+	MaxBytes       int64             `json:"max_bytes"`
+	ConversationID string            `json:"conversation_id"`
+	Seq            int               `json:"seq"`
+}
+
+// uploadURL issues a signed URL for a recording too large for one request
+// (Cloud Run caps bodies at 32 MiB). The app PUTs the audio there; the
+// bucket's finalize notification brings it into the pipeline through the
+// same intake as putChunk, keyed by the same (user, cid, seq). The URL is
+// bound to the declared content type and to lengths 0..size, so it cannot
+// carry more than was declared here.
+func (s *Server) uploadURL(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	c := callerFrom(ctx)
+	if s.d.Uploads == nil {
+		writeError(w, http.StatusNotImplemented, "not_configured", "signed uploads need Cloud Storage (LETHE_BLOBS=gcs)")
+		return
+	}
+	cid := r.PathValue("cid")
+	if !records.ValidConversationID(cid) {
+		writeError(w, http.StatusBadRequest, "invalid_conversation_id", "conversation id must match [A-Za-z0-9_-]{1,64}")
+		return
+	}
+	seq, ok := parseSeq(r.PathValue("seq"))
+	if !ok {
+		writeError(w, http.StatusBadRequest, "invalid_seq", "seq must be an integer from 0 to 1000000")
+		return
+	}
+	req, status, code, msg := decodeUploadURLRequest(w, r)
+	if status != 0 {
+		writeError(w, status, code, msg)
+		return
+	}
+	if len(req.ContentType) > maxUploadContentType || !ingest.AcceptedType(req.ContentType) {
+		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send audio/wav, audio/L16;rate=N or audio/ogg;codecs=opus")
+		return
+	}
+	if req.Size == nil || *req.Size <= 0 {
+		writeError(w, http.StatusBadRequest, "invalid_size", "size must be the recording's length in bytes, at least 1")
+		return
+	}
+	size, limit := *req.Size, s.maxUploadBytes()
+	if size > limit {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "the recording is larger than the limit of "+strconv.FormatInt(limit, 10)+" bytes")
+		return
+	}
+	dead, err := records.Tombstoned(ctx, s.d.Docs, c.user)
+	if err != nil {
+		s.unavailable(w, r, "records.Tombstoned", err)
+		return
+	}
+	if dead {
+		writeError(w, http.StatusForbidden, "erased", "this account has been erased")
+		return
+	}
+	// A seq already accepted would only meet a conflict or a duplicate
+	// after the whole upload: refuse it before any byte is sent.
+	switch _, err := s.d.Docs.Get(ctx, records.ChunkKey(c.user, cid, seq)); {
+	case err == nil:
+		writeError(w, http.StatusConflict, "conflict", "this seq is already accepted; upload under the next seq")
+		return
+	case !errors.Is(err, docs.ErrNotFound):
+		s.unavailable(w, r, "docs.Get chunk", err)
+		return
+	}
+	ttl := s.uploadURLTTL()
+	// Taken before signing, so the URL lives at least until expires_at.
+	expires := s.d.Now().UTC().Add(ttl).Truncate(time.Second)
+	url, headers, err := s.d.Uploads.SignUpload(ctx, c.user, cid, seq, req.ContentType, size, ttl)
+	if err != nil {
+		s.unavailable(w, r, "UploadSigner.SignUpload", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, uploadURLResponse{
+		URL: url, Method: http.MethodPut, Headers: headers,
+		ExpiresAt: expires.Format(time.RFC3339), MaxBytes: size,
+		ConversationID: cid, Seq: seq,
+	})
+}
+
+// decodeUploadURLRequest reads exactly one JSON object of known fields
+// from a body of at most maxUploadURLBody bytes; a non-zero status is the
+// error to answer.
+func decodeUploadURLRequest(w http.ResponseWriter, r *http.Request) (req uploadURLRequest, status int, code, msg string) {
+	tooLarge := func() (uploadURLRequest, int, string, string) {
+		return req, http.StatusRequestEntityTooLarge, "too_large", "the request body is larger than 4 KiB"
+	}
+	if r.ContentLength > maxUploadURLBody {
+		return tooLarge()
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxUploadURLBody))
+	dec.DisallowUnknownFields()
+	var p *uploadURLRequest
+	err := dec.Decode(&p)
+	if err == nil && p == nil {
+		err = errors.New("null body")
+	}
+	if err == nil {
+		// Exactly one value: anything after it but white space is refused.
+		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
+			err = terr
+			if err == nil {
+				err = errors.New("trailing data")
+			}
+		}
+	}
+	if err != nil {
+		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+			return tooLarge()
+		}
+		return req, http.StatusBadRequest, "bad_json", `the body must be one JSON object {"content_type": "...", "size": N}`
+	}
+	return *p, 0, "", ""
+}
+
+func (s *Server) maxUploadBytes() int64 {
+	if s.d.MaxUploadBytes > 0 {
+		return s.d.MaxUploadBytes
+	}
+	return DefaultMaxUploadBytes
+}
+
+func (s *Server) uploadURLTTL() time.Duration {
+	if s.d.UploadURLTTL > 0 {
+		return s.d.UploadURLTTL
+	}
+	return DefaultUploadURLTTL
+}
