@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/pinecone-io/go-pinecone/v5/pinecone"
@@ -188,17 +192,55 @@ func (a *app) openVerifier(ctx context.Context, cfg Config) (auth.Verifier, erro
 	return v, nil
 }
 
-func openBlobs(ctx context.Context, cfg Config, paths dataPaths) (blobs.Bucket, error) {
+// openBlobs opens the blob store; with Cloud Storage it also returns the
+// bucket as such, for signed uploads and their notifications.
+func openBlobs(ctx context.Context, cfg Config, paths dataPaths) (blobs.Bucket, *gcsblobs.Bucket, error) {
 	if cfg.Blobs == "gcs" {
 		b, err := gcsblobs.Open(ctx, gcsblobs.Config{Bucket: cfg.GCSBucket, Endpoint: cfg.GCSEndpoint})
 		if err != nil {
-			return nil, fmt.Errorf("gcsblobs.Open (LETHE_BLOBS=gcs): %w", err)
+			return nil, nil, fmt.Errorf("gcsblobs.Open (LETHE_BLOBS=gcs): %w", err)
 		}
-		return b, nil
+		return b, b, nil
 	}
 	b, err := dirblobs.Open(paths.blobs())
 	if err != nil {
-		return nil, fmt.Errorf("dirblobs.Open: %w", err)
+		return nil, nil, fmt.Errorf("dirblobs.Open: %w", err)
 	}
-	return b, nil
+	return b, nil, nil
+}
+
+// openUploadSigner signs upload URLs with LETHE_GCS_SIGNER_KEY_FILE (a PEM
+// key with LETHE_GCS_SIGNER_EMAIL, or a service-account JSON key), or,
+// without it, with the storage client's own credentials (IAM signBlob).
+func openUploadSigner(cfg Config, bucket *gcsblobs.Bucket) (gcsblobs.UploadSigner, error) {
+	u := gcsblobs.UploadSigner{Bucket: bucket}
+	if cfg.GCSSignerKey == "" {
+		if cfg.GCSSignerEmail != "" {
+			return u, errors.New("LETHE_GCS_SIGNER_EMAIL needs LETHE_GCS_SIGNER_KEY_FILE (unset both to sign with the client's credentials)")
+		}
+		return u, nil
+	}
+	raw, err := os.ReadFile(cfg.GCSSignerKey)
+	if err != nil {
+		return u, fmt.Errorf("LETHE_GCS_SIGNER_KEY_FILE: %w", err)
+	}
+	u.Signer.GoogleAccessID = cfg.GCSSignerEmail
+	u.Signer.PrivateKey = raw
+	if trimmed := bytes.TrimSpace(raw); len(trimmed) > 0 && trimmed[0] == '{' {
+		var key struct {
+			ClientEmail string `json:"client_email"`
+			PrivateKey  string `json:"private_key"`
+		}
+		if err := json.Unmarshal(trimmed, &key); err != nil || key.ClientEmail == "" || key.PrivateKey == "" {
+			return u, errors.New("LETHE_GCS_SIGNER_KEY_FILE: not a service-account JSON key (client_email, private_key)")
+		}
+		u.Signer.PrivateKey = []byte(key.PrivateKey)
+		if u.Signer.GoogleAccessID == "" {
+			u.Signer.GoogleAccessID = key.ClientEmail
+		}
+	}
+	if u.Signer.GoogleAccessID == "" {
+		return u, errors.New("LETHE_GCS_SIGNER_EMAIL is required with a PEM LETHE_GCS_SIGNER_KEY_FILE")
+	}
+	return u, nil
 }

@@ -15,9 +15,11 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/lethe-dev/lethe/events"
+	"github.com/lethe-dev/lethe/functions"
 	"github.com/lethe-dev/lethe/infra/auth"
 	"github.com/lethe-dev/lethe/infra/auth/localissuer"
 	"github.com/lethe-dev/lethe/infra/blobs"
+	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs"
 	"github.com/lethe-dev/lethe/infra/bus"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/embed"
@@ -31,22 +33,26 @@ import (
 
 // app holds the opened adapters of one process.
 type app struct {
-	cfg      Config
-	log      *slog.Logger
-	events   *events.Registry
-	bus      *bus.Bus
-	docs     docs.Store
-	blobs    blobs.Bucket
-	vectors  vectors.Index
-	keys     *keys.Keyring
-	pseudo   *pseudonym.Pseudonymizer
-	logUsers *logging.UserHasher
-	embedder embed.Embedder
-	stt      stt.Transcriber
-	issuer   *localissuer.Issuer
-	verifier auth.Verifier
-	limiter  *ratelimit.Fallback
-	closers  []func() error
+	cfg    Config
+	log    *slog.Logger
+	events *events.Registry
+	bus    *bus.Bus
+	docs   docs.Store
+	blobs  blobs.Bucket
+	// gcs is the Cloud Storage bucket (LETHE_BLOBS=gcs) and uploadSigner
+	// signs its upload URLs; both nil with local blobs.
+	gcs          *gcsblobs.Bucket
+	uploadSigner functions.UploadSigner
+	vectors      vectors.Index
+	keys         *keys.Keyring
+	pseudo       *pseudonym.Pseudonymizer
+	logUsers     *logging.UserHasher
+	embedder     embed.Embedder
+	stt          stt.Transcriber
+	issuer       *localissuer.Issuer
+	verifier     auth.Verifier
+	limiter      *ratelimit.Fallback
+	closers      []func() error
 }
 
 // overrides replace adapters in tests and benchmarks (an instant
@@ -115,10 +121,15 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides)
 		return nil, err
 	}
 	a.closers = append(a.closers, a.docs.Close)
-	if a.blobs, err = openBlobs(ctx, cfg, paths); err != nil {
+	if a.blobs, a.gcs, err = openBlobs(ctx, cfg, paths); err != nil {
 		return nil, err
 	}
 	a.closers = append(a.closers, a.blobs.Close)
+	if a.gcs != nil {
+		if a.uploadSigner, err = openUploadSigner(cfg, a.gcs); err != nil {
+			return nil, err
+		}
+	}
 	var vc io.Closer
 	if a.vectors, vc, err = openVectors(cfg, paths); err != nil {
 		return nil, err

@@ -43,7 +43,7 @@ type Config struct {
 
 	// Workers lists what `lethe run` starts besides the edge ("none" for
 	// the edge alone): a way to hold work back, e.g. to inspect a backlog.
-	Workers string `envconfig:"LETHE_WORKERS" default:"transcribe,embed,store,reconcile" desc:"workers lethe run starts: any of transcribe, embed, store, reconcile, or none"`
+	Workers string `envconfig:"LETHE_WORKERS" default:"transcribe,embed,store,uploads,reconcile" desc:"workers lethe run starts: any of transcribe, embed, store, uploads (only with LETHE_BLOBS=gcs), reconcile, or none"`
 
 	RateUserPerMin     int `envconfig:"LETHE_RATE_USER_PER_MIN" default:"600" desc:"requests per minute per user (0: off)"`
 	RateSearchPerMin   int `envconfig:"LETHE_RATE_SEARCH_PER_MIN" default:"60" desc:"searches per minute per user (0: off)"`
@@ -52,6 +52,13 @@ type Config struct {
 	MaxInFlight int `envconfig:"LETHE_MAX_IN_FLIGHT" default:"4" desc:"events each worker handles at once"`
 
 	MaxChunkBytes int64 `envconfig:"LETHE_MAX_CHUNK_BYTES" default:"16777216" desc:"largest accepted audio chunk body"`
+	// Signed uploads (LETHE_BLOBS=gcs): recordings too large for one
+	// request go straight to the bucket; the whole upload is held in
+	// memory while it is checked and sealed, hence the bound.
+	MaxUploadBytes int64         `envconfig:"LETHE_MAX_UPLOAD_BYTES" default:"67108864" desc:"largest recording accepted through a signed upload URL (64 MiB: ~35 min of 16 kHz WAV)"`
+	UploadURLTTL   time.Duration `envconfig:"LETHE_UPLOAD_URL_TTL" default:"15m" desc:"lifetime of a signed upload URL"`
+	GCSSignerEmail string        `envconfig:"LETHE_GCS_SIGNER_EMAIL" desc:"service account that signs upload URLs with LETHE_GCS_SIGNER_KEY_FILE (unset: the client's own credentials, IAM signBlob on Cloud Run)"`
+	GCSSignerKey   string        `envconfig:"LETHE_GCS_SIGNER_KEY_FILE" desc:"PEM private key, or a service-account JSON key, that signs upload URLs"`
 
 	// Adapters: each port's backend. Embedded defaults need nothing but
 	// LETHE_DATA_DIR.
@@ -131,6 +138,12 @@ func (c Config) validate() error {
 		if v < 0 || v > 1_000_000 {
 			errs = append(errs, fmt.Errorf("%s=%d: want 0..1000000", name, v))
 		}
+	}
+	if c.MaxUploadBytes <= 0 || c.MaxUploadBytes > 5<<30 {
+		errs = append(errs, fmt.Errorf("LETHE_MAX_UPLOAD_BYTES=%d: want 1..5368709120", c.MaxUploadBytes))
+	}
+	if c.UploadURLTTL < time.Second || c.UploadURLTTL > 7*24*time.Hour {
+		errs = append(errs, fmt.Errorf("LETHE_UPLOAD_URL_TTL=%s: want 1s..168h (V4 signing's limit)", c.UploadURLTTL))
 	}
 	if c.MaxInFlight < 1 || c.MaxInFlight > 1000 {
 		errs = append(errs, fmt.Errorf("LETHE_MAX_IN_FLIGHT=%d: want 1..1000", c.MaxInFlight))
@@ -251,10 +264,16 @@ func (c Config) runRoles() (roles, error) {
 		switch w {
 		case workerTranscribe, workerEmbed, workerStore:
 			r.workers = append(r.workers, w)
+		case workerUploads:
+			// Signed uploads exist only on Cloud Storage; with local blobs
+			// nothing ever reaches the uploads topic.
+			if c.Blobs == "gcs" {
+				r.workers = append(r.workers, w)
+			}
 		case workerReconcile:
 			r.reconcile = true
 		default:
-			return r, fmt.Errorf("LETHE_WORKERS: unknown worker %q (want transcribe, embed, store, reconcile or none)", w)
+			return r, fmt.Errorf("LETHE_WORKERS: unknown worker %q (want transcribe, embed, store, uploads, reconcile or none)", w)
 		}
 	}
 	return r, nil

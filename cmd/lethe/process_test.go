@@ -159,6 +159,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"LETHE_HANDLER_TIMEOUT=soon", "LETHE_HANDLER_TIMEOUT"},
 		{"LETHE_WORKERS=transcribe,teleport", "LETHE_WORKERS"},
 		{"LETHE_MAX_CHUNK_BYTES=99999999999", "LETHE_MAX_CHUNK_BYTES"},
+		{"LETHE_MAX_UPLOAD_BYTES=0", "LETHE_MAX_UPLOAD_BYTES"},
+		{"LETHE_UPLOAD_URL_TTL=200h", "LETHE_UPLOAD_URL_TTL"},
 		{"LETHE_ENV=production", "refused when LETHE_ENV=production"},
 	} {
 		t.Run(tc.env, func(t *testing.T) {

@@ -16,10 +16,12 @@ import (
 	"github.com/lethe-dev/lethe/functions/push"
 	"github.com/lethe-dev/lethe/infra/bus"
 	"github.com/lethe-dev/lethe/infra/bus/middleware"
+	"github.com/lethe-dev/lethe/infra/ingest"
 	"github.com/lethe-dev/lethe/workers/embed"
 	"github.com/lethe-dev/lethe/workers/reconcile"
 	"github.com/lethe-dev/lethe/workers/store"
 	"github.com/lethe-dev/lethe/workers/transcribe"
+	"github.com/lethe-dev/lethe/workers/upload"
 )
 
 // Worker names, which are also their subscription names.
@@ -28,6 +30,9 @@ const (
 	workerEmbed      = "embed"
 	workerStore      = "store"
 	workerReconcile  = "reconcile"
+	// workerUploads takes the upload bucket's notifications (signed-URL
+	// uploads) into the pipeline.
+	workerUploads = "uploads"
 )
 
 // topology is every topic and subscription; embedded mode creates it at
@@ -38,6 +43,9 @@ func topology() []bus.TopicSpec {
 	}
 	return []bus.TopicSpec{
 		{Name: events.TopicAudio, Subscriptions: sub(workerTranscribe)},
+		// The bucket publishes here (a notification config on uploads/);
+		// the messages are Cloud Storage's, not CloudEvents.
+		{Name: events.TopicUploads, Subscriptions: sub(workerUploads)},
 		{Name: events.TopicTranscripts, Subscriptions: sub(workerEmbed)},
 		{Name: events.TopicEmbeddings, Subscriptions: sub(workerStore)},
 		{Name: events.TopicTwilio},
@@ -93,6 +101,15 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 		workerEmbed:      (&embed.Worker{Docs: a.docs, Keys: a.keys, Embedder: a.embedder, Bus: pub, Events: a.events}).Handle,
 		workerStore:      (&store.Worker{Docs: a.docs, Keys: a.keys, Vectors: a.vectors, Events: a.events, Now: now}).Handle,
 	}
+	intake := &ingest.Intake{Docs: a.docs, Blobs: a.blobs, Keys: a.keys, Bus: pub, Events: a.events, Logger: logger, Now: now}
+	decoders := map[string]bus.Decoder{}
+	if a.gcs != nil {
+		handlers[workerUploads] = (&upload.Worker{
+			Intake: intake, Uploads: a.gcs, Bucket: a.gcs.Name(), Events: a.events,
+			MaxBytes: cfg.MaxUploadBytes, Logger: logger,
+		}).Handle
+		decoders[workerUploads] = upload.Decoder(a.events, a.gcs.Name(), now)
+	}
 	subTopic := map[string]string{}
 	for _, t := range topology() {
 		for _, sub := range t.Subscriptions {
@@ -114,14 +131,18 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := a.bus.Receive(workCtx, name, chain(h)); err != nil && workCtx.Err() == nil {
+			decode := decoders[name]
+			if decode == nil {
+				decode = bus.FromMessage
+			}
+			if err := a.bus.ReceiveWith(workCtx, name, decode, chain(h)); err != nil && workCtx.Err() == nil {
 				logger.Error("receiver stopped", "subscription", name, "error", err.Error())
 			}
 		}()
 	}
 	var pushReceiver http.Handler
 	if len(pushHandlers) > 0 {
-		if pushReceiver, err = newPushReceiver(ctx, cfg, a, logger, pushHandlers, subTopic); err != nil {
+		if pushReceiver, err = newPushReceiver(ctx, cfg, a, logger, pushHandlers, decoders, subTopic); err != nil {
 			cancelWork()
 			a.close()
 			return nil, err
@@ -158,6 +179,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			Vectors: a.vectors, Embedder: a.embedder, Bus: pub, Events: a.events,
 			Logger: logger, LogUsers: a.logUsers, MaxChunkBytes: cfg.MaxChunkBytes,
 			Limiter: a.limiter, Limits: cfg.limits(),
+			Uploads: a.uploadSigner, MaxUploadBytes: cfg.MaxUploadBytes, UploadURLTTL: cfg.UploadURLTTL,
 			Ready: a.ready, JWKS: a.issuer.JWKS(), Now: now,
 		})
 		mux := http.NewServeMux()
@@ -264,7 +286,10 @@ func cmdEdge(ctx context.Context, cfg Config, logger *slog.Logger, args []string
 
 func cmdWorker(ctx context.Context, cfg Config, logger *slog.Logger, args []string) error {
 	if len(args) != 1 {
-		return usageError{errors.New("want one worker name: transcribe, embed, store or reconcile")}
+		return usageError{errors.New("want one worker name: transcribe, embed, store, uploads or reconcile")}
+	}
+	if args[0] == workerUploads && cfg.Blobs != "gcs" {
+		return usageError{errors.New("the uploads worker takes Cloud Storage notifications: it needs LETHE_BLOBS=gcs")}
 	}
 	if err := needSharedBus(cfg, "worker"); err != nil {
 		return err
@@ -294,7 +319,7 @@ func needSharedBus(cfg Config, cmd string) error {
 
 // newPushReceiver serves the workers' handlers at POST /push/{subscription};
 // poison is copied to the subscription topic's dead-letter topic.
-func newPushReceiver(ctx context.Context, cfg Config, a *app, logger *slog.Logger, handlers map[string]bus.Handler, subTopic map[string]string) (http.Handler, error) {
+func newPushReceiver(ctx context.Context, cfg Config, a *app, logger *slog.Logger, handlers map[string]bus.Handler, decoders map[string]bus.Decoder, subTopic map[string]string) (http.Handler, error) {
 	var verifier push.Verifier
 	if cfg.PushServiceAccount != "" {
 		v, err := push.NewOIDCVerifier(ctx, push.OIDCConfig{Audiences: []string{cfg.PushAudience}, ServiceAccountEmail: cfg.PushServiceAccount})
@@ -303,8 +328,15 @@ func newPushReceiver(ctx context.Context, cfg Config, a *app, logger *slog.Logge
 		}
 		verifier = v
 	}
+	pushDecoders := map[string]bus.Decoder{}
+	for sub, d := range decoders {
+		if handlers[sub] != nil {
+			pushDecoders[sub] = d
+		}
+	}
 	rc, err := push.NewReceiver(push.Config{
 		Handlers: handlers,
+		Decoders: pushDecoders,
 		Validate: a.events.Validate,
 		DeadLetter: func(ctx context.Context, sub string, data []byte, attrs map[string]string, reason error) error {
 			d, _ := push.DeliveryFromContext(ctx)
