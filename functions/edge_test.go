@@ -85,6 +85,20 @@ func newEdge(t testing.TB, maxChunk int64) *edge {
 
 func newEdgeWithLimits(t testing.TB, maxChunk int64, limits functions.Limits) *edge {
 	t.Helper()
+	return newEdgeWith(t, edgeOptions{maxChunk: maxChunk, limits: limits})
+}
+
+// edgeOptions are what tests vary in the edge's Deps.
+type edgeOptions struct {
+	maxChunk  int64
+	limits    functions.Limits
+	uploads   functions.UploadSigner // nil: signed uploads not configured
+	maxUpload int64
+	ttl       time.Duration
+}
+
+func newEdgeWith(t testing.TB, o edgeOptions) *edge {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	reg, err := events.NewRegistry()
@@ -114,9 +128,10 @@ func newEdgeWithLimits(t testing.TB, maxChunk int64, limits functions.Limits) *e
 		Vectors: idx, Embedder: hashembed.New(), Bus: bus, Events: reg,
 		Logger:        logging.New(&lockedWriter{w: logs}, logging.Options{Level: slog.LevelDebug}),
 		LogUsers:      logging.NewUserHasher([]byte("0123456789abcdef0123456789abcdef")),
-		MaxChunkBytes: maxChunk, JWKS: iss.JWKS(),
+		MaxChunkBytes: o.maxChunk, JWKS: iss.JWKS(),
 		Limiter: ratelimit.NewFallback(memlimit.New(memlimit.Options{}), memlimit.New(memlimit.Options{}), nil),
-		Limits:  limits,
+		Limits:  o.limits,
+		Uploads: o.uploads, MaxUploadBytes: o.maxUpload, UploadURLTTL: o.ttl,
 	})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)

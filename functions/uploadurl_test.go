@@ -5,18 +5,13 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,22 +20,12 @@ import (
 
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
-	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/functions"
-	"github.com/lethe-dev/lethe/infra/auth/localissuer"
-	"github.com/lethe-dev/lethe/infra/blobs/dirblobs"
 	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs"
+	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs/fakegcs"
 	"github.com/lethe-dev/lethe/infra/docs"
-	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
-	"github.com/lethe-dev/lethe/infra/embed/hashembed"
-	"github.com/lethe-dev/lethe/infra/keys"
-	"github.com/lethe-dev/lethe/infra/keys/filekek"
-	"github.com/lethe-dev/lethe/infra/keys/pseudonym"
-	"github.com/lethe-dev/lethe/infra/logging"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
-	"github.com/lethe-dev/lethe/infra/ratelimit/memlimit"
 	"github.com/lethe-dev/lethe/infra/records"
-	"github.com/lethe-dev/lethe/infra/vectors/flatvectors"
 )
 
 // uploadBucket is an in-process fake-gcs-server with one bucket, and the
@@ -53,11 +38,8 @@ type uploadBucket struct {
 
 func newUploadBucket(t *testing.T) *uploadBucket {
 	t.Helper()
-	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: "127.0.0.1"})
-	must(t, err)
-	t.Cleanup(srv.Stop)
-	sum := sha256.Sum256([]byte(t.Name()))
-	name := "uploads-" + hex.EncodeToString(sum[:8])
+	srv := fakegcs.Start(t)
+	name := fakegcs.BucketName(t)
 	srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: name, VersioningEnabled: true})
 	b, err := gcsblobs.Open(t.Context(), gcsblobs.Config{Bucket: name, Endpoint: srv.URL()})
 	must(t, err)
@@ -124,54 +106,13 @@ func (r *recordingSigner) seen() []signCall {
 	return append([]signCall(nil), r.calls...)
 }
 
-type uploadEdgeOptions struct {
-	uploads   functions.UploadSigner // nil: not configured
-	maxUpload int64
-	ttl       time.Duration
-	limits    functions.Limits
-}
-
 // newUploadEdge is newEdge with signed uploads configured.
-func newUploadEdge(t *testing.T, o uploadEdgeOptions) *edge {
+func newUploadEdge(t *testing.T, o edgeOptions) *edge {
 	t.Helper()
-	ctx := t.Context()
-	dir := t.TempDir()
-	reg, err := events.NewRegistry()
-	must(t, err)
-	iss, err := localissuer.Open(filepath.Join(dir, "issuer.pem"))
-	must(t, err)
-	ver, err := iss.Verifier()
-	must(t, err)
-	store, err := sqlitedocs.Open(ctx, filepath.Join(dir, "docs.db"))
-	must(t, err)
-	t.Cleanup(func() { store.Close() })
-	bucket, err := dirblobs.Open(filepath.Join(dir, "blobs"))
-	must(t, err)
-	idx, err := flatvectors.Open(filepath.Join(dir, "vectors"))
-	must(t, err)
-	t.Cleanup(func() { idx.Close() })
-	kek, err := filekek.Open(filepath.Join(dir, "kek.json"))
-	must(t, err)
-	secret, err := pseudonym.LoadOrCreateSecret(filepath.Join(dir, "uid.key"))
-	must(t, err)
-	bus := &recordingBus{}
-	logs := &bytes.Buffer{}
-	e := &edge{t: t, issuer: iss, bus: bus, docs: store, dir: dir, pseudo: pseudonym.New(secret), logs: logs}
-	srv := functions.New(functions.Deps{
-		Verifier: ver, Pseudonyms: e.pseudo, Docs: store, Blobs: bucket,
-		Keys:    keys.NewKeyring(kek, keys.NewDocsKeysetStore(store), keys.Options{}),
-		Vectors: idx, Embedder: hashembed.New(), Bus: bus, Events: reg,
-		Logger:        logging.New(&lockedWriter{w: logs}, logging.Options{Level: slog.LevelDebug}),
-		LogUsers:      logging.NewUserHasher([]byte("0123456789abcdef0123456789abcdef")),
-		MaxChunkBytes: 1 << 20, JWKS: iss.JWKS(),
-		Limiter: ratelimit.NewFallback(memlimit.New(memlimit.Options{}), memlimit.New(memlimit.Options{}), nil),
-		Limits:  o.limits,
-		Uploads: o.uploads, MaxUploadBytes: o.maxUpload, UploadURLTTL: o.ttl,
-	})
-	ts := httptest.NewServer(srv)
-	t.Cleanup(ts.Close)
-	e.url = ts.URL
-	return e
+	if o.maxChunk == 0 {
+		o.maxChunk = 1 << 20
+	}
+	return newEdgeWith(t, o)
 }
 
 // post sends body to path; chunked hides the length, so only the body
@@ -221,7 +162,7 @@ func TestUploadURLPutLandsInBucket(t *testing.T) {
 	ub := newUploadBucket(t)
 	rec := &recordingSigner{next: ub.signer}
 	const ttl = 10 * time.Minute
-	e := newUploadEdge(t, uploadEdgeOptions{uploads: rec, maxUpload: 8 << 20, ttl: ttl})
+	e := newUploadEdge(t, edgeOptions{uploads: rec, maxUpload: 8 << 20, ttl: ttl})
 	const uid = "alice-raw-uid"
 	user := e.pseudo.User(uid)
 	wav := tone(440, 500)
@@ -298,7 +239,7 @@ func TestUploadURLRejects(t *testing.T) {
 	ub := newUploadBucket(t)
 	rec := &recordingSigner{next: ub.signer}
 	const maxUpload = 1 << 20
-	e := newUploadEdge(t, uploadEdgeOptions{uploads: rec, maxUpload: maxUpload, ttl: 5 * time.Minute})
+	e := newUploadEdge(t, edgeOptions{uploads: rec, maxUpload: maxUpload, ttl: 5 * time.Minute})
 	tok := e.token("alice")
 	wav := tone(440, 200)
 	if r := e.do("PUT", "/v1/conversations/done/chunks/3", tok, "audio/wav", wav); r.status != http.StatusAccepted {
@@ -378,7 +319,7 @@ func TestUploadURLRejects(t *testing.T) {
 // his URL names his hash, and alice's record is untouched.
 func TestUploadURLCrossUser(t *testing.T) {
 	ub := newUploadBucket(t)
-	e := newUploadEdge(t, uploadEdgeOptions{uploads: ub.signer, maxUpload: 1 << 20, ttl: time.Minute})
+	e := newUploadEdge(t, edgeOptions{uploads: ub.signer, maxUpload: 1 << 20, ttl: time.Minute})
 	alice, bob := e.token("alice"), e.token("bob")
 	if r := e.do("PUT", "/v1/conversations/shared/chunks/0", alice, "audio/wav", tone(440, 200)); r.status != http.StatusAccepted {
 		t.Fatalf("alice PUT: %d %v", r.status, r.body)
@@ -413,7 +354,7 @@ func TestUploadURLCrossUser(t *testing.T) {
 }
 
 func TestUploadURLNotConfigured(t *testing.T) {
-	e := newUploadEdge(t, uploadEdgeOptions{})
+	e := newUploadEdge(t, edgeOptions{})
 	tok := e.token("alice")
 	for _, p := range []string{uploadPath("c1", "0"), uploadPath("a.b", "01")} {
 		r := e.post(p, tok, uploadBody("audio/wav", 1000), false)
@@ -445,7 +386,7 @@ func TestUploadURLSignerFailure(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newUploadEdge(t, uploadEdgeOptions{uploads: tc.uploads, ttl: tc.ttl})
+			e := newUploadEdge(t, edgeOptions{uploads: tc.uploads, ttl: tc.ttl})
 			r := e.post(uploadPath("c1", "0"), e.token("alice"), uploadBody("audio/wav", 1000), false)
 			if r.status != http.StatusServiceUnavailable || errCode(r) != "unavailable" {
 				t.Fatalf("status %d %v, want 503", r.status, r.body)
@@ -461,7 +402,7 @@ func TestUploadURLSignerFailure(t *testing.T) {
 // documented defaults.
 func TestUploadURLDefaults(t *testing.T) {
 	rec := &recordingSigner{next: newUploadBucket(t).signer}
-	e := newUploadEdge(t, uploadEdgeOptions{uploads: rec})
+	e := newUploadEdge(t, edgeOptions{uploads: rec})
 	tok := e.token("alice")
 	if r := e.post(uploadPath("c1", "0"), tok, uploadBody("audio/wav", functions.DefaultMaxUploadBytes+1), false); r.status != http.StatusRequestEntityTooLarge {
 		t.Fatalf("over the default limit: %d", r.status)
@@ -477,7 +418,7 @@ func TestUploadURLDefaults(t *testing.T) {
 // TestUploadURLRateLimited: the route counts against the per-user limit
 // like the chunk PUT.
 func TestUploadURLRateLimited(t *testing.T) {
-	e := newUploadEdge(t, uploadEdgeOptions{
+	e := newUploadEdge(t, edgeOptions{
 		uploads: newUploadBucket(t).signer,
 		limits:  functions.Limits{PerUser: ratelimit.Limit{Rate: 2, Burst: 2, Period: time.Hour}},
 	})

@@ -170,13 +170,7 @@ func TestEndToEndUploadTranscribeSearch(t *testing.T) {
 // TestEndToEndOnEmulators runs the same slice with production adapters:
 // the gcloud Pub/Sub and Firestore emulators and fake-gcs-server.
 func TestEndToEndOnEmulators(t *testing.T) {
-	psHost, fsHost := os.Getenv("PUBSUB_EMULATOR_HOST"), os.Getenv("FIRESTORE_EMULATOR_HOST")
-	if psHost == "" || fsHost == "" {
-		if os.Getenv("LETHE_REQUIRE_EMULATORS") == "1" {
-			t.Fatal("PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST are required (LETHE_REQUIRE_EMULATORS=1)")
-		}
-		t.Skip("no emulators: set PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST (make test starts them)")
-	}
+	psHost, fsHost := requireEmulators(t)
 	requirePocketSphinx(t)
 	gcs, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: "127.0.0.1"})
 	if err != nil {
@@ -208,6 +202,21 @@ func TestEndToEndOnEmulators(t *testing.T) {
 			}
 		}
 	}
+}
+
+// requireEmulators returns the Pub/Sub and Firestore emulator addresses;
+// without them the test skips, or fails under LETHE_REQUIRE_EMULATORS=1
+// (as in CI).
+func requireEmulators(t *testing.T) (pubsub, firestore string) {
+	t.Helper()
+	pubsub, firestore = os.Getenv("PUBSUB_EMULATOR_HOST"), os.Getenv("FIRESTORE_EMULATOR_HOST")
+	if pubsub == "" || firestore == "" {
+		if os.Getenv("LETHE_REQUIRE_EMULATORS") == "1" {
+			t.Fatal("PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST are required (LETHE_REQUIRE_EMULATORS=1)")
+		}
+		t.Skip("no emulators: set PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST (make test starts them)")
+	}
+	return pubsub, firestore
 }
 
 // runSlice uploads two recordings as alice, waits for their transcripts,

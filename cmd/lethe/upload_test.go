@@ -36,13 +36,7 @@ type uploadURLReply struct {
 // Pub/Sub) enters the pipeline: sealed, transcribed, searchable, and the
 // plaintext upload is gone afterwards.
 func TestEndToEndSignedUploadOnEmulators(t *testing.T) {
-	psHost, fsHost := os.Getenv("PUBSUB_EMULATOR_HOST"), os.Getenv("FIRESTORE_EMULATOR_HOST")
-	if psHost == "" || fsHost == "" {
-		if os.Getenv("LETHE_REQUIRE_EMULATORS") == "1" {
-			t.Fatal("PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST are required (LETHE_REQUIRE_EMULATORS=1)")
-		}
-		t.Skip("no emulators: set PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST (make test starts them)")
-	}
+	psHost, fsHost := requireEmulators(t)
 	requirePocketSphinx(t)
 	const bucket = "lethe-e2e-uploads"
 	project := fmt.Sprintf("e2e-upl-%d", time.Now().UnixNano())

@@ -29,6 +29,7 @@ import (
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs"
+	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs/fakegcs"
 	"github.com/lethe-dev/lethe/infra/bus"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/ingest"
@@ -44,39 +45,6 @@ const (
 	contentWAV  = "audio/wav"
 	testdataDir = "../../testdata"
 )
-
-// newServer starts fake-gcs-server in-process on a real loopback listener
-// (as infra/blobs/gcsblobs' tests do), so every read, write and purge goes
-// over the adapter's production HTTP path.
-func newServer(t *testing.T) *fakestorage.Server {
-	t.Helper()
-	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: "127.0.0.1", NoListener: false})
-	if err != nil {
-		t.Fatalf("fakestorage.NewServerWithOptions: %v", err)
-	}
-	t.Cleanup(srv.Stop)
-	return srv
-}
-
-// bucketName derives a valid, unique bucket name from t.Name(): lower
-// case, [a-z0-9-], 3–63 chars, with a hash suffix so truncation never
-// makes two tests share a bucket.
-func bucketName(t *testing.T) string {
-	var b strings.Builder
-	for _, c := range strings.ToLower(t.Name()) {
-		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
-			b.WriteRune(c)
-		} else {
-			b.WriteByte('-')
-		}
-	}
-	sum := sha256.Sum256([]byte(t.Name()))
-	base := strings.Trim(b.String(), "-")
-	if len(base) > 50 {
-		base = strings.TrimRight(base[:50], "-")
-	}
-	return base + "-" + hex.EncodeToString(sum[:5])
-}
 
 // watched is the real upload bucket, counting what the worker asks of it.
 type watched struct {
@@ -132,8 +100,8 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	srv := newServer(t)
-	name := bucketName(t)
+	srv := fakegcs.Start(t)
+	name := fakegcs.BucketName(t)
 	srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: name, VersioningEnabled: true})
 	b, err := gcsblobs.Open(t.Context(), gcsblobs.Config{Bucket: name, Endpoint: srv.URL()})
 	if err != nil {

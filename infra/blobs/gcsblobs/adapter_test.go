@@ -20,6 +20,7 @@ import (
 
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs"
+	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs/fakegcs"
 )
 
 // env is one fake server with one bucket named from t.Name().
@@ -32,8 +33,8 @@ type env struct {
 
 func newEnv(t *testing.T, versioned bool, tune func(*gcsblobs.Config)) *env {
 	t.Helper()
-	srv := newServer(t)
-	name := bucketName(t)
+	srv := fakegcs.Start(t)
+	name := fakegcs.BucketName(t)
 	srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: name, VersioningEnabled: versioned})
 	cfg := gcsblobs.Config{Bucket: name, Endpoint: srv.URL()}
 	if tune != nil {

@@ -2,9 +2,6 @@ package gcsblobs_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +10,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/blobs/blobtest"
 	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs"
+	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs/fakegcs"
 )
 
 // fakeCapabilities declares where fake-gcs-server (v1.56.1) is weaker than
@@ -45,38 +43,6 @@ var fake = fakeCapabilities{
 	Versioning:                    true,
 }
 
-// newServer starts fake-gcs-server in-process on a real loopback listener,
-// so the adapter's HTTP path (JSON uploads, XML reads) is the production one.
-func newServer(t *testing.T) *fakestorage.Server {
-	t.Helper()
-	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: "127.0.0.1", NoListener: false})
-	if err != nil {
-		t.Fatalf("fakestorage.NewServerWithOptions: %v", err)
-	}
-	t.Cleanup(srv.Stop)
-	return srv
-}
-
-// bucketName derives a valid, unique bucket name from t.Name(): lower
-// case, [a-z0-9-], 3–63 chars, with a hash suffix so truncation never
-// makes two tests share a bucket.
-func bucketName(t *testing.T) string {
-	var b strings.Builder
-	for _, c := range strings.ToLower(t.Name()) {
-		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
-			b.WriteRune(c)
-		} else {
-			b.WriteByte('-')
-		}
-	}
-	sum := sha256.Sum256([]byte(t.Name()))
-	base := strings.Trim(b.String(), "-")
-	if len(base) > 50 {
-		base = strings.TrimRight(base[:50], "-")
-	}
-	return base + "-" + hex.EncodeToString(sum[:5])
-}
-
 type harness struct {
 	srv *fakestorage.Server
 	cfg gcsblobs.Config
@@ -102,9 +68,9 @@ func (h *harness) Capabilities() blobtest.Capabilities {
 func (h *harness) Close() {}
 
 func conformance(t *testing.T, versioned bool, tune func(*gcsblobs.Config)) {
-	srv := newServer(t)
+	srv := fakegcs.Start(t)
 	blobtest.RunConformanceTests(t, func(_ context.Context, t *testing.T) (blobtest.Harness, error) {
-		name := bucketName(t)
+		name := fakegcs.BucketName(t)
 		srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: name, VersioningEnabled: versioned})
 		cfg := gcsblobs.Config{Bucket: name, Endpoint: srv.URL()}
 		if tune != nil {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs"
+	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs/fakegcs"
 	"github.com/lethe-dev/lethe/infra/records"
 )
 
@@ -280,7 +281,7 @@ func TestSignedUploadNotifiesPipeline(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	name := bucketName(t)
+	name := fakegcs.BucketName(t)
 	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{
 		Scheme: "http", Host: "127.0.0.1",
 		EventOptions: fakestorage.EventManagerOptions{

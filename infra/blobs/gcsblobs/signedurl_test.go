@@ -27,6 +27,7 @@ import (
 
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs"
+	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs/fakegcs"
 )
 
 const testAccessID = "uploader@lethe-test.iam.gserviceaccount.com"
@@ -320,7 +321,7 @@ func TestUploadSigner(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer keyed.Close()
-	bucket := bucketName(t)
+	bucket := fakegcs.BucketName(t)
 
 	signers := []struct {
 		name string
@@ -434,8 +435,8 @@ func TestUploadSigner(t *testing.T) {
 // does not check signatures (TestUploadSigner does); this proves the URL's
 // path, query and headers are what a bucket takes as a signed upload.
 func TestUploadSignerPutToFake(t *testing.T) {
-	srv := newServer(t)
-	name := bucketName(t)
+	srv := fakegcs.Start(t)
+	name := fakegcs.BucketName(t)
 	srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: name, VersioningEnabled: true})
 	b, err := gcsblobs.Open(t.Context(), gcsblobs.Config{Bucket: name, Endpoint: srv.URL()})
 	if err != nil {
