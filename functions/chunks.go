@@ -23,19 +23,13 @@ type chunkAccepted struct {
 func (s *Server) putChunk(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	c := callerFrom(ctx)
-	cid := r.PathValue("cid")
-	if !records.ValidConversationID(cid) {
-		writeError(w, http.StatusBadRequest, "invalid_conversation_id", "conversation id must match [A-Za-z0-9_-]{1,64}")
-		return
-	}
-	seq, ok := parseSeq(r.PathValue("seq"))
+	cid, seq, ok := chunkAddress(w, r)
 	if !ok {
-		writeError(w, http.StatusBadRequest, "invalid_seq", "seq must be an integer from 0 to 1000000")
 		return
 	}
 	ct := r.Header.Get("Content-Type")
 	if !ingest.AcceptedType(ct) {
-		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send audio/wav, audio/L16;rate=N or audio/ogg;codecs=opus")
+		writeUnsupportedType(w)
 		return
 	}
 	if r.ContentLength > s.d.MaxChunkBytes {
@@ -70,6 +64,26 @@ func (s *Server) putChunk(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, chunkAccepted{res.Chunk.ConversationID, res.Chunk.Seq, res.Chunk.SHA256, status})
 }
 
+// chunkAddress reads {cid} and {seq} of a chunk route, answering 400 when
+// either is invalid.
+func chunkAddress(w http.ResponseWriter, r *http.Request) (cid string, seq int, ok bool) {
+	cid = r.PathValue("cid")
+	if !records.ValidConversationID(cid) {
+		writeError(w, http.StatusBadRequest, "invalid_conversation_id", "conversation id must match [A-Za-z0-9_-]{1,64}")
+		return "", 0, false
+	}
+	seq, ok = parseSeq(r.PathValue("seq"))
+	if !ok {
+		writeError(w, http.StatusBadRequest, "invalid_seq", "seq must be an integer from 0 to 1000000")
+		return "", 0, false
+	}
+	return cid, seq, true
+}
+
+func writeUnsupportedType(w http.ResponseWriter) {
+	writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send audio/wav, audio/L16;rate=N or audio/ogg;codecs=opus")
+}
+
 // parseSeq accepts the canonical decimal form of 0..records.MaxSeq.
 func parseSeq(s string) (int, bool) {
 	seq, err := strconv.Atoi(s)
@@ -87,7 +101,7 @@ func (s *Server) intake() *ingest.Intake {
 func (s *Server) chunkError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, ingest.ErrUnsupportedType):
-		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send audio/wav, audio/L16;rate=N or audio/ogg;codecs=opus")
+		writeUnsupportedType(w)
 	case errors.Is(err, ingest.ErrUnsupportedAudio):
 		writeError(w, http.StatusUnsupportedMediaType, "unsupported_audio", "this audio encoding is not supported")
 	case errors.Is(err, ingest.ErrMalformedAudio):

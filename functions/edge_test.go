@@ -179,6 +179,12 @@ func (e *edge) do(method, path, token, contentType string, body []byte) reply {
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	return e.send(req)
+}
+
+// send does req and reads the JSON reply (every edge reply is JSON).
+func (e *edge) send(req *http.Request) reply {
+	e.t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	must(e.t, err)
 	defer resp.Body.Close()
@@ -186,7 +192,7 @@ func (e *edge) do(method, path, token, contentType string, body []byte) reply {
 	var m map[string]any
 	if len(raw) > 0 {
 		if err := json.Unmarshal(raw, &m); err != nil {
-			e.t.Fatalf("%s %s: non-JSON reply %q", method, path, raw)
+			e.t.Fatalf("%s %s: non-JSON reply %q", req.Method, req.URL.Path, raw)
 		}
 	}
 	return reply{resp.StatusCode, m, resp.Header}

@@ -66,14 +66,8 @@ func (s *Server) uploadURL(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotImplemented, "not_configured", "signed uploads need Cloud Storage (LETHE_BLOBS=gcs)")
 		return
 	}
-	cid := r.PathValue("cid")
-	if !records.ValidConversationID(cid) {
-		writeError(w, http.StatusBadRequest, "invalid_conversation_id", "conversation id must match [A-Za-z0-9_-]{1,64}")
-		return
-	}
-	seq, ok := parseSeq(r.PathValue("seq"))
+	cid, seq, ok := chunkAddress(w, r)
 	if !ok {
-		writeError(w, http.StatusBadRequest, "invalid_seq", "seq must be an integer from 0 to 1000000")
 		return
 	}
 	req, status, code, msg := decodeUploadURLRequest(w, r)
@@ -82,7 +76,7 @@ func (s *Server) uploadURL(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(req.ContentType) > maxUploadContentType || !ingest.AcceptedType(req.ContentType) {
-		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send audio/wav, audio/L16;rate=N or audio/ogg;codecs=opus")
+		writeUnsupportedType(w)
 		return
 	}
 	if req.Size == nil || *req.Size <= 0 {

@@ -132,17 +132,7 @@ func (e *edge) post(path, token string, body []byte, chunked bool) reply {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	must(e.t, err)
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var m map[string]any
-	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &m); err != nil {
-			e.t.Fatalf("POST %s: non-JSON reply %q", path, raw)
-		}
-	}
-	return reply{resp.StatusCode, m, resp.Header}
+	return e.send(req)
 }
 
 func uploadPath(cid, seq string) string {
