@@ -43,7 +43,7 @@ type Config struct {
 
 	// Workers lists what `lethe run` starts besides the edge ("none" for
 	// the edge alone): a way to hold work back, e.g. to inspect a backlog.
-	Workers string `envconfig:"LETHE_WORKERS" default:"transcribe,embed,store,uploads,reconcile" desc:"workers lethe run starts: any of transcribe, embed, store, uploads (only with LETHE_BLOBS=gcs), reconcile, or none"`
+	Workers string `envconfig:"LETHE_WORKERS" default:"transcribe,embed,store,uploads,lifecycle,reconcile" desc:"workers lethe run starts: any of transcribe, embed, store, uploads (only with LETHE_BLOBS=gcs), lifecycle (retention, erasure, export), reconcile, or none"`
 
 	RateUserPerMin     int `envconfig:"LETHE_RATE_USER_PER_MIN" default:"600" desc:"requests per minute per user (0: off)"`
 	RateSearchPerMin   int `envconfig:"LETHE_RATE_SEARCH_PER_MIN" default:"60" desc:"searches per minute per user (0: off)"`
@@ -262,7 +262,7 @@ func (c Config) runRoles() (roles, error) {
 	}
 	for _, w := range splitList(c.Workers) {
 		switch w {
-		case workerTranscribe, workerEmbed, workerStore:
+		case workerTranscribe, workerEmbed, workerStore, workerLifecycle:
 			r.workers = append(r.workers, w)
 		case workerUploads:
 			// Signed uploads exist only on Cloud Storage; with local blobs
@@ -273,7 +273,7 @@ func (c Config) runRoles() (roles, error) {
 		case workerReconcile:
 			r.reconcile = true
 		default:
-			return r, fmt.Errorf("LETHE_WORKERS: unknown worker %q (want transcribe, embed, store, uploads, reconcile or none)", w)
+			return r, fmt.Errorf("LETHE_WORKERS: unknown worker %q (want transcribe, embed, store, uploads, lifecycle, reconcile or none)", w)
 		}
 	}
 	return r, nil

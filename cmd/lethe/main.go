@@ -27,8 +27,12 @@ Usage:
   lethe run                 edge, every worker and the reconciler in one process
                             (embedded defaults: no cloud account, no Docker)
   lethe edge                the HTTP edge only
-  lethe worker NAME         one worker: transcribe, embed, store, reconcile
-  lethe token --uid UID     print a token of the local issuer (embedded mode)
+  lethe worker NAME         one worker: transcribe, embed, store, uploads,
+                            lifecycle, reconcile
+  lethe token --uid UID [--admin]
+                            print a token of the local issuer (embedded mode)
+  lethe users erase UID     erase a user everywhere (the erasure saga), with progress
+  lethe users export UID    build a user's export archive, with progress
   lethe pinecone ensure-index
                             create the Pinecone index if absent; print its host
   lethe version             print the version
@@ -80,6 +84,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdToken(ctx, cfg, rest, stdout, stderr)
 	case "pinecone":
 		err = cmdPinecone(ctx, cfg, rest, stdout, stderr)
+	case "users":
+		err = cmdUsers(ctx, cfg, logger, rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lethe: unknown command %q\n\n%s", cmd, usage)
 		return 2

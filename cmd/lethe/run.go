@@ -33,6 +33,9 @@ const (
 	// workerUploads takes the upload bucket's notifications (signed-URL
 	// uploads) into the pipeline.
 	workerUploads = "uploads"
+	// workerLifecycle takes the lifecycle topic: retention sweeps, user
+	// erasures and exports, routed by event type.
+	workerLifecycle = "lifecycle"
 )
 
 // topology is every topic and subscription; embedded mode creates it at
@@ -49,7 +52,7 @@ func topology() []bus.TopicSpec {
 		{Name: events.TopicTranscripts, Subscriptions: sub(workerEmbed)},
 		{Name: events.TopicEmbeddings, Subscriptions: sub(workerStore)},
 		{Name: events.TopicTwilio},
-		{Name: events.TopicLifecycle},
+		{Name: events.TopicLifecycle, Subscriptions: sub(workerLifecycle)},
 	}
 }
 
@@ -101,6 +104,10 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 		workerEmbed:      (&embed.Worker{Docs: a.docs, Keys: a.keys, Embedder: a.embedder, Bus: pub, Events: a.events}).Handle,
 		workerStore:      (&store.Worker{Docs: a.docs, Keys: a.keys, Vectors: a.vectors, Events: a.events, Now: now}).Handle,
 	}
+	// lifecycle routes the lifecycle topic's events by type; each feature
+	// (retention, erasure, export) registers the handler of its type.
+	lifecycle := map[string]bus.Handler{}
+	handlers[workerLifecycle] = bus.ByType(lifecycle)
 	intake := &ingest.Intake{Docs: a.docs, Blobs: a.blobs, Keys: a.keys, Bus: pub, Events: a.events, Logger: logger, Now: now}
 	decoders := map[string]bus.Decoder{}
 	if a.gcs != nil {
@@ -286,7 +293,7 @@ func cmdEdge(ctx context.Context, cfg Config, logger *slog.Logger, args []string
 
 func cmdWorker(ctx context.Context, cfg Config, logger *slog.Logger, args []string) error {
 	if len(args) != 1 {
-		return usageError{errors.New("want one worker name: transcribe, embed, store, uploads or reconcile")}
+		return usageError{errors.New("want one worker name: transcribe, embed, store, uploads, lifecycle or reconcile")}
 	}
 	if args[0] == workerUploads && cfg.Blobs != "gcs" {
 		return usageError{errors.New("the uploads worker takes Cloud Storage notifications: it needs LETHE_BLOBS=gcs")}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/lethe-dev/lethe/infra/auth"
 	"github.com/lethe-dev/lethe/infra/auth/localissuer"
 )
 
@@ -16,6 +17,7 @@ func cmdToken(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 	fs := newFlagSet("token", stderr)
 	uid := fs.String("uid", "", "the user id (the token's sub)")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime of the token (at most 24h)")
+	admin := fs.Bool("admin", false, "give the token the admin role (development only)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -32,7 +34,11 @@ func cmdToken(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 	if err != nil {
 		return fmt.Errorf("localissuer.Open: %w", err)
 	}
-	tok, err := iss.Mint(*uid, *ttl)
+	var roles []string
+	if *admin {
+		roles = []string{auth.RoleAdmin}
+	}
+	tok, err := iss.MintWithRoles(*uid, roles, *ttl)
 	if err != nil {
 		return fmt.Errorf("localissuer.Mint: %w", err)
 	}

@@ -6,16 +6,24 @@ package auth
 import (
 	"context"
 	"errors"
+	"slices"
 )
 
 // ErrUnauthenticated: missing, malformed, expired or badly signed token.
 var ErrUnauthenticated = errors.New("auth: unauthenticated")
+
+// RoleAdmin is the role (from the token's roles custom claim) that admin
+// routes require.
+const RoleAdmin = "admin"
 
 // Identity is what a verified token proves.
 type Identity struct {
 	UID   string
 	Roles []string
 }
+
+// HasRole reports whether the identity holds role.
+func (id Identity) HasRole(role string) bool { return slices.Contains(id.Roles, role) }
 
 // Verifier checks a raw bearer token.
 type Verifier interface {
