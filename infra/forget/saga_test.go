@@ -375,3 +375,46 @@ func TestRequestSurvivesAnAnnounceFailure(t *testing.T) {
 		t.Fatalf("empty user: %v", err)
 	}
 }
+
+func TestEraseOneConversation(t *testing.T) {
+	e := newEnv(t)
+	e.populate(alice, 3)
+	e.populate(bob, 1)
+	ctx := t.Context()
+	c := &forget.Conversations{Docs: e.docs, Blobs: e.blobs, Vectors: e.vecs, Audit: &audit.Log{Docs: e.docs}}
+	// Bob has no conv-2: erasing it touches nothing of alice's.
+	if _, err := c.Erase(ctx, bob, "conv-2", audit.UserActor(bob)); !errors.Is(err, forget.ErrNoConversation) {
+		t.Fatalf("bob erases alice's conversation id: %v", err)
+	}
+	rec, err := c.Erase(ctx, alice, "conv-1", audit.UserActor(alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]forget.StoreCount{
+		forget.StoreDocuments: {Found: 3, Deleted: 3}, forget.StoreBlobs: {Found: 1, Deleted: 1}, forget.StoreVectors: {Found: 1, Deleted: 1},
+	}
+	for store, w := range want {
+		if rec.Stores[store] != w {
+			t.Errorf("%s: %+v, want %+v", store, rec.Stores[store], w)
+		}
+	}
+	got := e.count(alice)
+	if got["documents"] != 3*3+1-3 || got["blobs"] != 2 || got["vectors"] != 2 {
+		t.Fatalf("alice after deleting one of three conversations: %v", got)
+	}
+	if _, err := e.docs.Get(ctx, records.ConversationKey(bob, "conv-0")); err != nil {
+		t.Fatalf("bob's conversation: %v", err)
+	}
+	if _, err := c.Erase(ctx, alice, "conv-1", audit.UserActor(alice)); !errors.Is(err, forget.ErrNoConversation) {
+		t.Fatalf("second erase: %v", err)
+	}
+	for _, bad := range []string{"", "../x", "a b"} {
+		if _, err := c.Erase(ctx, alice, bad, audit.UserActor(alice)); !errors.Is(err, docs.ErrInvalid) {
+			t.Errorf("cid %q: %v", bad, err)
+		}
+	}
+	entries, _, _ := (&audit.Log{Docs: e.docs}).List(ctx, audit.Filter{Subject: alice})
+	if len(entries) != 1 || entries[0].Action != audit.ActionConversationDeleted || entries[0].Counts["documents.deleted"] != 3 {
+		t.Fatalf("audit %+v", entries)
+	}
+}
