@@ -23,12 +23,14 @@ import (
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/functions"
 	"github.com/lethe-dev/lethe/infra/audio"
+	"github.com/lethe-dev/lethe/infra/audit"
 	"github.com/lethe-dev/lethe/infra/auth/jwtverify"
 	"github.com/lethe-dev/lethe/infra/auth/localissuer"
 	"github.com/lethe-dev/lethe/infra/blobs/dirblobs"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
 	"github.com/lethe-dev/lethe/infra/embed/hashembed"
+	"github.com/lethe-dev/lethe/infra/forget"
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/keys/filekek"
 	"github.com/lethe-dev/lethe/infra/keys/pseudonym"
@@ -77,6 +79,21 @@ type edge struct {
 	dir    string
 	pseudo *pseudonym.Pseudonymizer
 	logs   *bytes.Buffer
+	saga   *forget.Saga
+	// sessions records the uids whose sessions were revoked.
+	sessions *revokedSessions
+}
+
+type revokedSessions struct {
+	mu   sync.Mutex
+	uids []string
+}
+
+func (r *revokedSessions) RevokeSessions(ctx context.Context, uid string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.uids = append(r.uids, uid)
+	return nil
 }
 
 func newEdge(t testing.TB, maxChunk int64) *edge {
@@ -122,14 +139,22 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 	bus := &recordingBus{}
 	logs := &bytes.Buffer{}
 	e := &edge{t: t, issuer: iss, bus: bus, docs: store, dir: dir, pseudo: pseudonym.New(secret), logs: logs}
+	keyring := keys.NewKeyring(kek, keys.NewDocsKeysetStore(store), keys.Options{})
+	limiter := ratelimit.NewFallback(memlimit.New(memlimit.Options{}), memlimit.New(memlimit.Options{}), nil)
+	trail := &audit.Log{Docs: store}
+	e.saga = &forget.Saga{Docs: store, Blobs: bucket, Vectors: idx, Keys: keyring, Rates: limiter,
+		RateKeys: functions.RateLimitKeys, Audit: trail, Bus: bus, Events: reg}
+	e.sessions = &revokedSessions{}
 	srv := functions.New(functions.Deps{
+		Erasures: e.saga, Conversations: &forget.Conversations{Docs: store, Blobs: bucket, Vectors: idx, Audit: trail},
+		Audit: trail, Sessions: e.sessions,
 		Verifier: ver, Pseudonyms: e.pseudo, Docs: store, Blobs: bucket,
-		Keys:    keys.NewKeyring(kek, keys.NewDocsKeysetStore(store), keys.Options{}),
+		Keys:    keyring,
 		Vectors: idx, Embedder: hashembed.New(), Bus: bus, Events: reg,
 		Logger:        logging.New(&lockedWriter{w: logs}, logging.Options{Level: slog.LevelDebug}),
 		LogUsers:      logging.NewUserHasher([]byte("0123456789abcdef0123456789abcdef")),
 		MaxChunkBytes: o.maxChunk, JWKS: iss.JWKS(),
-		Limiter: ratelimit.NewFallback(memlimit.New(memlimit.Options{}), memlimit.New(memlimit.Options{}), nil),
+		Limiter: limiter,
 		Limits:  o.limits,
 		Uploads: o.uploads, MaxUploadBytes: o.maxUpload, UploadURLTTL: o.ttl,
 	})
