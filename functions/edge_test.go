@@ -32,6 +32,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/keys/filekek"
 	"github.com/lethe-dev/lethe/infra/keys/pseudonym"
+	"github.com/lethe-dev/lethe/infra/keys/secrets"
 	"github.com/lethe-dev/lethe/infra/logging"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
 	"github.com/lethe-dev/lethe/infra/ratelimit/memlimit"
@@ -117,17 +118,17 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 	t.Cleanup(func() { idx.Close() })
 	kek, err := filekek.Open(filepath.Join(dir, "kek.json"))
 	must(t, err)
-	secret, err := pseudonym.LoadOrCreateSecret(filepath.Join(dir, "uid.key"))
+	secret, err := secrets.New(store, kek).Get(context.Background(), secrets.UIDHMAC, 1)
 	must(t, err)
 	bus := &recordingBus{}
 	logs := &bytes.Buffer{}
-	e := &edge{t: t, issuer: iss, bus: bus, docs: store, dir: dir, pseudo: pseudonym.New(secret), logs: logs}
+	e := &edge{t: t, issuer: iss, bus: bus, docs: store, dir: dir, pseudo: pseudonym.New(1, secret), logs: logs}
 	srv := functions.New(functions.Deps{
 		Verifier: ver, Pseudonyms: e.pseudo, Docs: store, Blobs: bucket,
 		Keys:    keys.NewKeyring(kek, keys.NewDocsKeysetStore(store), keys.Options{}),
 		Vectors: idx, Embedder: hashembed.New(), Bus: bus, Events: reg,
 		Logger:        logging.New(&lockedWriter{w: logs}, logging.Options{Level: slog.LevelDebug}),
-		LogUsers:      logging.NewUserHasher([]byte("0123456789abcdef0123456789abcdef")),
+		LogUsers:      logging.NewUserHasher(1, []byte("0123456789abcdef0123456789abcdef")),
 		MaxChunkBytes: o.maxChunk, JWKS: iss.JWKS(),
 		Limiter: ratelimit.NewFallback(memlimit.New(memlimit.Options{}), memlimit.New(memlimit.Options{}), nil),
 		Limits:  o.limits,
@@ -529,7 +530,7 @@ func TestAccessLogCarriesKeyedUserHashOnly(t *testing.T) {
 		t.Fatalf("status %d", r.status)
 	}
 	logs := e.logs.String()
-	want := logging.NewUserHasher([]byte("0123456789abcdef0123456789abcdef")).Attr("alice-log-uid").Value.String()
+	want := logging.NewUserHasher(1, []byte("0123456789abcdef0123456789abcdef")).Attr("alice-log-uid").Value.String()
 	if !strings.Contains(logs, want) {
 		t.Fatalf("access log lacks the user hash %s: %s", want, logs)
 	}
