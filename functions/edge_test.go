@@ -411,7 +411,7 @@ func TestPutChunkPublishFailureIsNotAcknowledged(t *testing.T) {
 	if len(evs) != 1 {
 		t.Fatalf("%d events, want 1", len(evs))
 	}
-	want := records.ChunkEventID(e.pseudo.User("alice"), "c1", 3, r.body["sha256"].(string))
+	want := records.ChunkEventID(e.pseudo.User("alice"), "c1", 3, r.body["digest"].(string))
 	if evs[0].ID() != want {
 		t.Fatalf("event id %s, want the deterministic %s", evs[0].ID(), want)
 	}
