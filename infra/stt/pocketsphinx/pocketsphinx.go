@@ -235,8 +235,8 @@ func (t *Transcriber) Transcribe(ctx context.Context, pcm audio.PCM) (stt.Transc
 
 	// Too much output means something is wrong: stop the process at once.
 	stdout := &boundedBuffer{limit: maxStdout, overflowed: func() { cancel(errOutputTooLarge) }}
-	cmd := exec.CommandContext(ctx, bin, args...) // no shell: paths are arguments
 	stderr := &boundedBuffer{limit: maxLog}       // the decoder log
+	cmd := exec.CommandContext(ctx, bin, args...) // no shell: paths are arguments
 	cmd.Dir = dir
 	cmd.Env = []string{"LC_ALL=C"}
 	cmd.Stdin = bytes.NewReader(rawPCM(pcm))
