@@ -35,7 +35,7 @@ func testConfig(t testing.TB) Config {
 		ProjectID: "lethe-e2e", Bus: "embedded", LogLevel: "warn",
 		ShutdownTimeout: 20 * time.Second, HandlerTimeout: time.Minute,
 		ReconcileEvery: 500 * time.Millisecond, ReconcileAfter: time.Minute,
-		Workers: "transcribe,embed,store,reconcile", MaxInFlight: 4,
+		Workers: "transcribe,embed,store,lifecycle,reconcile", MaxInFlight: 4,
 		MaxChunkBytes: 16 << 20, STT: "pocketsphinx", Embedder: "hashing",
 		Documents: "sqlite", Blobs: "dir", Vectors: "flat", KEK: "file", RateLimit: "memory", Auth: "local",
 		EmbedDim: 1024, Delivery: "pull",
