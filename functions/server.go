@@ -297,7 +297,7 @@ func (s *Server) auth(o authOptions, next http.HandlerFunc) http.Handler {
 			return
 		}
 		if gone {
-			if !s.allow(w, r, "erased:"+clientAddr(r), s.d.Limits.FailedAuth, ratelimit.FallbackLocal) {
+			if !s.allow(w, r, "erased:"+clientAddr(r), s.d.Limits.PerUser, ratelimit.FallbackLocal) {
 				return
 			}
 			if !o.allowErased {

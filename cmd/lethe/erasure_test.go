@@ -21,11 +21,15 @@ import (
 	"google.golang.org/api/iterator"
 
 	"github.com/lethe-dev/lethe/events"
+	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/bus"
+	"github.com/lethe-dev/lethe/infra/docs"
+	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
 	"github.com/lethe-dev/lethe/infra/forget"
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/logging"
 	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/infra/vectors"
 )
 
 type erasureReply struct {
@@ -430,4 +434,114 @@ func (l *lockedBuffer) String() string {
 
 func newTestJSONLogger(w io.Writer) *slog.Logger {
 	return logging.New(w, logging.Options{Level: slog.LevelInfo})
+}
+
+// TestKillMidErasureResumes: SIGKILL lethe run while an erasure is running;
+// after a restart the saga completes from its last step and the receipt
+// counts what the user had.
+func TestKillMidErasureResumes(t *testing.T) {
+	requirePocketSphinx(t)
+	dir := t.TempDir()
+	const uid, n = "kill-mid-erasure-uid", 2000
+	// The user's data, written straight into the embedded stores: enough
+	// that the saga takes long enough to be killed in the middle.
+	cfg := testConfig(t)
+	cfg.DataDir = dir
+	a, err := openApp(t.Context(), cfg, testLogger(t), overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := a.pseudo.User(uid)
+	ctx := t.Context()
+	now := time.Now().UTC()
+	var vecs []vectors.Record
+	for i := range n {
+		cid := fmt.Sprintf("k%05d", i)
+		conv, _ := records.Conversation{ID: cid, CreatedAt: now, UpdatedAt: now}.Doc(user)
+		chunk, _ := records.Chunk{ConversationID: cid, Status: records.StatusIndexed, UpdatedAt: now}.Doc(user)
+		for _, d := range []docs.Doc{conv, chunk} {
+			if err := a.docs.Put(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sealed, err := a.keys.Seal(ctx, user, []byte("words of "+cid), []byte("ad"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.blobs.Write(ctx, records.AudioPrefix(user)+cid+"/0000000-x.sealed", bytes.NewReader(sealed), blobs.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		v := make([]float32, 384)
+		v[i%384] = 1
+		vecs = append(vecs, vectors.Record{ID: records.VectorID(cid, 0), Values: v})
+	}
+	for len(vecs) > 0 {
+		k := min(len(vecs), 1000)
+		if err := a.vectors.Upsert(ctx, user, vecs[:k]); err != nil {
+			t.Fatal(err)
+		}
+		vecs = vecs[k:]
+	}
+	wantDocs, err := a.docs.CountUser(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.close()
+
+	l := startLethe(t, dir, "LETHE_WORKERS=lifecycle,reconcile")
+	c := client{t, "http://" + l.addr, mintToken(t, dir, uid)}
+	var er erasureReply
+	if code := c.do("DELETE", "/v1/me", "", nil, &er); code != http.StatusAccepted {
+		t.Fatalf("DELETE /v1/me: %d", code)
+	}
+	deadline := time.Now().Add(time.Minute)
+	// Kill once the inventory is recorded: the delete step is under way.
+	for er.State != forget.StateRunning || len(er.Receipt.Stores) == 0 {
+		if time.Now().After(deadline) || er.State == forget.StateDone {
+			t.Fatalf("never saw the erasure running: %+v", er)
+		}
+		c.do("GET", "/v1/me/erasure/"+er.ID, "", nil, &er)
+	}
+	if err := l.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = l.cmd.Wait()
+	// It died mid-saga: the record says running, not done.
+	mid := readErasure(t, dir, er.ID)
+	if mid.State != forget.StateRunning {
+		t.Fatalf("after SIGKILL the erasure is %s (step %s), want running", mid.State, mid.Step)
+	}
+	t.Logf("killed after step %q", mid.Step)
+
+	l2 := startLethe(t, dir, "LETHE_WORKERS=lifecycle,reconcile")
+	c.base = "http://" + l2.addr
+	done := c.waitErased(er.ID)
+	if done.State != forget.StateDone {
+		t.Fatalf("after restart: %+v", done)
+	}
+	want := map[string]int{forget.StoreDocuments: wantDocs, forget.StoreBlobs: n, forget.StoreVectors: n, forget.StoreKeys: 1}
+	for store, w := range want {
+		if got := done.Receipt.Stores[store]; got.Found != w || got.Deleted != w || got.Remaining != 0 {
+			t.Errorf("receipt %s = %+v, want %d found and deleted, 0 remaining", store, got, w)
+		}
+	}
+}
+
+// readErasure reads an erasure record straight from the data dir's store.
+func readErasure(t *testing.T, dir, id string) forget.Erasure {
+	t.Helper()
+	s, err := sqlitedocs.Open(t.Context(), dataPaths{dir}.docs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	d, err := s.Get(t.Context(), forget.ErasureKey(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e forget.Erasure
+	if err := json.Unmarshal(d.Data, &e); err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
