@@ -77,6 +77,9 @@ type edge struct {
 	dir    string
 	pseudo *pseudonym.Pseudonymizer
 	logs   *bytes.Buffer
+	blobs  *dirblobs.Bucket
+	keys   *keys.Keyring
+	events *events.Registry
 }
 
 func newEdge(t testing.TB, maxChunk int64) *edge {
@@ -95,6 +98,8 @@ type edgeOptions struct {
 	uploads   functions.UploadSigner // nil: signed uploads not configured
 	maxUpload int64
 	ttl       time.Duration
+	now       func() time.Time // nil: the real clock
+	exportKey []byte           // signs export download URLs
 }
 
 func newEdgeWith(t testing.TB, o edgeOptions) *edge {
@@ -122,9 +127,11 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 	bus := &recordingBus{}
 	logs := &bytes.Buffer{}
 	e := &edge{t: t, issuer: iss, bus: bus, docs: store, dir: dir, pseudo: pseudonym.New(secret), logs: logs}
+	e.blobs, e.events = bucket, reg
+	e.keys = keys.NewKeyring(kek, keys.NewDocsKeysetStore(store), keys.Options{})
 	srv := functions.New(functions.Deps{
 		Verifier: ver, Pseudonyms: e.pseudo, Docs: store, Blobs: bucket,
-		Keys:    keys.NewKeyring(kek, keys.NewDocsKeysetStore(store), keys.Options{}),
+		Keys:    e.keys,
 		Vectors: idx, Embedder: hashembed.New(), Bus: bus, Events: reg,
 		Logger:        logging.New(&lockedWriter{w: logs}, logging.Options{Level: slog.LevelDebug}),
 		LogUsers:      logging.NewUserHasher([]byte("0123456789abcdef0123456789abcdef")),
@@ -132,6 +139,7 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 		Limiter: ratelimit.NewFallback(memlimit.New(memlimit.Options{}), memlimit.New(memlimit.Options{}), nil),
 		Limits:  o.limits,
 		Uploads: o.uploads, MaxUploadBytes: o.maxUpload, UploadURLTTL: o.ttl,
+		Now: o.now, ExportURLKey: o.exportKey,
 	})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)

@@ -74,6 +74,11 @@ type Deps struct {
 	// MaxUploadBytes bounds a signed upload; UploadURLTTL is a URL's lifetime.
 	MaxUploadBytes int64
 	UploadURLTTL   time.Duration
+	// ExportURLKey signs export download URLs (HMAC-SHA256); every
+	// instance must share it. Empty: downloads answer 501.
+	ExportURLKey []byte
+	// ExportURLTTL is a download URL's lifetime (default 15 minutes).
+	ExportURLTTL time.Duration
 	// Ready reports whether dependencies answer (for /readyz).
 	Ready func(ctx context.Context) error
 	// JWKS, when set, is served at /.well-known/jwks.json (the embedded
@@ -104,6 +109,8 @@ func New(d Deps) *Server {
 	s.mux.Handle("GET /v1/conversations", s.authed(s.listConversations))
 	s.mux.Handle("GET /v1/conversations/{cid}", s.authed(s.getConversation))
 	s.mux.Handle("GET /v1/search", s.authed(s.limited("search", d.Limits.Search, ratelimit.FailClosed, s.search)))
+	s.routeNotes()
+	s.routeExport()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such route")
 	})

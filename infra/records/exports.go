@@ -34,7 +34,11 @@ var exportIDRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
 func ValidExportID(id string) bool { return exportIDRe.MatchString(id) }
 
 // NewExportID returns a random export id (also the request_id of its event).
-func NewExportID() string {
+func NewExportID() string { return randomID() }
+
+// randomID is 128 random bits in hex: ids of documents the user creates,
+// never derived from content.
+func randomID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // never fails (Go ≥ 1.24)
 	return hex.EncodeToString(b[:])

@@ -22,6 +22,9 @@ var noteIDRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
 // ValidNoteID reports whether id has the shape of a note id (32 hex).
 func ValidNoteID(id string) bool { return noteIDRe.MatchString(id) }
 
+// NewNoteID returns a random note id.
+func NewNoteID() string { return randomID() }
+
 // Note is an end-to-end encrypted note. Sealed is the client's ciphertext,
 // sealed again with the user's key (NoteAD): the server never holds the
 // client's key and never reads the note.

@@ -37,8 +37,8 @@ const (
 	Format = "lethe-export/v1"
 )
 
-// page is how many documents one query reads.
-const page = 200
+// DefaultPage is how many documents one query reads.
+const DefaultPage = 200
 
 // maxSealedAudio bounds one audio blob read back (the ingest limits are
 // below it).
@@ -290,7 +290,7 @@ func (w *Worker) build(ctx context.Context, user, id string, now time.Time) (bui
 		log := &audit.Log{Docs: w.Docs}
 		cursor := ""
 		for {
-			entries, next, err := log.List(ctx, audit.Filter{Subject: user, After: cursor, Limit: page})
+			entries, next, err := log.List(ctx, audit.Filter{Subject: user, After: cursor, Limit: w.page()})
 			if err != nil {
 				return err
 			}
@@ -390,7 +390,7 @@ func (w *Worker) eachConversation(ctx context.Context, user string, fn func(reco
 	seenAtLast := map[string]bool{}
 	for {
 		q := docs.Query{User: user, Collection: records.Conversations, OrderBy: records.FieldCreatedAt,
-			Limit: page + len(seenAtLast)}
+			Limit: w.page() + len(seenAtLast)}
 		if last >= 0 {
 			q.Filters = []docs.Filter{{Field: records.FieldCreatedAt, Op: docs.Gte, Value: last}}
 		}
@@ -449,7 +449,7 @@ func (w *Worker) eachOfConversation(ctx context.Context, user, coll, cid string,
 	var last int64 = -1
 	for {
 		found, err := w.Docs.Query(ctx, docs.Query{
-			User: user, Collection: coll, OrderBy: records.FieldSeq, Limit: page,
+			User: user, Collection: coll, OrderBy: records.FieldSeq, Limit: w.page(),
 			Filters: []docs.Filter{
 				{Field: records.FieldConversation, Op: docs.Eq, Value: cid},
 				{Field: records.FieldSeq, Op: docs.Gt, Value: last},
@@ -464,17 +464,24 @@ func (w *Worker) eachOfConversation(ctx context.Context, user, coll, cid string,
 			}
 			last, _ = d.Fields[records.FieldSeq].(int64)
 		}
-		if len(found) < page {
+		if len(found) < w.page() {
 			return nil
 		}
 	}
+}
+
+func (w *Worker) page() int {
+	if w.Page > 0 {
+		return w.Page
+	}
+	return DefaultPage
 }
 
 // eachNote pages the user's notes oldest first.
 func (w *Worker) eachNote(ctx context.Context, user string, fn func(records.Note) error) error {
 	after := ""
 	for {
-		q := docs.Query{User: user, Collection: records.Notes, OrderBy: records.FieldOrder, Limit: page}
+		q := docs.Query{User: user, Collection: records.Notes, OrderBy: records.FieldOrder, Limit: w.page()}
 		if after != "" {
 			q.Filters = []docs.Filter{{Field: records.FieldOrder, Op: docs.Gt, Value: after}}
 		}
@@ -492,7 +499,7 @@ func (w *Worker) eachNote(ctx context.Context, user string, fn func(records.Note
 			}
 			after, _ = d.Fields[records.FieldOrder].(string)
 		}
-		if len(found) < page {
+		if len(found) < w.page() {
 			return nil
 		}
 	}

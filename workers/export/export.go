@@ -60,7 +60,9 @@ type Worker struct {
 	// start it again (default DefaultLease); keep it above the handler
 	// timeout.
 	Lease time.Duration
-	Now   func() time.Time
+	// Page is how many documents one query reads (default DefaultPage).
+	Page int
+	Now  func() time.Time
 	// Progress, when set, hears each step of a build (the CLI prints it).
 	Progress func(step string, n int)
 }
