@@ -108,6 +108,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 	// (retention, erasure, export) registers the handler of its type.
 	lifecycle := map[string]bus.Handler{}
 	handlers[workerLifecycle] = bus.ByType(lifecycle)
+	lifecycle[events.TypeUserExportRequested] = newExporter(cfg, a, now).Handle
 	intake := &ingest.Intake{Docs: a.docs, Blobs: a.blobs, Keys: a.keys, Bus: pub, Events: a.events, Logger: logger, Now: now}
 	decoders := map[string]bus.Decoder{}
 	if a.gcs != nil {
@@ -187,6 +188,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			Logger: logger, LogUsers: a.logUsers, MaxChunkBytes: cfg.MaxChunkBytes,
 			Limiter: a.limiter, Limits: cfg.limits(),
 			Uploads: a.uploadSigner, MaxUploadBytes: cfg.MaxUploadBytes, UploadURLTTL: cfg.UploadURLTTL,
+			ExportURLTTL: cfg.ExportURLTTL,
 			Ready: a.ready, JWKS: a.issuer.JWKS(), Now: now,
 		})
 		mux := http.NewServeMux()

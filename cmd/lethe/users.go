@@ -15,6 +15,8 @@ func cmdUsers(ctx context.Context, cfg Config, logger *slog.Logger, args []strin
 		return usageError{errors.New("want: users erase UID | users export UID")}
 	}
 	switch args[0] {
+	case "export":
+		return cmdUsersExport(ctx, cfg, logger, args[1:], stdout, stderr)
 	default:
 		return usageError{errors.New("want: users erase UID | users export UID")}
 	}
