@@ -188,8 +188,9 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			Logger: logger, LogUsers: a.logUsers, MaxChunkBytes: cfg.MaxChunkBytes,
 			Limiter: a.limiter, Limits: cfg.limits(),
 			Uploads: a.uploadSigner, MaxUploadBytes: cfg.MaxUploadBytes, UploadURLTTL: cfg.UploadURLTTL,
-			ExportURLTTL: cfg.ExportURLTTL,
 			Ready: a.ready, JWKS: a.issuer.JWKS(), Now: now,
+			// Export downloads: the edge's own signed URLs.
+			ExportURLTTL: cfg.ExportURLTTL,
 		})
 		mux := http.NewServeMux()
 		if pushReceiver != nil {
