@@ -113,7 +113,7 @@ func (s *Server) chunkError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, ingest.ErrConflict):
 		writeError(w, http.StatusConflict, "conflict", "this seq was already accepted with other bytes")
 	case errors.Is(err, ingest.ErrTombstoned):
-		writeError(w, http.StatusForbidden, "erased", "this account has been erased")
+		writeError(w, http.StatusGone, "account_erased", "this account was erased")
 	default:
 		s.unavailable(w, r, "ingest.Accept", err)
 	}

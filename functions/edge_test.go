@@ -23,12 +23,14 @@ import (
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/functions"
 	"github.com/lethe-dev/lethe/infra/audio"
+	"github.com/lethe-dev/lethe/infra/audit"
 	"github.com/lethe-dev/lethe/infra/auth/jwtverify"
 	"github.com/lethe-dev/lethe/infra/auth/localissuer"
 	"github.com/lethe-dev/lethe/infra/blobs/dirblobs"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
 	"github.com/lethe-dev/lethe/infra/embed/hashembed"
+	"github.com/lethe-dev/lethe/infra/forget"
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/keys/filekek"
 	"github.com/lethe-dev/lethe/infra/keys/pseudonym"
@@ -80,6 +82,21 @@ type edge struct {
 	blobs  *dirblobs.Bucket
 	keys   *keys.Keyring
 	events *events.Registry
+	saga   *forget.Saga
+	// sessions records the uids whose sessions were revoked.
+	sessions *revokedSessions
+}
+
+type revokedSessions struct {
+	mu   sync.Mutex
+	uids []string
+}
+
+func (r *revokedSessions) RevokeSessions(ctx context.Context, uid string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.uids = append(r.uids, uid)
+	return nil
 }
 
 func newEdge(t testing.TB, maxChunk int64) *edge {
@@ -127,16 +144,23 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 	bus := &recordingBus{}
 	logs := &bytes.Buffer{}
 	e := &edge{t: t, issuer: iss, bus: bus, docs: store, dir: dir, pseudo: pseudonym.New(secret), logs: logs}
-	e.blobs, e.events = bucket, reg
-	e.keys = keys.NewKeyring(kek, keys.NewDocsKeysetStore(store), keys.Options{})
+	keyring := keys.NewKeyring(kek, keys.NewDocsKeysetStore(store), keys.Options{})
+	limiter := ratelimit.NewFallback(memlimit.New(memlimit.Options{}), memlimit.New(memlimit.Options{}), nil)
+	trail := &audit.Log{Docs: store}
+	e.saga = &forget.Saga{Docs: store, Blobs: bucket, Vectors: idx, Keys: keyring, Rates: limiter,
+		RateKeys: functions.RateLimitKeys, Audit: trail, Bus: bus, Events: reg}
+	e.sessions = &revokedSessions{}
+	e.blobs, e.events, e.keys = bucket, reg, keyring
 	srv := functions.New(functions.Deps{
+		Erasures: e.saga, Conversations: &forget.Conversations{Docs: store, Blobs: bucket, Vectors: idx, Audit: trail},
+		Audit: trail, Sessions: e.sessions,
 		Verifier: ver, Pseudonyms: e.pseudo, Docs: store, Blobs: bucket,
-		Keys:    e.keys,
+		Keys:    keyring,
 		Vectors: idx, Embedder: hashembed.New(), Bus: bus, Events: reg,
 		Logger:        logging.New(&lockedWriter{w: logs}, logging.Options{Level: slog.LevelDebug}),
 		LogUsers:      logging.NewUserHasher([]byte("0123456789abcdef0123456789abcdef")),
 		MaxChunkBytes: o.maxChunk, JWKS: iss.JWKS(),
-		Limiter: ratelimit.NewFallback(memlimit.New(memlimit.Options{}), memlimit.New(memlimit.Options{}), nil),
+		Limiter: limiter,
 		Limits:  o.limits,
 		Uploads: o.uploads, MaxUploadBytes: o.maxUpload, UploadURLTTL: o.ttl,
 		Now: o.now, ExportURLKey: o.exportKey,

@@ -66,7 +66,7 @@ func (s *Server) requestExport(w http.ResponseWriter, r *http.Request) {
 		s.unavailable(w, r, "records.Tombstoned", err)
 		return
 	} else if gone {
-		writeError(w, http.StatusGone, "erased", "this account has been erased")
+		writeError(w, http.StatusGone, "account_erased", "this account was erased")
 		return
 	}
 	x, created, err := records.RequestExport(ctx, s.d.Docs, user, audit.UserActor(user), s.d.Now())

@@ -300,13 +300,20 @@ func (s *Server) deleteNote(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) auditLog() *audit.Log { return &audit.Log{Docs: s.d.Docs, Now: s.d.Now} }
+// auditLog is the trail the edge appends to (Deps.Audit, or one over the
+// documents store).
+func (s *Server) auditLog() *audit.Log {
+	if s.d.Audit != nil {
+		return s.d.Audit
+	}
+	return &audit.Log{Docs: s.d.Docs, Now: s.d.Now}
+}
 
 // keyError answers a failure of the caller's keys: an erased account is
 // 410, anything else a dependency failure.
 func (s *Server) keyError(w http.ResponseWriter, r *http.Request, call string, err error) {
 	if errors.Is(err, keys.ErrTombstoned) || errors.Is(err, keys.ErrNoKey) {
-		writeError(w, http.StatusGone, "erased", "this account has been erased")
+		writeError(w, http.StatusGone, "account_erased", "this account was erased")
 		return
 	}
 	s.unavailable(w, r, call, err)

@@ -18,13 +18,16 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/lethe-dev/lethe/events"
+	"github.com/lethe-dev/lethe/infra/audit"
 	"github.com/lethe-dev/lethe/infra/auth"
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/embed"
+	"github.com/lethe-dev/lethe/infra/forget"
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/logging"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
+	"github.com/lethe-dev/lethe/infra/records"
 	"github.com/lethe-dev/lethe/infra/vectors"
 )
 
@@ -74,6 +77,14 @@ type Deps struct {
 	// MaxUploadBytes bounds a signed upload; UploadURLTTL is a URL's lifetime.
 	MaxUploadBytes int64
 	UploadURLTTL   time.Duration
+	// Erasures starts and reads user erasures, Conversations erases one
+	// conversation, Audit is the lifecycle trail; nil answers 501.
+	Erasures      *forget.Saga
+	Conversations *forget.Conversations
+	Audit         *audit.Log
+	// Sessions revokes an erased user's sessions at the identity provider
+	// (Firebase refresh tokens); nil where there is nothing to revoke.
+	Sessions SessionRevoker
 	// ExportURLKey signs export download URLs (HMAC-SHA256); every
 	// instance must share it. Empty: downloads answer 501.
 	ExportURLKey []byte
@@ -108,7 +119,13 @@ func New(d Deps) *Server {
 	s.mux.Handle("POST /v1/conversations/{cid}/chunks/{seq}/upload-url", s.authed(s.uploadURL))
 	s.mux.Handle("GET /v1/conversations", s.authed(s.listConversations))
 	s.mux.Handle("GET /v1/conversations/{cid}", s.authed(s.getConversation))
-	s.mux.Handle("GET /v1/search", s.authed(s.limited("search", d.Limits.Search, ratelimit.FailClosed, s.search)))
+	s.mux.Handle("GET /v1/search", s.authed(s.limited(rateKeySearch, d.Limits.Search, ratelimit.FailClosed, s.search)))
+	s.mux.Handle("DELETE /v1/conversations/{cid}", s.authed(s.deleteConversation))
+	s.mux.Handle("DELETE /v1/me", s.authedErased(s.eraseMe))
+	s.mux.Handle("GET /v1/me/erasure/{id}", s.authedErased(s.erasureStatus))
+	s.mux.Handle("DELETE /v1/admin/users/{uid}", s.admin(s.adminErase))
+	s.mux.Handle("GET /v1/admin/erasures/{id}", s.admin(s.adminErasureStatus))
+	s.mux.Handle("GET /v1/admin/audit", s.admin(s.adminAudit))
 	s.routeNotes()
 	s.routeExport()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -208,14 +225,47 @@ type userKey struct{}
 
 // caller is the authenticated user of a request.
 type caller struct {
-	uid  string // raw: only for sealing it into data, never logged or stored
-	user string // keyed hash: the id every store uses
+	uid   string // raw: only for sealing it into data, never logged or stored
+	user  string // keyed hash: the id every store uses
+	admin bool   // holds the admin role
+}
+
+// Rate-limit keys of a user (RateLimitKeys lists them for erasure).
+const (
+	rateKeyUser   = "user:"
+	rateKeySearch = "search"
+)
+
+// RateLimitKeys names every rate-limit entry the edge keeps for a user, so
+// an erasure can forget and verify them.
+func RateLimitKeys(user string) []string {
+	return []string{rateKeyUser + user, rateKeySearch + ":" + user}
 }
 
 func callerFrom(ctx context.Context) caller { c, _ := ctx.Value(userKey{}).(caller); return c }
 
 // authed verifies the bearer token; the uid comes from it and nowhere else.
-func (s *Server) authed(next http.HandlerFunc) http.Handler {
+// An erased user's token answers 410 and reaches nothing.
+func (s *Server) authed(next http.HandlerFunc) http.Handler { return s.auth(authOptions{}, next) }
+
+// authedErased is authed for the routes an erased user may still call: the
+// erasure request and its status.
+func (s *Server) authedErased(next http.HandlerFunc) http.Handler {
+	return s.auth(authOptions{allowErased: true}, next)
+}
+
+// admin is authed for routes that need the admin role; every call is
+// audited.
+func (s *Server) admin(next http.HandlerFunc) http.Handler {
+	return s.auth(authOptions{admin: true}, next)
+}
+
+type authOptions struct {
+	allowErased bool
+	admin       bool
+}
+
+func (s *Server) auth(o authOptions, next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, ok := bearer(r.Header.Get("Authorization"))
 		if !ok && !s.allow(w, r, "authfail:"+clientAddr(r), s.d.Limits.FailedAuth, ratelimit.FallbackLocal) {
@@ -241,11 +291,32 @@ func (s *Server) authed(next http.HandlerFunc) http.Handler {
 			writeError(w, http.StatusUnauthorized, "unauthenticated", "the token is not valid")
 			return
 		}
-		c := caller{uid: id.UID, user: s.d.Pseudonyms.User(id.UID)}
+		c := caller{uid: id.UID, user: s.d.Pseudonyms.User(id.UID), admin: id.HasRole(auth.RoleAdmin)}
 		if info, ok := r.Context().Value(requestInfoKey{}).(*requestInfo); ok {
 			info.uid = id.UID // logged only as LogUsers' keyed hash
 		}
-		if !s.allow(w, r, "user:"+c.user, s.d.Limits.PerUser, ratelimit.FallbackLocal) {
+		// The tombstone is checked before the per-user limit: counting an
+		// erased user's calls would write their key back into the limiter
+		// the erasure emptied. Erased users are limited per address.
+		gone, err := records.Tombstoned(r.Context(), s.d.Docs, c.user)
+		if err != nil {
+			s.unavailable(w, r, "records.Tombstoned", err)
+			return
+		}
+		if gone {
+			if !s.allow(w, r, "erased:"+clientAddr(r), s.d.Limits.FailedAuth, ratelimit.FallbackLocal) {
+				return
+			}
+			if !o.allowErased {
+				writeError(w, http.StatusGone, "account_erased", "this account was erased")
+				return
+			}
+		} else if !s.allow(w, r, rateKeyUser+c.user, s.d.Limits.PerUser, ratelimit.FallbackLocal) {
+			return
+		}
+		if o.admin && !c.admin {
+			s.d.Logger.WarnContext(r.Context(), "admin route refused", "route", routeOf(r), "security_event", "forbidden_admin")
+			writeError(w, http.StatusForbidden, "forbidden", "this route needs the admin role")
 			return
 		}
 		ctx := context.WithValue(r.Context(), userKey{}, c)

@@ -88,15 +88,6 @@ func (s *Server) uploadURL(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "the recording is larger than the limit of "+strconv.FormatInt(limit, 10)+" bytes")
 		return
 	}
-	dead, err := records.Tombstoned(ctx, s.d.Docs, c.user)
-	if err != nil {
-		s.unavailable(w, r, "records.Tombstoned", err)
-		return
-	}
-	if dead {
-		writeError(w, http.StatusForbidden, "erased", "this account has been erased")
-		return
-	}
 	// A seq already accepted would only meet a conflict or a duplicate
 	// after the whole upload: refuse it before any byte is sent.
 	switch _, err := s.d.Docs.Get(ctx, records.ChunkKey(c.user, cid, seq)); {

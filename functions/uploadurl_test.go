@@ -278,7 +278,7 @@ func TestUploadURLRejects(t *testing.T) {
 		{"seq too large", uploadPath("c1", "1000001"), tok, ok, false, 400, "invalid_seq"},
 		{"seq not a number", uploadPath("c1", "x"), tok, ok, false, 400, "invalid_seq"},
 		{"seq already accepted", uploadPath("done", "3"), tok, ok, false, 409, "conflict"},
-		{"tombstoned user", path, tombTok, ok, false, 403, "erased"},
+		{"tombstoned user", path, tombTok, ok, false, 410, "account_erased"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,8 +13,10 @@ import (
 
 	"github.com/pinecone-io/go-pinecone/v5/pinecone"
 	"github.com/tink-crypto/tink-go/v2/tink"
+	"golang.org/x/oauth2/google"
 
 	"github.com/lethe-dev/lethe/infra/auth"
+	"github.com/lethe-dev/lethe/infra/auth/firebaserevoke"
 	"github.com/lethe-dev/lethe/infra/auth/jwtverify"
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/blobs/dirblobs"
@@ -243,4 +245,18 @@ func openUploadSigner(cfg Config, bucket *gcsblobs.Bucket) (gcsblobs.UploadSigne
 		return u, errors.New("LETHE_GCS_SIGNER_EMAIL is required with a PEM LETHE_GCS_SIGNER_KEY_FILE")
 	}
 	return u, nil
+}
+
+// openSessionRevoker revokes Firebase refresh tokens of erased users with
+// the service account's own credentials (Identity Toolkit accounts:update).
+func openSessionRevoker(ctx context.Context, cfg Config) (*firebaserevoke.Revoker, error) {
+	project := cfg.FirebaseProject
+	if project == "" {
+		project = cfg.ProjectID
+	}
+	hc, err := google.DefaultClient(ctx, firebaserevoke.Scope)
+	if err != nil {
+		return nil, fmt.Errorf("google.DefaultClient (session revocation, LETHE_AUTH=firebase): %w", err)
+	}
+	return &firebaserevoke.Revoker{Client: hc, Project: project}, nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/functions"
+	"github.com/lethe-dev/lethe/infra/audit"
 	"github.com/lethe-dev/lethe/infra/auth"
 	"github.com/lethe-dev/lethe/infra/auth/localissuer"
 	"github.com/lethe-dev/lethe/infra/blobs"
@@ -23,6 +24,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/bus"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/embed"
+	"github.com/lethe-dev/lethe/infra/forget"
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/keys/pseudonym"
 	"github.com/lethe-dev/lethe/infra/logging"
@@ -52,7 +54,11 @@ type app struct {
 	issuer       *localissuer.Issuer
 	verifier     auth.Verifier
 	limiter      *ratelimit.Fallback
-	closers      []func() error
+	audit        *audit.Log
+	// sessions revokes an erased user's Firebase sessions; nil with local
+	// tokens.
+	sessions functions.SessionRevoker
+	closers  []func() error
 }
 
 // overrides replace adapters in tests and benchmarks (an instant
@@ -143,6 +149,12 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides)
 		a.closers = append(a.closers, c.Close)
 	}
 	a.keys = keys.NewKeyring(kek, keys.NewDocsKeysetStore(a.docs), keys.Options{})
+	a.audit = &audit.Log{Docs: a.docs, Now: ov.Now}
+	if cfg.Auth == "firebase" {
+		if a.sessions, err = openSessionRevoker(ctx, cfg); err != nil {
+			return nil, err
+		}
+	}
 	var lc io.Closer
 	if a.limiter, lc, err = openLimiter(ctx, cfg); err != nil {
 		return nil, err
@@ -216,4 +228,19 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// erasures is the erasure saga over the app's stores; pub announces
+// erasures on the lifecycle topic.
+func (a *app) erasures(pub publisher, now func() time.Time) *forget.Saga {
+	return &forget.Saga{
+		Docs: a.docs, Blobs: a.blobs, Vectors: a.vectors, Keys: a.keys,
+		Rates: a.limiter, RateKeys: functions.RateLimitKeys,
+		Audit: a.audit, Bus: pub, Events: a.events, Logger: a.log, Now: now,
+	}
+}
+
+// conversations erases single conversations over the app's stores.
+func (a *app) conversations(now func() time.Time) *forget.Conversations {
+	return &forget.Conversations{Docs: a.docs, Blobs: a.blobs, Vectors: a.vectors, Audit: a.audit, Now: now}
 }

@@ -33,6 +33,8 @@ Usage:
                             print a token of the local issuer (embedded mode)
   lethe users erase UID     erase a user everywhere (the erasure saga), with progress
   lethe users export UID    build a user's export archive, with progress
+  lethe audit tail [-n N] [--subject HASH] [--follow]
+                            print the newest audit entries (JSON lines)
   lethe pinecone ensure-index
                             create the Pinecone index if absent; print its host
   lethe version             print the version
@@ -86,6 +88,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdPinecone(ctx, cfg, rest, stdout, stderr)
 	case "users":
 		err = cmdUsers(ctx, cfg, logger, rest, stdout, stderr)
+	case "audit":
+		err = cmdAudit(ctx, cfg, logger, rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lethe: unknown command %q\n\n%s", cmd, usage)
 		return 2

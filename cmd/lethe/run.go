@@ -108,6 +108,8 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 	// (retention, erasure, export) registers the handler of its type.
 	lifecycle := map[string]bus.Handler{}
 	handlers[workerLifecycle] = bus.ByType(lifecycle)
+	saga := a.erasures(pub, now)
+	lifecycle[events.TypeUserErasureRequested] = saga.Handle
 	lifecycle[events.TypeUserExportRequested] = newExporter(cfg, a, now).Handle
 	intake := &ingest.Intake{Docs: a.docs, Blobs: a.blobs, Keys: a.keys, Bus: pub, Events: a.events, Logger: logger, Now: now}
 	decoders := map[string]bus.Decoder{}
@@ -157,7 +159,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 		}
 	}
 	if r.reconcile {
-		rec := &reconcile.Worker{Docs: a.docs, Bus: pub, Events: a.events, Logger: logger, Now: now, MaxRedrives: 10, Batch: 500}
+		rec := &reconcile.Worker{Docs: a.docs, Bus: pub, Events: a.events, Logger: logger, Now: now, MaxRedrives: 10, Batch: 500, Erasures: saga}
 		// An in-memory bus starts empty: everything non-final is orphaned.
 		first := cfg.ReconcileAfter
 		if cfg.Bus == "embedded" {
@@ -189,6 +191,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			Limiter: a.limiter, Limits: cfg.limits(),
 			Uploads: a.uploadSigner, MaxUploadBytes: cfg.MaxUploadBytes, UploadURLTTL: cfg.UploadURLTTL,
 			Ready: a.ready, JWKS: a.issuer.JWKS(), Now: now,
+			Erasures: saga, Conversations: a.conversations(now), Audit: a.audit, Sessions: a.sessions,
 			// Export downloads: the edge's own signed URLs.
 			ExportURLTTL: cfg.ExportURLTTL,
 		})

@@ -253,3 +253,20 @@ func (k *Keyring) evict(user string) {
 		delete(k.byKey, user)
 	}
 }
+
+// HasKey reports whether the user still has a stored keyset (an erasure
+// verifies that it does not).
+func (k *Keyring) HasKey(ctx context.Context, user string) (bool, error) {
+	if user == "" {
+		return false, errEmptyUser
+	}
+	_, err := k.store.Load(ctx, user)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ErrNoKey):
+		return false, nil
+	default:
+		return false, fmt.Errorf("KeysetStore.Load: %w", err)
+	}
+}

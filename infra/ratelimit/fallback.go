@@ -118,6 +118,36 @@ func (f *Fallback) Allow(ctx context.Context, key string, limit Limit, mode Mode
 	return Result{}, fmt.Errorf("ratelimit.Fallback (%s): %w", mode, unavailable(cause))
 }
 
+// Forget drops the keys on the primary and the local limiter (a user's
+// counters may be in either); the primary must answer, since an erasure
+// cannot verify what it cannot reach.
+func (f *Fallback) Forget(ctx context.Context, keys ...string) (int, error) {
+	return f.both(ctx, func(l Limiter) (int, error) { return l.Forget(ctx, keys...) })
+}
+
+// Held counts the keys held on the primary and the local limiter.
+func (f *Fallback) Held(ctx context.Context, keys ...string) (int, error) {
+	return f.both(ctx, func(l Limiter) (int, error) { return l.Held(ctx, keys...) })
+}
+
+func (f *Fallback) both(ctx context.Context, fn func(Limiter) (int, error)) (int, error) {
+	if f.primary == nil {
+		return 0, errors.New("ratelimit.Fallback: no primary limiter")
+	}
+	n, err := fn(f.primary)
+	if err != nil {
+		return 0, fmt.Errorf("ratelimit.Fallback primary: %w", err)
+	}
+	if f.local != nil && f.local != f.primary {
+		m, err := fn(f.local)
+		if err != nil {
+			return n, fmt.Errorf("ratelimit.Fallback local: %w", err)
+		}
+		n += m
+	}
+	return n, nil
+}
+
 // unavailable makes sure err wraps ErrUnavailable.
 func unavailable(err error) error {
 	if errors.Is(err, ErrUnavailable) {
@@ -138,6 +168,14 @@ type boundFallback struct {
 
 func (b boundFallback) Allow(ctx context.Context, key string, limit Limit) (Result, error) {
 	return b.f.Allow(ctx, key, limit, b.mode)
+}
+
+func (b boundFallback) Forget(ctx context.Context, keys ...string) (int, error) {
+	return b.f.Forget(ctx, keys...)
+}
+
+func (b boundFallback) Held(ctx context.Context, keys ...string) (int, error) {
+	return b.f.Held(ctx, keys...)
 }
 
 // Degraded reports whether the primary is currently considered down (for

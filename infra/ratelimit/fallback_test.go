@@ -41,6 +41,17 @@ func (p *fakePrimary) Allow(ctx context.Context, key string, limit ratelimit.Lim
 	return ratelimit.Result{Allowed: true, Remaining: 42}, nil
 }
 
+// Forget and Held answer err when set; the fake holds no state.
+func (p *fakePrimary) Forget(ctx context.Context, keys ...string) (int, error) {
+	return p.Held(ctx, keys...)
+}
+
+func (p *fakePrimary) Held(ctx context.Context, keys ...string) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return 0, p.err
+}
+
 // countingLimiter counts calls to the limiter it wraps.
 type countingLimiter struct {
 	ratelimit.Limiter
@@ -269,5 +280,29 @@ func TestFallbackConcurrent(t *testing.T) {
 	wg.Wait()
 	if n := bad.Load(); n != 0 {
 		t.Errorf("%d FallbackLocal calls failed", n)
+	}
+}
+
+// TestFallbackForgetCoversBothAndNeedsThePrimary: a user's counters may sit
+// in either limiter; an erasure cannot verify a primary it cannot reach.
+func TestFallbackForgetCoversBothAndNeedsThePrimary(t *testing.T) {
+	fx := newFixture(t)
+	ctx := t.Context()
+	fx.primary.setErr(redisDown)
+	if _, err := fx.f.Allow(ctx, "user:x", limit, ratelimit.FallbackLocal); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fx.f.Held(ctx, "user:x"); !errors.Is(err, ratelimit.ErrUnavailable) {
+		t.Fatalf("Held with the primary down: %v, want ErrUnavailable", err)
+	}
+	fx.primary.setErr(nil)
+	if n, err := fx.f.Held(ctx, "user:x", "user:y"); err != nil || n != 1 {
+		t.Fatalf("Held = %d, %v; want the local counter", n, err)
+	}
+	if n, err := fx.f.Forget(ctx, "user:x"); err != nil || n != 1 {
+		t.Fatalf("Forget = %d, %v", n, err)
+	}
+	if n, err := fx.f.Held(ctx, "user:x"); err != nil || n != 0 {
+		t.Fatalf("Held after Forget = %d, %v", n, err)
 	}
 }

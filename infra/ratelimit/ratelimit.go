@@ -34,4 +34,9 @@ type Result struct {
 type Limiter interface {
 	// Allow counts one event against key under limit.
 	Allow(ctx context.Context, key string, limit Limit) (Result, error)
+	// Forget drops the state of keys (an erased user's counters) and
+	// returns how many were held.
+	Forget(ctx context.Context, keys ...string) (int, error)
+	// Held counts how many of keys have state (erasure verifies zero).
+	Held(ctx context.Context, keys ...string) (int, error)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/docs"
+	"github.com/lethe-dev/lethe/infra/forget"
 	"github.com/lethe-dev/lethe/infra/records"
 )
 
@@ -36,12 +37,23 @@ type Worker struct {
 	MaxRedrives int
 	// Batch bounds one pass (per state).
 	Batch int
+	// Erasures, when set, are re-driven too: an erasure left pending or
+	// running (its announcement lost, its process killed mid-saga) is
+	// announced again and resumes from its last completed step.
+	Erasures Erasures
+}
+
+// Erasures finds and re-announces unfinished erasures (forget.Saga).
+type Erasures interface {
+	Unfinished(ctx context.Context, before time.Time, limit int) ([]forget.Erasure, error)
+	Announce(ctx context.Context, e forget.Erasure) error
 }
 
 // Stats of one pass.
 type Stats struct {
 	Redriven int
 	Failed   int
+	Erasures int // unfinished erasures announced again
 }
 
 // RunOnce re-drives chunks that have sat in a non-final state for longer
@@ -50,6 +62,18 @@ type Stats struct {
 func (w *Worker) RunOnce(ctx context.Context, olderThan time.Duration) (Stats, error) {
 	var st Stats
 	cutoff := w.Now().Add(-olderThan).UnixMilli()
+	if w.Erasures != nil {
+		stuck, err := w.Erasures.Unfinished(ctx, w.Now().Add(-olderThan), w.Batch)
+		if err != nil {
+			return st, fmt.Errorf("forget.Unfinished: %w", err)
+		}
+		for _, e := range stuck {
+			if err := w.Erasures.Announce(ctx, e); err != nil {
+				return st, fmt.Errorf("forget.Announce: %w", err)
+			}
+			st.Erasures++
+		}
+	}
 	for _, status := range []string{records.StatusReceived, records.StatusTranscribed} {
 		found, err := w.Docs.Query(ctx, docs.Query{
 			AllUsers:   true,
@@ -147,8 +171,8 @@ func (w *Worker) Run(ctx context.Context, first, olderThan, every time.Duration)
 		st, err := w.RunOnce(ctx, bound)
 		if err != nil && ctx.Err() == nil {
 			w.Logger.ErrorContext(ctx, "reconcile pass failed", "error", err.Error())
-		} else if st.Redriven+st.Failed > 0 {
-			w.Logger.InfoContext(ctx, "reconciled", "redriven", st.Redriven, "failed", st.Failed)
+		} else if st.Redriven+st.Failed+st.Erasures > 0 {
+			w.Logger.InfoContext(ctx, "reconciled", "redriven", st.Redriven, "failed", st.Failed, "erasures", st.Erasures)
 		}
 		bound = olderThan
 		select {

@@ -14,6 +14,7 @@ import (
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
+	"github.com/lethe-dev/lethe/infra/forget"
 	"github.com/lethe-dev/lethe/infra/records"
 	"github.com/lethe-dev/lethe/workers/internal/workertest"
 	"github.com/lethe-dev/lethe/workers/reconcile"
@@ -343,4 +344,36 @@ func TestRun(t *testing.T) {
 		t.Fatalf("%d events, want 1", len(pubs))
 	}
 	checkRedrive(t, e, pubs[0], user, c)
+}
+
+// TestUnfinishedErasuresAreAnnouncedAgain: an erasure whose announcement was
+// lost, or whose process died mid-saga, is announced again once it has sat
+// past the bound, and finished ones are left alone.
+func TestUnfinishedErasuresAreAnnouncedAgain(t *testing.T) {
+	e := newEnv(t, 3, 100)
+	saga := &forget.Saga{Docs: e.docs, Bus: e.bus, Events: e.reg, Now: e.clock}
+	e.w.Erasures = saga
+	e.bus.SetFail(errors.New("bus down"))
+	user := workertest.UserID(t, "erased")
+	req, err := saga.Request(t.Context(), user, "system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.bus.SetFail(nil)
+	if st, err := e.w.RunOnce(t.Context(), time.Minute); err != nil || st.Erasures != 0 {
+		t.Fatalf("fresh erasure re-driven: %+v %v", st, err)
+	}
+	e.advance(2 * time.Minute)
+	st, err := e.w.RunOnce(t.Context(), time.Minute)
+	if err != nil || st.Erasures != 1 {
+		t.Fatalf("stuck erasure: %+v %v", st, err)
+	}
+	got := e.bus.All()
+	if len(got) != 1 || got[0].Topic != events.TopicLifecycle || got[0].Event.Type() != events.TypeUserErasureRequested {
+		t.Fatalf("published %+v", got)
+	}
+	var p events.UserErasureRequested
+	if err := e.reg.Decode(got[0].Event, &p); err != nil || p.RequestID != req.ID || p.User != user {
+		t.Fatalf("payload %+v %v", p, err)
+	}
 }

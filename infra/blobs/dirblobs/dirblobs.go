@@ -341,20 +341,39 @@ func (b *Bucket) DeletePrefix(ctx context.Context, prefix string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// Unlink everything, then fsync each directory once (not once per
+	// object: an erased user may have tens of thousands), deepest first so
+	// emptied directories are pruned on the way up.
 	n := 0
+	dirs := map[string]bool{}
+	var werr error
 	for _, k := range keys {
-		if err := ctx.Err(); err != nil {
-			return n, err
+		if werr = ctx.Err(); werr != nil {
+			break
 		}
-		switch err := b.delete(k); {
-		case err == nil:
-			n++
-		case errors.Is(err, blobs.ErrNotFound): // deleted meanwhile
-		default:
-			return n, err
+		p := objectPath(k)
+		if err := b.root.Remove(p); err != nil {
+			if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
+				continue // deleted meanwhile
+			}
+			werr = fmt.Errorf("os.Root.Remove: %w", err)
+			break
 		}
+		n++
+		dirs[path.Dir(p)] = true
 	}
-	return n, nil
+	sorted := make([]string, 0, len(dirs))
+	for d := range dirs {
+		sorted = append(sorted, d)
+	}
+	sort.Slice(sorted, func(i, j int) bool { return len(sorted[i]) > len(sorted[j]) })
+	for _, d := range sorted {
+		if err := b.syncDir(d); err != nil && werr == nil && !errors.Is(err, fs.ErrNotExist) {
+			werr = err
+		}
+		b.prune(d)
+	}
+	return n, werr
 }
 
 // keys walks the tree under prefix and returns the matching keys sorted.

@@ -141,6 +141,37 @@ func (l *Limiter) Allow(ctx context.Context, key string, limit ratelimit.Limit) 
 	}, nil
 }
 
+// Forget drops the keys' state and returns how many were held.
+func (l *Limiter) Forget(ctx context.Context, keys ...string) (int, error) {
+	return l.each(ctx, "memlimit.Forget", keys, func(s *shard, e *entry) { s.remove(e) })
+}
+
+// Held counts the keys with state (a key whose TAT has passed holds none).
+func (l *Limiter) Held(ctx context.Context, keys ...string) (int, error) {
+	return l.each(ctx, "memlimit.Held", keys, func(*shard, *entry) {})
+}
+
+// each calls fn on every live entry of keys and counts them.
+func (l *Limiter) each(ctx context.Context, call string, keys []string, fn func(*shard, *entry)) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("%s: %w", call, err)
+	}
+	n := 0
+	for _, key := range keys {
+		if err := ratelimit.ValidateKey(key); err != nil {
+			return n, fmt.Errorf("%s: %w", call, err)
+		}
+		s := &l.shards[maphash.String(l.seed, key)%uint64(len(l.shards))]
+		s.mu.Lock()
+		if e := s.keys[key]; e != nil && e.tat.After(l.now()) {
+			n++
+			fn(s, e)
+		}
+		s.mu.Unlock()
+	}
+	return n, nil
+}
+
 // Len reports how many keys are held.
 func (l *Limiter) Len() int {
 	n := 0

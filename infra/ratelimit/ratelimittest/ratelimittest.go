@@ -69,6 +69,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"Refill", testRefill},
 		{"RefillCapsAtBurst", testRefillCapsAtBurst},
 		{"SustainedRate", testSustainedRate},
+		{"ForgetAndHeld", testForgetAndHeld},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -497,5 +498,36 @@ func testSustainedRate(t *testing.T, f *fixture) {
 	}
 	if allowed != 50 {
 		t.Errorf("at twice the rate: allowed %d of 100, want 50", allowed)
+	}
+}
+
+// testForgetAndHeld: an erased user's counters can be counted and dropped;
+// a forgotten key starts again with a full burst.
+func testForgetAndHeld(t *testing.T, f *fixture) {
+	ctx := t.Context()
+	l := f.l
+	limit := perMinute(3)
+	a, b, c := f.key("a"), f.key("b"), f.key("never")
+	f.drain(t, l, a, limit, 10)
+	f.allow(t, l, b, limit)
+	held, err := l.Held(ctx, a, b, c)
+	if err != nil || held != 2 {
+		t.Fatalf("Held = %d, %v; want 2", held, err)
+	}
+	n, err := l.Forget(ctx, a, c)
+	if err != nil || n != 1 {
+		t.Fatalf("Forget = %d, %v; want 1", n, err)
+	}
+	if held, err := l.Held(ctx, a, b, c); err != nil || held != 1 {
+		t.Fatalf("Held after Forget = %d, %v; want 1 (b)", held, err)
+	}
+	if got := f.drain(t, l, a, limit, 10); got != 3 {
+		t.Fatalf("forgotten key allowed %d, want a full burst of 3", got)
+	}
+	if n, err := l.Forget(ctx, a, b); err != nil || n != 2 {
+		t.Fatalf("Forget = %d, %v; want 2", n, err)
+	}
+	if _, err := l.Forget(ctx, ""); err == nil {
+		t.Fatal("Forget of an invalid key: no error")
 	}
 }

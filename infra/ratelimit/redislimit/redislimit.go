@@ -154,6 +154,46 @@ func (l *Limiter) Allow(ctx context.Context, key string, limit ratelimit.Limit) 
 	return toResult(res), nil
 }
 
+// redisKey is where redis_rate keeps key's state.
+func (l *Limiter) redisKey(key string) string { return "rate:" + l.prefix + key }
+
+// Forget deletes the keys' state and returns how many existed.
+func (l *Limiter) Forget(ctx context.Context, keys ...string) (int, error) {
+	rk, err := l.redisKeys(keys)
+	if err != nil || len(rk) == 0 {
+		return 0, err
+	}
+	n, err := l.client.Del(ctx, rk...).Result()
+	if err != nil {
+		return 0, classify(ctx, "redis.Del", err)
+	}
+	return int(n), nil
+}
+
+// Held counts the keys that have state (redis_rate expires idle ones).
+func (l *Limiter) Held(ctx context.Context, keys ...string) (int, error) {
+	rk, err := l.redisKeys(keys)
+	if err != nil || len(rk) == 0 {
+		return 0, err
+	}
+	n, err := l.client.Exists(ctx, rk...).Result()
+	if err != nil {
+		return 0, classify(ctx, "redis.Exists", err)
+	}
+	return int(n), nil
+}
+
+func (l *Limiter) redisKeys(keys []string) ([]string, error) {
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if err := ratelimit.ValidateKey(k); err != nil {
+			return nil, fmt.Errorf("redislimit: %w", err)
+		}
+		out = append(out, l.redisKey(k))
+	}
+	return out, nil
+}
+
 // toResult maps redis_rate's result onto the port's: RetryAfter is -1 there
 // when allowed and 0 here.
 func toResult(res *redis_rate.Result) ratelimit.Result {
