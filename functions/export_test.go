@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -357,4 +358,64 @@ func hmacFor(key []byte, user, id string, expires int64) []byte {
 
 func docsTombstone(user string) docs.Doc {
 	return docs.Doc{Key: records.TombstoneKey(user), Data: []byte(`{}`)}
+}
+
+// TestErasureTakesNotesAndExports: notes and export archives live under the
+// user, so the erasure takes them; a late export event is dropped.
+func TestErasureTakesNotesAndExports(t *testing.T) {
+	e := newEdgeWith(t, edgeOptions{maxChunk: 1 << 20, exportKey: randomBytes(t, 32)})
+	alice, bob := e.token("alice"), e.token("bob")
+	aliceUser := e.pseudo.User("alice")
+	w := &export.Worker{Docs: e.docs, Blobs: e.blobs, Keys: e.keys, Events: e.events, Defaults: records.Retention{ExportDays: 1}}
+	if r := e.do("PUT", "/v1/conversations/c1/chunks/0", alice, "audio/wav", tone(440, 300)); r.status != http.StatusAccepted {
+		t.Fatalf("upload: %d", r.status)
+	}
+	for _, tok := range []string{alice, bob} {
+		if r := e.do("POST", "/v1/notes", tok, "application/json", noteBody([]byte("sealed by the client"))); r.status != http.StatusCreated {
+			t.Fatalf("POST note: %d", r.status)
+		}
+	}
+	r := e.do("POST", "/v1/me/export", alice, "", nil)
+	id, _ := r.body["id"].(string)
+	e.runExports(w)
+	dl, _ := e.do("GET", "/v1/me/export/"+id, alice, "", nil).body["download_url"].(string)
+	if dl == "" {
+		t.Fatal("no download URL")
+	}
+
+	r = e.do("DELETE", "/v1/me", alice, "", nil)
+	if r.status != http.StatusAccepted {
+		t.Fatalf("DELETE /v1/me: %d", r.status)
+	}
+	if _, err := e.saga.Run(t.Context(), r.body["id"].(string)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ method, path string }{
+		{"GET", "/v1/notes"}, {"POST", "/v1/me/export"}, {"GET", "/v1/me/export/" + id}, {"GET", dl},
+	} {
+		if r := e.do(c.method, c.path, alice, "", nil); r.status != http.StatusGone {
+			t.Errorf("%s %s after erasure: %d, want 410", c.method, c.path, r.status)
+		}
+	}
+	for _, coll := range []string{records.Notes, records.Exports} {
+		found, err := e.docs.Query(context.Background(), docs.Query{User: aliceUser, Collection: coll})
+		must(t, err)
+		if len(found) != 0 {
+			t.Errorf("%d %s documents of alice survive the erasure", len(found), coll)
+		}
+	}
+	if left, err := e.blobs.List(context.Background(), records.ExportPrefix(aliceUser, "")); err != nil || len(left) != 0 {
+		t.Errorf("export archives after erasure: %v %v", left, err)
+	}
+	// A late (redelivered) export event for the erased user is dropped.
+	for _, ev := range e.bus.published() {
+		if ev.Type() == events.TypeUserExportRequested {
+			if err := w.Handle(context.Background(), ev); !errors.Is(err, events.ErrDropped) {
+				t.Errorf("late export event: %v, want dropped", err)
+			}
+		}
+	}
+	if r := e.do("GET", "/v1/notes", bob, "", nil); len(r.body["notes"].([]any)) != 1 {
+		t.Error("bob's note went with alice's erasure")
+	}
 }
