@@ -18,12 +18,14 @@ import (
 	"github.com/lethe-dev/lethe/workers/export"
 )
 
-// newExporter is the export worker over the app's stores.
+// newExporter is the export worker over the app's stores. A handler never
+// outlives LETHE_HANDLER_TIMEOUT, so a lease a minute longer lets a
+// redelivery rebuild soon after a crash without racing a live build.
 func newExporter(cfg Config, a *app, now func() time.Time) *export.Worker {
 	return &export.Worker{
 		Docs: a.docs, Blobs: a.blobs, Keys: a.keys, Events: a.events,
 		Defaults: records.Retention{ExportDays: cfg.ExportDays},
-		MaxBytes: cfg.ExportMaxBytes, Now: now,
+		MaxBytes: cfg.ExportMaxBytes, Lease: cfg.HandlerTimeout + time.Minute, Now: now,
 	}
 }
 
@@ -71,6 +73,7 @@ func cmdUsersExport(ctx context.Context, cfg Config, logger *slog.Logger, args [
 	}
 	fmt.Fprintf(stdout, "export %s: building\n", x.ID)
 	w := newExporter(cfg, a, time.Now)
+	w.Lease = time.Hour // no handler timeout bounds this process
 	w.Progress = func(step string, n int) {
 		if step == "sealed" || step == "done" {
 			fmt.Fprintf(stdout, "  %s (%d bytes)\n", step, n)
