@@ -446,6 +446,19 @@ func TestHandleOutcomes(t *testing.T) {
 			_, ev := e.request(t, user)
 			return ev
 		}, workertest.Acked, records.ExportFailed},
+		{"unreadable transcript is poison and fails the export", func(t *testing.T, e *env, user string) event.Event {
+			seg := records.Segment{ConversationID: "c", Seq: 0, SealedText: []byte("not sealed at all"), CreatedAt: e.now}
+			conv := records.Conversation{ID: "c", CreatedAt: e.now, UpdatedAt: e.now}
+			for _, doc := range []func(string) (docs.Doc, error){seg.Doc, conv.Doc} {
+				d, _ := doc(user)
+				if err := e.Docs.Put(t.Context(), d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e.Seal(t, user, []byte("x"), []byte("ad")) // the user has a key
+			_, ev := e.request(t, user)
+			return ev
+		}, workertest.Permanent, records.ExportFailed},
 		{"failed export is left alone", func(t *testing.T, e *env, user string) event.Event {
 			x, ev := e.request(t, user)
 			setState(t, e, user, x.ID, records.ExportFailed, time.Time{})
@@ -535,5 +548,37 @@ func TestRedeliveryOfDoneExportDoesNothing(t *testing.T) {
 	z, created, err := records.RequestExport(ctx, e.Docs, user, audit.UserActor(user), e.now.Add(time.Second))
 	if err != nil || created || z.ID != y.ID {
 		t.Errorf("RequestExport while pending: id %s created %v, want the pending %s", z.ID, created, y.ID)
+	}
+}
+
+func TestAudioDeletedByRetentionIsLeftOut(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	user := workertest.UserID(t, "u")
+	kept := e.upload(t, user, "c", 0, "audio/wav", readTestdata(t, "speech-hello.wav"))
+	gone := e.upload(t, user, "c", 1, "audio/wav", readTestdata(t, "speech-dentist.wav"))
+	if err := e.blobs.Delete(ctx, gone.BlobKey); err != nil {
+		t.Fatal(err)
+	}
+	x, ev := e.request(t, user)
+	if err := e.w.Handle(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	got, m := files(t, e.open(t, user, e.record(t, user, x.ID)))
+	if _, ok := got["audio/c/0000001.wav"]; ok || m.Counts["audio_files"] != 1 {
+		t.Errorf("deleted audio exported: counts %v", m.Counts)
+	}
+	for _, line := range lines[map[string]any](t, got[export.FileChunks]) {
+		audio, _ := line["audio"].(string)
+		switch line["seq"] {
+		case float64(kept.Seq):
+			if audio != "audio/c/0000000.wav" {
+				t.Errorf("kept chunk: audio %q", audio)
+			}
+		case float64(gone.Seq):
+			if audio != "" {
+				t.Errorf("deleted chunk still names audio %q", audio)
+			}
+		}
 	}
 }
