@@ -295,7 +295,7 @@ func TestPayloadSchemas(t *testing.T) {
 				"requested_at":    "2026-13-40T99:00:00Z",
 				"received_at":     "yesterday",
 				"recording_url":   "https://user:pass@api.twilio.com/x",
-				"sha256":          strings.Repeat("AB", 32),
+				"digest":          strings.Repeat("AB", 32),
 				"account_sid":     "AC" + strings.Repeat("G", 32),
 				"call_sid":        testRE,
 				"recording_sid":   testCA,
@@ -519,7 +519,7 @@ func TestErrorsCarryNoValues(t *testing.T) {
 	secret := "alice@example.com said the launch code is 0000"
 	m := map[string]any{
 		"user": secret, "conversation_id": secret, "seq": secret, "blob_key": secret,
-		"content_type": secret, "sha256": secret, "size": -1, "origin": secret,
+		"content_type": secret, "digest": secret, "size": -1, "origin": secret,
 		"received_at": secret, secret: secret, "sealed_text": secret,
 	}
 	err := r.Validate(rawEvent(t, TypeChunkReceived, "users/x", mustJSON(t, m)))

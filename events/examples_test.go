@@ -27,7 +27,7 @@ func example(t testing.TB, typ string) (any, string) {
 		return &ChunkReceived{
 			User: testUser, ConversationID: "conv-1", Seq: 3,
 			BlobKey: "audio/" + testUser + "/conv-1/000003.wav", ContentType: "audio/L16;rate=16000",
-			SampleRate: 16000, SHA256: strings.Repeat("ab", 32), Size: 32000, Origin: "app", ReceivedAt: testTime,
+			SampleRate: 16000, Digest: strings.Repeat("ab", 32), Size: 32000, Origin: "app", ReceivedAt: testTime,
 		}, Subject(testUser, "conversations", "conv-1", "chunks", "3")
 	case TypeUploadFinalized:
 		return &UploadFinalized{

@@ -41,7 +41,7 @@ type ChunkReceived struct {
 	BlobKey        string    `json:"blob_key"`
 	ContentType    string    `json:"content_type"`
 	SampleRate     int       `json:"sample_rate,omitempty"`
-	SHA256         string    `json:"sha256"` // hex, of the plaintext audio
+	Digest         string    `json:"digest"` // keyed digest of the plaintext audio (keys.Sealer.Digest)
 	Size           int64     `json:"size"`
 	Origin         string    `json:"origin"` // app | stream | twilio | upload-url
 	ReceivedAt     time.Time `json:"received_at"`

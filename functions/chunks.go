@@ -13,7 +13,7 @@ import (
 type chunkAccepted struct {
 	ConversationID string `json:"conversation_id"`
 	Seq            int    `json:"seq"`
-	SHA256         string `json:"sha256"`
+	Digest         string `json:"digest"`
 	Status         string `json:"status"` // accepted | duplicate
 }
 
@@ -61,7 +61,7 @@ func (s *Server) putChunk(w http.ResponseWriter, r *http.Request) {
 	if res.Duplicate {
 		status = "duplicate"
 	}
-	writeJSON(w, http.StatusAccepted, chunkAccepted{res.Chunk.ConversationID, res.Chunk.Seq, res.Chunk.SHA256, status})
+	writeJSON(w, http.StatusAccepted, chunkAccepted{res.Chunk.ConversationID, res.Chunk.Seq, res.Chunk.Digest, status})
 }
 
 // chunkAddress reads {cid} and {seq} of a chunk route, answering 400 when

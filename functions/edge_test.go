@@ -34,6 +34,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/keys/filekek"
 	"github.com/lethe-dev/lethe/infra/keys/pseudonym"
+	"github.com/lethe-dev/lethe/infra/keys/secrets"
 	"github.com/lethe-dev/lethe/infra/logging"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
 	"github.com/lethe-dev/lethe/infra/ratelimit/memlimit"
@@ -139,11 +140,11 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 	t.Cleanup(func() { idx.Close() })
 	kek, err := filekek.Open(filepath.Join(dir, "kek.json"))
 	must(t, err)
-	secret, err := pseudonym.LoadOrCreateSecret(filepath.Join(dir, "uid.key"))
+	secret, err := secrets.New(store, kek).Get(context.Background(), secrets.UIDHMAC, 1)
 	must(t, err)
 	bus := &recordingBus{}
 	logs := &bytes.Buffer{}
-	e := &edge{t: t, issuer: iss, bus: bus, docs: store, dir: dir, pseudo: pseudonym.New(secret), logs: logs}
+	e := &edge{t: t, issuer: iss, bus: bus, docs: store, dir: dir, pseudo: pseudonym.New(1, secret), logs: logs}
 	keyring := keys.NewKeyring(kek, keys.NewDocsKeysetStore(store), keys.Options{})
 	limiter := ratelimit.NewFallback(memlimit.New(memlimit.Options{}), memlimit.New(memlimit.Options{}), nil)
 	trail := &audit.Log{Docs: store}
@@ -158,7 +159,7 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 		Keys:    keyring,
 		Vectors: idx, Embedder: hashembed.New(), Bus: bus, Events: reg,
 		Logger:        logging.New(&lockedWriter{w: logs}, logging.Options{Level: slog.LevelDebug}),
-		LogUsers:      logging.NewUserHasher([]byte("0123456789abcdef0123456789abcdef")),
+		LogUsers:      logging.NewUserHasher(1, []byte("0123456789abcdef0123456789abcdef")),
 		MaxChunkBytes: o.maxChunk, JWKS: iss.JWKS(),
 		Limiter: limiter,
 		Limits:  o.limits,
@@ -442,7 +443,7 @@ func TestPutChunkPublishFailureIsNotAcknowledged(t *testing.T) {
 	if len(evs) != 1 {
 		t.Fatalf("%d events, want 1", len(evs))
 	}
-	want := records.ChunkEventID(e.pseudo.User("alice"), "c1", 3, r.body["sha256"].(string))
+	want := records.ChunkEventID(e.pseudo.User("alice"), "c1", 3, r.body["digest"].(string))
 	if evs[0].ID() != want {
 		t.Fatalf("event id %s, want the deterministic %s", evs[0].ID(), want)
 	}
@@ -561,7 +562,7 @@ func TestAccessLogCarriesKeyedUserHashOnly(t *testing.T) {
 		t.Fatalf("status %d", r.status)
 	}
 	logs := e.logs.String()
-	want := logging.NewUserHasher([]byte("0123456789abcdef0123456789abcdef")).Attr("alice-log-uid").Value.String()
+	want := logging.NewUserHasher(1, []byte("0123456789abcdef0123456789abcdef")).Attr("alice-log-uid").Value.String()
 	if !strings.Contains(logs, want) {
 		t.Fatalf("access log lacks the user hash %s: %s", want, logs)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/pinecone-io/go-pinecone/v5/pinecone"
 	"github.com/tink-crypto/tink-go/v2/tink"
 	"golang.org/x/oauth2/google"
+	"google.golang.org/api/option"
 
 	"github.com/lethe-dev/lethe/infra/auth"
 	"github.com/lethe-dev/lethe/infra/auth/firebaserevoke"
@@ -93,7 +94,7 @@ func embedDim(cfg Config) int {
 	return cfg.EmbedDim
 }
 
-func openKEK(ctx context.Context, cfg Config, paths dataPaths) (tink.AEAD, error) {
+func openKEK(ctx context.Context, cfg Config, paths dataPaths, kmsOpts ...option.ClientOption) (tink.AEAD, error) {
 	if cfg.KEK == "file" {
 		kek, err := filekek.Open(paths.kek())
 		if err != nil {
@@ -101,7 +102,7 @@ func openKEK(ctx context.Context, cfg Config, paths dataPaths) (tink.AEAD, error
 		}
 		return kek, nil
 	}
-	kek, err := gcpkek.Open(ctx, cfg.KEK)
+	kek, err := gcpkek.Open(ctx, cfg.KEK, kmsOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("gcpkek.Open: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/tink-crypto/tink-go/v2/tink"
+	"google.golang.org/api/option"
 
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/functions"
@@ -27,6 +30,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/forget"
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/keys/pseudonym"
+	"github.com/lethe-dev/lethe/infra/keys/secrets"
 	"github.com/lethe-dev/lethe/infra/logging"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
 	"github.com/lethe-dev/lethe/infra/stt"
@@ -49,6 +53,8 @@ type app struct {
 	keys         *keys.Keyring
 	pseudo       *pseudonym.Pseudonymizer
 	logUsers     *logging.UserHasher
+	// exportURLKey signs export download URLs (the same on every instance).
+	exportURLKey []byte
 	embedder     embed.Embedder
 	stt          stt.Transcriber
 	issuer       *localissuer.Issuer
@@ -71,6 +77,11 @@ type overrides struct {
 	// WrapPublisher wraps what every stage publishes through (fault
 	// injection: duplicate delivery, outages).
 	WrapPublisher func(publisher) publisher
+	// Docs is a documents store shared by several apps in one test (as
+	// Firestore is shared by instances); the app does not close it.
+	Docs docs.Store
+	// KMSOptions point the Cloud KMS client at a fake.
+	KMSOptions []option.ClientOption
 }
 
 // publisher is what the edge, the workers and the reconciler publish with.
@@ -104,16 +115,9 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides)
 		return nil, fmt.Errorf("events.NewRegistry: %w", err)
 	}
 
-	secret, err := pseudonym.LoadOrCreateSecret(paths.uidSecret())
-	if err != nil {
-		return nil, fmt.Errorf("pseudonym.LoadOrCreateSecret: %w", err)
+	if err := refuseLegacySecrets(cfg, paths); err != nil {
+		return nil, err
 	}
-	a.pseudo = pseudonym.New(secret)
-	logSecret, err := pseudonym.LoadOrCreateSecret(paths.logSecret())
-	if err != nil {
-		return nil, fmt.Errorf("pseudonym.LoadOrCreateSecret log: %w", err)
-	}
-	a.logUsers = logging.NewUserHasher(logSecret)
 
 	// The local issuer always exists (lethe token, the dev console); it is
 	// trusted only with LETHE_AUTH=local.
@@ -123,10 +127,12 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides)
 	if a.verifier, err = a.openVerifier(ctx, cfg); err != nil {
 		return nil, err
 	}
-	if a.docs, err = openDocs(ctx, cfg, paths); err != nil {
-		return nil, err
+	if a.docs = ov.Docs; a.docs == nil {
+		if a.docs, err = openDocs(ctx, cfg, paths); err != nil {
+			return nil, err
+		}
+		a.closers = append(a.closers, a.docs.Close)
 	}
-	a.closers = append(a.closers, a.docs.Close)
 	if a.blobs, a.gcs, err = openBlobs(ctx, cfg, paths); err != nil {
 		return nil, err
 	}
@@ -141,12 +147,15 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides)
 		return nil, err
 	}
 	a.closers = append(a.closers, vc.Close)
-	kek, err := openKEK(ctx, cfg, paths)
+	kek, err := openKEK(ctx, cfg, paths, ov.KMSOptions...)
 	if err != nil {
 		return nil, err
 	}
 	if c, ok := kek.(io.Closer); ok {
 		a.closers = append(a.closers, c.Close)
+	}
+	if err := a.openIdentity(ctx, kek); err != nil {
+		return nil, err
 	}
 	a.keys = keys.NewKeyring(kek, keys.NewDocsKeysetStore(a.docs), keys.Options{})
 	a.audit = &audit.Log{Docs: a.docs, Now: ov.Now}
@@ -192,6 +201,55 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides)
 		return nil, fmt.Errorf("bus.EnsureTopology: %w", err)
 	}
 	return a, nil
+}
+
+// secretVersion is the version of each identity secret in use. A rotation
+// adds version 2 beside 1 (pseudonyms and log hashes name their version in
+// their first digit) and a migration of stored users; never rewrite v1.
+const secretVersion = 1
+
+// openIdentity loads (or, on the very first start, creates) the secrets
+// that turn a uid into its stored user and its log hash, and the export
+// URL key. They live in the documents store wrapped by the KEK, so every
+// instance and every restart derive the same values: per-process keys
+// would scatter one user's data and hide it from erasure.
+func (a *app) openIdentity(ctx context.Context, kek tink.AEAD) error {
+	store := secrets.New(a.docs, kek)
+	uid, err := store.Get(ctx, secrets.UIDHMAC, secretVersion)
+	if err != nil {
+		return fmt.Errorf("secrets.Get %s: %w", secrets.UIDHMAC, err)
+	}
+	logKey, err := store.Get(ctx, secrets.LogHMAC, secretVersion)
+	if err != nil {
+		return fmt.Errorf("secrets.Get %s: %w", secrets.LogHMAC, err)
+	}
+	if a.exportURLKey, err = store.Get(ctx, secrets.ExportURL, secretVersion); err != nil {
+		return fmt.Errorf("secrets.Get %s: %w", secrets.ExportURL, err)
+	}
+	a.pseudo = pseudonym.New(secretVersion, uid)
+	a.logUsers = logging.NewUserHasher(secretVersion, logKey)
+	return nil
+}
+
+// refuseLegacySecrets stops a production start that finds the local key
+// files of earlier versions: their presence means an instance once keyed
+// users by its own disk. Development ignores them (data made under them is
+// not migrated: those pseudonyms are not derived again).
+func refuseLegacySecrets(cfg Config, paths dataPaths) error {
+	if cfg.Env != envProduction {
+		return nil
+	}
+	// uidSecret and logSecret are the per-process key files of earlier
+	// versions: each instance made its own, so one uid had a different
+	// pseudonym per instance.
+	for _, p := range []string{paths.uidSecret(), paths.logSecret()} {
+		if _, err := os.Lstat(p); err == nil {
+			return fmt.Errorf("%s: a local identity key file; refused when LETHE_ENV=production (identity secrets live in the documents store, wrapped by the KEK): remove it", p)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("os.Lstat: %w", err)
+		}
+	}
+	return nil
 }
 
 // close releases everything, the bus first so publishers flush while the

@@ -39,8 +39,11 @@ func TestExportThroughPipelineAndCLI(t *testing.T) {
 		t.Fatalf("POST /v1/me/export: %d", code)
 	}
 	deadline := time.Now().Add(30 * time.Second)
+	var st struct {
+		State       string
+		DownloadURL string `json:"download_url"`
+	}
 	for {
-		var st struct{ State string }
 		if code := c.do("GET", "/v1/me/export/"+req.ID, "", nil, &st); code != http.StatusOK {
 			t.Fatalf("GET export: %d", code)
 		}
@@ -51,6 +54,36 @@ func TestExportThroughPipelineAndCLI(t *testing.T) {
 			t.Fatalf("export state %q", st.State)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// The edge's download URL, signed with the shared key: the owner gets
+	// the ZIP, another account a 403.
+	other, err := p.app.issuer.Mint("someone-else", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		tok  string
+		want int
+	}{{tok, http.StatusOK}, {other, http.StatusForbidden}} {
+		if st.DownloadURL == "" {
+			t.Fatal("no download_url: the URL key is not wired")
+		}
+		rq, _ := http.NewRequest("GET", c.base+st.DownloadURL, nil)
+		rq.Header.Set("Authorization", "Bearer "+tc.tok)
+		resp, err := http.DefaultClient.Do(rq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Fatalf("download: %d, want %d", resp.StatusCode, tc.want)
+		}
+		if tc.want == http.StatusOK {
+			if _, err := zip.NewReader(bytes.NewReader(body), int64(len(body))); err != nil {
+				t.Fatalf("the download is not a ZIP: %v", err)
+			}
+		}
 	}
 	if err := p.stop(); err != nil {
 		t.Fatal(err)
@@ -80,12 +113,12 @@ func TestExportThroughPipelineAndCLI(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}
 	}
-	st, err := os.Stat(out)
+	fi, err := os.Stat(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Mode().Perm() != 0o600 {
-		t.Errorf("archive mode %v, want 0600", st.Mode().Perm())
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("archive mode %v, want 0600", fi.Mode().Perm())
 	}
 	zr, err := zip.OpenReader(out)
 	if err != nil {

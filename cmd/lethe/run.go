@@ -193,7 +193,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			Ready: a.ready, JWKS: a.issuer.JWKS(), Now: now,
 			Erasures: saga, Conversations: a.conversations(now), Audit: a.audit, Sessions: a.sessions,
 			// Export downloads: the edge's own signed URLs.
-			ExportURLTTL: cfg.ExportURLTTL,
+			ExportURLKey: a.exportURLKey, ExportURLTTL: cfg.ExportURLTTL,
 		})
 		mux := http.NewServeMux()
 		if pushReceiver != nil {

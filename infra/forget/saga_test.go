@@ -35,7 +35,7 @@ const (
 
 // env is a saga over real embedded adapters in the test's directory.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	docs   *sqlitedocs.Store
 	blobs  blobs.Bucket
@@ -65,7 +65,7 @@ func (b *recordingBus) Publish(ctx context.Context, topic string, e event.Event)
 
 func rateKeys(user string) []string { return []string{"user:" + user, "search:" + user} }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	dir := t.TempDir()
 	ctx := t.Context()

@@ -9,8 +9,6 @@ package ingest
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -124,8 +122,13 @@ func (in *Intake) Accept(ctx context.Context, c Chunk) (Result, error) {
 		// keeps a sample-less decode from becoming a chunk regardless.
 		return Result{}, ErrEmptyAudio
 	}
-	sum := sha256.Sum256(c.Audio)
-	digest := hex.EncodeToString(sum[:])
+	// Keyed, not a plain hash: the digest names the blob and the event, and
+	// must not outlive the user's key. Deterministic per user, so a retry
+	// with the same bytes still finds its record.
+	digest, err := in.Keys.Digest(ctx, c.User, c.Audio)
+	if err != nil {
+		return Result{}, fmt.Errorf("keys.Digest audio: %w", err)
+	}
 
 	key := records.ChunkKey(c.User, c.ConversationID, c.Seq)
 	existing, err := in.Docs.Get(ctx, key)
@@ -154,7 +157,7 @@ func (in *Intake) Accept(ctx context.Context, c Chunk) (Result, error) {
 	chunk := records.Chunk{
 		ConversationID: c.ConversationID, Seq: c.Seq, Status: records.StatusReceived,
 		BlobKey: blobKey, ContentType: c.ContentType, SampleRate: pcm.SampleRate,
-		SHA256: digest, Size: int64(len(c.Audio)), Origin: c.Origin,
+		Digest: digest, Size: int64(len(c.Audio)), Origin: c.Origin,
 		EventID:    records.ChunkEventID(c.User, c.ConversationID, c.Seq, digest),
 		ReceivedAt: now, UpdatedAt: now,
 	}
@@ -186,7 +189,7 @@ func (in *Intake) retry(ctx context.Context, user string, existing docs.Doc, dig
 	if err != nil {
 		return Result{}, fmt.Errorf("records.ChunkFrom: %w", err)
 	}
-	if chunk.SHA256 != digest {
+	if chunk.Digest != digest {
 		return Result{}, ErrConflict
 	}
 	if !chunk.Published {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -118,7 +119,15 @@ func speech(t *testing.T) []byte {
 	return b
 }
 
-func digest(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+// digest is the user's keyed digest of b, as the intake computes it.
+func (f *fixture) digest(t *testing.T, user string, b []byte) string {
+	t.Helper()
+	d, err := f.keys.Digest(t.Context(), user, b)
+	if err != nil {
+		t.Fatalf("keys.Digest: %v", err)
+	}
+	return d
+}
 
 func (f *fixture) chunk(t *testing.T, user, cid string, seq int) (records.Chunk, bool) {
 	t.Helper()
@@ -173,7 +182,12 @@ func TestAcceptNewChunk(t *testing.T) {
 	if res.Duplicate {
 		t.Fatal("a new chunk is reported as a duplicate")
 	}
-	sum := digest(wav)
+	sum := f.digest(t, user, wav)
+	// No plain hash of the audio names the blob or the event: it would
+	// be a fingerprint that outlives the user's key.
+	if plain := sha256.Sum256(wav); strings.Contains(res.Chunk.BlobKey+res.Chunk.EventID+res.Chunk.Digest, hex.EncodeToString(plain[:])[:16]) {
+		t.Fatalf("the plain SHA-256 of the audio is in %+v", res.Chunk)
+	}
 	c, ok := f.chunk(t, user, "c1", 4)
 	if !ok {
 		t.Fatal("no chunk record")
@@ -181,7 +195,7 @@ func TestAcceptNewChunk(t *testing.T) {
 	want := records.Chunk{
 		ConversationID: "c1", Seq: 4, Status: records.StatusReceived,
 		BlobKey: records.AudioKey(user, "c1", 4, sum), ContentType: "audio/wav", SampleRate: 16000,
-		SHA256: sum, Size: int64(len(wav)), Origin: ingest.OriginUploadURL,
+		Digest: sum, Size: int64(len(wav)), Origin: ingest.OriginUploadURL,
 		EventID: records.ChunkEventID(user, "c1", 4, sum), Published: true,
 		ReceivedAt: f.now, UpdatedAt: f.now,
 	}
@@ -229,7 +243,7 @@ func TestAcceptNewChunk(t *testing.T) {
 	if err := json.Unmarshal(e.Data(), &data); err != nil {
 		t.Fatal(err)
 	}
-	if data.User != user || data.BlobKey != c.BlobKey || data.SHA256 != sum || data.Origin != ingest.OriginUploadURL || data.Size != int64(len(wav)) {
+	if data.User != user || data.BlobKey != c.BlobKey || data.Digest != sum || data.Origin != ingest.OriginUploadURL || data.Size != int64(len(wav)) {
 		t.Fatalf("event data %+v", data)
 	}
 
@@ -335,7 +349,7 @@ func TestAcceptPublishFailure(t *testing.T) {
 		t.Error("the retry is not reported as a duplicate of the stored chunk")
 	}
 	evs := f.bus.all()
-	if len(evs) != 1 || evs[0].e.ID() != rec.EventID || rec.EventID != records.ChunkEventID(user, "c1", 9, digest(wav)) {
+	if len(evs) != 1 || evs[0].e.ID() != rec.EventID || rec.EventID != records.ChunkEventID(user, "c1", 9, f.digest(t, user, wav)) {
 		t.Fatalf("events %d (first id %v), want one with the record's id %s", len(evs), evs, rec.EventID)
 	}
 	if after, _ := f.chunk(t, user, "c1", 9); !after.Published {

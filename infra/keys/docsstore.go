@@ -9,8 +9,8 @@ import (
 	"github.com/lethe-dev/lethe/infra/docs"
 )
 
-// DocsKeysetStore keeps wrapped keysets in the documents store, at
-// users/{user}/keys/dek, and reads erasure tombstones from the global
+// DocsKeysetStore keeps wrapped keysets and digest keys in the documents
+// store, at users/{user}/keys/dek, and reads erasure tombstones from the global
 // tombstones collection (document id = user).
 type DocsKeysetStore struct {
 	docs docs.Store
@@ -30,32 +30,41 @@ func TombstoneKey(user string) docs.Key {
 }
 
 // keysetDoc is the stored JSON; Data is JSON by the docs convention, and
-// the version lets the wrapping change later.
+// the version lets the wrapping change later: v1 holds the keyset only, v2
+// adds the wrapped digest key.
 type keysetDoc struct {
 	V       int    `json:"v"`
 	Wrapped []byte `json:"wrapped"`
+	MAC     []byte `json:"mac,omitempty"`
 }
 
-func (s *DocsKeysetStore) Load(ctx context.Context, user string) ([]byte, error) {
+func (s *DocsKeysetStore) Load(ctx context.Context, user string) (Wrapped, error) {
 	d, err := s.docs.Get(ctx, KeysetKey(user))
 	if errors.Is(err, docs.ErrNotFound) {
-		return nil, ErrNoKey
+		return Wrapped{}, ErrNoKey
 	}
 	if err != nil {
-		return nil, fmt.Errorf("docs.Get: %w", err)
+		return Wrapped{}, fmt.Errorf("docs.Get: %w", err)
 	}
 	var kd keysetDoc
 	if err := json.Unmarshal(d.Data, &kd); err != nil {
-		return nil, fmt.Errorf("json.Unmarshal keyset: %w", err)
+		return Wrapped{}, fmt.Errorf("json.Unmarshal keyset: %w", err)
 	}
-	if kd.V != 1 || len(kd.Wrapped) == 0 {
-		return nil, fmt.Errorf("keys: stored keyset has version %d", kd.V)
+	switch {
+	case kd.V == 1 && len(kd.Wrapped) > 0:
+		return Wrapped{Keyset: kd.Wrapped}, nil
+	case kd.V == 2 && len(kd.Wrapped) > 0 && len(kd.MAC) > 0:
+		return Wrapped{Keyset: kd.Wrapped, MAC: kd.MAC}, nil
 	}
-	return kd.Wrapped, nil
+	return Wrapped{}, fmt.Errorf("keys: stored keyset has version %d", kd.V)
 }
 
-func (s *DocsKeysetStore) CreateIfAbsent(ctx context.Context, user string, wrapped []byte) error {
-	data, err := json.Marshal(keysetDoc{V: 1, Wrapped: wrapped})
+func (s *DocsKeysetStore) CreateIfAbsent(ctx context.Context, user string, wrapped Wrapped) error {
+	kd := keysetDoc{V: 2, Wrapped: wrapped.Keyset, MAC: wrapped.MAC}
+	if len(wrapped.MAC) == 0 {
+		kd.V = 1
+	}
+	data, err := json.Marshal(kd)
 	if err != nil {
 		return fmt.Errorf("json.Marshal: %w", err)
 	}

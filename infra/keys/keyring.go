@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"container/list"
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -17,14 +21,31 @@ import (
 // ErrExists: CreateIfAbsent found a keyset already stored for the user.
 var ErrExists = errors.New("keys: keyset already exists")
 
-// KeysetStore keeps each user's wrapped keyset and the erasure tombstones.
+// Wrapped is a user's key material as stored, every part wrapped by the
+// KEK and bound to the user.
+type Wrapped struct {
+	// Keyset is the Tink AEAD keyset, wrapped with the user as associated
+	// data.
+	Keyset []byte
+	// MAC is the 32-byte digest key, wrapped with MACAD(user); nil in
+	// keysets stored before digests existed.
+	MAC []byte
+}
+
+// MACAD is the associated data wrapping a user's digest key.
+func MACAD(user string) []byte { return []byte(user + "|digest") }
+
+// macKeySize is the length of a digest key.
+const macKeySize = 32
+
+// KeysetStore keeps each user's wrapped keys and the erasure tombstones.
 // It never sees an unwrapped key.
 type KeysetStore interface {
-	// Load returns the wrapped keyset, ErrNoKey when absent.
-	Load(ctx context.Context, user string) ([]byte, error)
-	// CreateIfAbsent stores wrapped only if the user has no keyset, else
+	// Load returns the wrapped keys, ErrNoKey when absent.
+	Load(ctx context.Context, user string) (Wrapped, error)
+	// CreateIfAbsent stores wrapped only if the user has no keys, else
 	// ErrExists; it is what makes concurrent first use end with one key.
-	CreateIfAbsent(ctx context.Context, user string, wrapped []byte) error
+	CreateIfAbsent(ctx context.Context, user string, wrapped Wrapped) error
 	// Delete removes the keyset (crypto-shredding); absent is not an error.
 	Delete(ctx context.Context, user string) error
 	// Tombstoned reports whether the user asked to be erased.
@@ -62,8 +83,14 @@ var _ Sealer = (*Keyring)(nil)
 
 type cached struct {
 	user   string
-	prim   tink.AEAD
+	keys   userKeys
 	expiry time.Time
+}
+
+// userKeys are a user's unwrapped keys.
+type userKeys struct {
+	aead tink.AEAD
+	mac  []byte // nil for a keyset stored before digests existed
 }
 
 // NewKeyring returns a Keyring over store, wrapping keysets with kek.
@@ -88,11 +115,11 @@ func (k *Keyring) Seal(ctx context.Context, user string, plaintext, ad []byte) (
 	if err := k.checkTombstone(ctx, user); err != nil {
 		return nil, err
 	}
-	prim, err := k.primitive(ctx, user, true)
+	uk, err := k.userKeys(ctx, user, true)
 	if err != nil {
 		return nil, err
 	}
-	ct, err := prim.Encrypt(plaintext, ad)
+	ct, err := uk.aead.Encrypt(plaintext, ad)
 	if err != nil {
 		return nil, fmt.Errorf("aead.Encrypt: %w", err)
 	}
@@ -105,16 +132,37 @@ func (k *Keyring) Open(ctx context.Context, user string, ciphertext, ad []byte) 
 	if err := k.checkTombstone(ctx, user); err != nil {
 		return nil, err
 	}
-	prim, err := k.primitive(ctx, user, false)
+	uk, err := k.userKeys(ctx, user, false)
 	if err != nil {
 		return nil, err
 	}
-	pt, err := prim.Decrypt(ciphertext, ad)
+	pt, err := uk.aead.Decrypt(ciphertext, ad)
 	if err != nil {
 		// Tink's message adds nothing; callers branch on ErrDecrypt.
 		return nil, fmt.Errorf("aead.Decrypt: %w", ErrDecrypt)
 	}
 	return pt, nil
+}
+
+// Digest returns the keyed digest of data for the user: 64 lowercase hex
+// digits of HMAC-SHA256 under the user's digest key, creating the user's
+// keys on first use unless the user is tombstoned. It is deterministic for
+// a user (so it can name and deduplicate content) but, unlike a plain
+// hash, cannot be recomputed once Shred has destroyed the key.
+func (k *Keyring) Digest(ctx context.Context, user string, data []byte) (string, error) {
+	if err := k.checkTombstone(ctx, user); err != nil {
+		return "", err
+	}
+	uk, err := k.userKeys(ctx, user, true)
+	if err != nil {
+		return "", err
+	}
+	if uk.mac == nil {
+		return "", fmt.Errorf("keys: the user's keyset predates digest keys: %w", ErrNoKey)
+	}
+	m := hmac.New(sha256.New, uk.mac)
+	m.Write(data)
+	return hex.EncodeToString(m.Sum(nil)), nil
 }
 
 // Shred deletes the user's wrapped keyset and forgets the cached one:
@@ -146,9 +194,9 @@ func (k *Keyring) checkTombstone(ctx context.Context, user string) error {
 	return nil
 }
 
-// primitive returns the user's AEAD from the cache or the store, creating
-// the keyset when create is set and none exists.
-func (k *Keyring) primitive(ctx context.Context, user string, create bool) (tink.AEAD, error) {
+// userKeys returns the user's keys from the cache or the store, creating
+// them when create is set and none exist.
+func (k *Keyring) userKeys(ctx context.Context, user string, create bool) (userKeys, error) {
 	k.mu.Lock()
 	epoch := k.epoch
 	if e, ok := k.byKey[user]; ok {
@@ -156,7 +204,7 @@ func (k *Keyring) primitive(ctx context.Context, user string, create bool) (tink
 		if k.now().Before(c.expiry) {
 			k.lru.MoveToFront(e)
 			k.mu.Unlock()
-			return c.prim, nil
+			return c.keys, nil
 		}
 		k.lru.Remove(e)
 		delete(k.byKey, user)
@@ -168,69 +216,87 @@ func (k *Keyring) primitive(ctx context.Context, user string, create bool) (tink
 	case errors.Is(err, ErrNoKey) && create:
 		wrapped, err = k.create(ctx, user)
 		if err != nil {
-			return nil, err
+			return userKeys{}, err
 		}
 	case errors.Is(err, ErrNoKey):
-		return nil, ErrNoKey
+		return userKeys{}, ErrNoKey
 	case err != nil:
-		return nil, fmt.Errorf("KeysetStore.Load: %w", err)
+		return userKeys{}, fmt.Errorf("KeysetStore.Load: %w", err)
 	}
-	h, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(wrapped)), k.kek, []byte(user))
+	h, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(wrapped.Keyset)), k.kek, []byte(user))
 	if err != nil {
-		return nil, fmt.Errorf("keyset.ReadWithAssociatedData: %w", err)
+		return userKeys{}, fmt.Errorf("keyset.ReadWithAssociatedData: %w", err)
 	}
-	prim, err := aead.New(h)
-	if err != nil {
-		return nil, fmt.Errorf("aead.New: %w", err)
+	uk := userKeys{}
+	if uk.aead, err = aead.New(h); err != nil {
+		return userKeys{}, fmt.Errorf("aead.New: %w", err)
 	}
-	k.put(user, prim, epoch)
-	return prim, nil
+	if wrapped.MAC != nil {
+		if uk.mac, err = k.kek.Decrypt(wrapped.MAC, MACAD(user)); err != nil {
+			return userKeys{}, fmt.Errorf("kek.Decrypt digest key: %w", err)
+		}
+		if len(uk.mac) != macKeySize {
+			return userKeys{}, fmt.Errorf("keys: digest key of %d bytes", len(uk.mac))
+		}
+	}
+	k.put(user, uk, epoch)
+	return uk, nil
 }
 
-// create makes, wraps and stores a keyset. Losing a race to another
-// process (ErrExists) is normal: the winner's keyset is loaded instead.
-func (k *Keyring) create(ctx context.Context, user string) ([]byte, error) {
+// create makes, wraps and stores a keyset and a digest key. Losing a race
+// to another process (ErrExists) is normal: the winner's keys are loaded
+// instead.
+func (k *Keyring) create(ctx context.Context, user string) (Wrapped, error) {
 	h, err := keyset.NewHandle(aead.AES256GCMKeyTemplate())
 	if err != nil {
-		return nil, fmt.Errorf("keyset.NewHandle: %w", err)
+		return Wrapped{}, fmt.Errorf("keyset.NewHandle: %w", err)
 	}
 	var buf bytes.Buffer
 	if err := h.WriteWithAssociatedData(keyset.NewBinaryWriter(&buf), k.kek, []byte(user)); err != nil {
-		return nil, fmt.Errorf("keyset.WriteWithAssociatedData: %w", err)
+		return Wrapped{}, fmt.Errorf("keyset.WriteWithAssociatedData: %w", err)
 	}
-	err = k.store.CreateIfAbsent(ctx, user, buf.Bytes())
+	mac := make([]byte, macKeySize)
+	if _, err := rand.Read(mac); err != nil {
+		return Wrapped{}, fmt.Errorf("rand.Read: %w", err)
+	}
+	wrappedMAC, err := k.kek.Encrypt(mac, MACAD(user))
+	if err != nil {
+		return Wrapped{}, fmt.Errorf("kek.Encrypt digest key: %w", err)
+	}
+	w := Wrapped{Keyset: buf.Bytes(), MAC: wrappedMAC}
+	err = k.store.CreateIfAbsent(ctx, user, w)
 	if errors.Is(err, ErrExists) {
 		w, err := k.store.Load(ctx, user)
 		if err != nil {
-			return nil, fmt.Errorf("KeysetStore.Load: %w", err)
+			return Wrapped{}, fmt.Errorf("KeysetStore.Load: %w", err)
 		}
 		return w, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("KeysetStore.CreateIfAbsent: %w", err)
+		return Wrapped{}, fmt.Errorf("KeysetStore.CreateIfAbsent: %w", err)
 	}
 	// An erasure may have tombstoned the user between our check and the
 	// create; its shred step may already have run, so undo the key here.
 	dead, err := k.store.Tombstoned(ctx, user)
 	if err != nil {
-		return nil, fmt.Errorf("KeysetStore.Tombstoned: %w", err)
+		return Wrapped{}, fmt.Errorf("KeysetStore.Tombstoned: %w", err)
 	}
 	if dead {
 		if err := k.store.Delete(ctx, user); err != nil {
-			return nil, fmt.Errorf("KeysetStore.Delete: %w", err)
+			return Wrapped{}, fmt.Errorf("KeysetStore.Delete: %w", err)
 		}
-		return nil, ErrTombstoned
+		return Wrapped{}, ErrTombstoned
 	}
-	return buf.Bytes(), nil
+	return w, nil
 }
 
-func (k *Keyring) put(user string, prim tink.AEAD, epoch uint64) {
+func (k *Keyring) put(user string, uk userKeys, epoch uint64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.epoch != epoch {
 		return // a Shred ran while we loaded: the key may be gone
 	}
-	c := &cached{user: user, prim: prim, expiry: k.now().Add(k.ttl)}
+	c := &cached{user: user, keys: uk, expiry: k.now().Add(k.ttl)}
 	if e, ok := k.byKey[user]; ok {
 		e.Value = c
 		k.lru.MoveToFront(e)

@@ -1,8 +1,10 @@
 // Package keys does envelope encryption per user: each user has an AEAD
 // keyset (Tink AES256-GCM), wrapped by a KEK (Cloud KMS in production, a
 // local key file in embedded mode) with the user id as associated data, and
-// stored in the documents store. Deleting the wrapped keyset crypto-shreds
-// everything sealed with it: documents, blobs, event payloads, dead letters.
+// stored in the documents store beside a digest key for keyed content
+// digests. Deleting them crypto-shreds everything sealed with the keyset
+// (documents, blobs, event payloads, dead letters) and leaves no digest that
+// could still be matched against known content.
 package keys
 
 import (
@@ -28,6 +30,12 @@ type Sealer interface {
 	Seal(ctx context.Context, user string, plaintext, ad []byte) ([]byte, error)
 	// Open decrypts; ErrNoKey if the key is gone, ErrDecrypt on mismatch.
 	Open(ctx context.Context, user string, ciphertext, ad []byte) ([]byte, error)
+	// Digest returns a keyed digest of data (64 lowercase hex digits),
+	// deterministic per user, under a key that Shred destroys with the
+	// data key: a content fingerprint that does not outlive the user.
+	// Like Seal it creates the user's keys on first use and refuses a
+	// tombstoned user.
+	Digest(ctx context.Context, user string, data []byte) (string, error)
 }
 
 // AD builds the associated data "user|collection|doc|field" so ciphertext

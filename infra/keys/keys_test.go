@@ -3,9 +3,12 @@ package keys
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -23,32 +26,32 @@ import (
 // memStore is an in-memory KeysetStore.
 type memStore struct {
 	mu      sync.Mutex
-	sets    map[string][]byte
+	sets    map[string]Wrapped
 	tombs   map[string]bool
 	creates atomic.Int64 // successful CreateIfAbsent calls
 }
 
 func newMemStore() *memStore {
-	return &memStore{sets: map[string][]byte{}, tombs: map[string]bool{}}
+	return &memStore{sets: map[string]Wrapped{}, tombs: map[string]bool{}}
 }
 
-func (m *memStore) Load(_ context.Context, user string) ([]byte, error) {
+func (m *memStore) Load(_ context.Context, user string) (Wrapped, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	w, ok := m.sets[user]
 	if !ok {
-		return nil, ErrNoKey
+		return Wrapped{}, ErrNoKey
 	}
-	return bytes.Clone(w), nil
+	return Wrapped{Keyset: bytes.Clone(w.Keyset), MAC: bytes.Clone(w.MAC)}, nil
 }
 
-func (m *memStore) CreateIfAbsent(_ context.Context, user string, wrapped []byte) error {
+func (m *memStore) CreateIfAbsent(_ context.Context, user string, wrapped Wrapped) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.sets[user]; ok {
 		return ErrExists
 	}
-	m.sets[user] = bytes.Clone(wrapped)
+	m.sets[user] = Wrapped{Keyset: bytes.Clone(wrapped.Keyset), MAC: bytes.Clone(wrapped.MAC)}
 	m.creates.Add(1)
 	return nil
 }
@@ -307,10 +310,11 @@ func TestKeysetStoredWrapped(t *testing.T) {
 		if _, err := NewKeyring(kek, store, Options{}).Seal(ctx, alice, []byte("x"), nil); err != nil {
 			t.Fatal(err)
 		}
-		wrapped, err := store.Load(ctx, alice)
+		stored, err := store.Load(ctx, alice)
 		if err != nil {
 			t.Fatal(err)
 		}
+		wrapped := stored.Keyset
 		rd := func() keyset.Reader { return keyset.NewBinaryReader(bytes.NewReader(wrapped)) }
 		for _, wrong := range [][]byte{[]byte(bob), nil, []byte(alice + "x")} {
 			if _, err := keyset.ReadWithAssociatedData(rd(), kek, wrong); err == nil {
@@ -333,6 +337,19 @@ func TestKeysetStoredWrapped(t *testing.T) {
 			if bytes.Contains(wrapped, raw[len(raw)-32:]) {
 				t.Fatal("stored keyset contains the raw key")
 			}
+		}
+		// The digest key is wrapped too, bound to the user and its role.
+		for _, wrong := range [][]byte{MACAD(bob), []byte(alice), nil} {
+			if _, err := kek.Decrypt(stored.MAC, wrong); err == nil {
+				t.Fatalf("stored digest key unwraps with associated data %q", wrong)
+			}
+		}
+		mac, err := kek.Decrypt(stored.MAC, MACAD(alice))
+		if err != nil || len(mac) != 32 {
+			t.Fatalf("stored digest key does not unwrap (%d bytes, %v)", len(mac), err)
+		}
+		if bytes.Contains(stored.MAC, mac) || bytes.Contains(stored.Keyset, mac) {
+			t.Fatal("stored keys contain the raw digest key")
 		}
 	})
 }
@@ -439,7 +456,7 @@ func TestTombstone(t *testing.T) {
 // window between Seal's tombstone check and its key creation.
 type raceStore struct{ *memStore }
 
-func (r raceStore) CreateIfAbsent(ctx context.Context, user string, w []byte) error {
+func (r raceStore) CreateIfAbsent(ctx context.Context, user string, w Wrapped) error {
 	err := r.memStore.CreateIfAbsent(ctx, user, w)
 	r.mu.Lock()
 	r.tombs[user] = true
@@ -505,20 +522,20 @@ func TestDocsKeysetStoreLayout(t *testing.T) {
 	if _, err := s.Load(ctx, alice); !errors.Is(err, ErrNoKey) {
 		t.Fatalf("Load absent = %v", err)
 	}
-	if err := s.CreateIfAbsent(ctx, alice, []byte{1, 2, 3}); err != nil {
+	if err := s.CreateIfAbsent(ctx, alice, Wrapped{Keyset: []byte{1, 2, 3}, MAC: []byte{4, 5}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateIfAbsent(ctx, alice, []byte{9}); !errors.Is(err, ErrExists) {
+	if err := s.CreateIfAbsent(ctx, alice, Wrapped{Keyset: []byte{9}, MAC: []byte{9}}); !errors.Is(err, ErrExists) {
 		t.Fatalf("second CreateIfAbsent = %v, want ErrExists", err)
 	}
-	if w, err := s.Load(ctx, alice); err != nil || !slices.Equal(w, []byte{1, 2, 3}) {
+	if w, err := s.Load(ctx, alice); err != nil || !slices.Equal(w.Keyset, []byte{1, 2, 3}) || !slices.Equal(w.MAC, []byte{4, 5}) {
 		t.Fatalf("Load = %v %v", w, err)
 	}
 	d, err := f.Get(ctx, docs.Key{User: alice, Collection: "keys", ID: "dek"})
 	if err != nil {
 		t.Fatalf("keyset not at users/{user}/keys/dek: %v", err)
 	}
-	if !strings.HasPrefix(string(d.Data), `{"v":1,`) {
+	if !strings.HasPrefix(string(d.Data), `{"v":2,`) {
 		t.Fatalf("stored doc %s", d.Data)
 	}
 	if dead, err := s.Tombstoned(ctx, alice); err != nil || dead {
@@ -540,9 +557,105 @@ func TestDocsKeysetStoreLayout(t *testing.T) {
 	if n, _ := f.CountUser(ctx, alice); n != 0 {
 		t.Fatalf("%d docs left for the user", n)
 	}
-	f.Put(ctx, docs.Doc{Key: KeysetKey(bob), Data: []byte(`{"v":2,"wrapped":"AQ=="}`)})
-	if _, err := s.Load(ctx, bob); err == nil {
-		t.Fatal("Load accepted an unknown keyset doc version")
+	// A keyset stored before digest keys still loads, without one.
+	f.Put(ctx, docs.Doc{Key: KeysetKey(bob), Data: []byte(`{"v":1,"wrapped":"AQ=="}`)})
+	if w, err := s.Load(ctx, bob); err != nil || !slices.Equal(w.Keyset, []byte{1}) || w.MAC != nil {
+		t.Fatalf("Load v1 = %v %v", w, err)
+	}
+	for _, bad := range []string{`{"v":2,"wrapped":"AQ=="}`, `{"v":3,"wrapped":"AQ==","mac":"AQ=="}`, `{"v":1}`} {
+		f.Put(ctx, docs.Doc{Key: KeysetKey(bob), Data: []byte(bad)})
+		if _, err := s.Load(ctx, bob); err == nil {
+			t.Fatalf("Load accepted %s", bad)
+		}
+	}
+}
+
+func TestDigest(t *testing.T) {
+	forEachStore(t, func(t *testing.T, store KeysetStore, tombstone func(string), kek tink.AEAD) {
+		ctx := context.Background()
+		k := NewKeyring(kek, store, Options{})
+		audio := []byte("RIFF....WAVEfmt plaintext audio")
+		d1, err := k.Digest(ctx, alice, audio)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(d1) {
+			t.Fatalf("digest %q is not 64 lowercase hex", d1)
+		}
+		plain := sha256.Sum256(audio)
+		if d1 == hex.EncodeToString(plain[:]) {
+			t.Fatal("digest is the plain SHA-256")
+		}
+		// Deterministic per user, across restarts; distinct across users
+		// and contents.
+		if d, err := NewKeyring(kek, store, Options{}).Digest(ctx, alice, audio); err != nil || d != d1 {
+			t.Fatalf("digest after a restart = %s (%v), want %s", d, err, d1)
+		}
+		if d, _ := k.Digest(ctx, bob, audio); d == d1 {
+			t.Fatal("two users share a digest of the same bytes")
+		}
+		if d, _ := k.Digest(ctx, alice, append(audio, 0)); d == d1 {
+			t.Fatal("two contents share a digest")
+		}
+		// Its key is the one Seal made: Digest first, then Seal, one keyset.
+		ct, err := k.Seal(ctx, alice, []byte("x"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := NewKeyring(kek, store, Options{}).Open(ctx, alice, ct, nil); err != nil {
+			t.Fatal(err)
+		}
+
+		// After Shred the digest cannot be recomputed: a new key gives
+		// another value, and a tombstone refuses.
+		if err := k.Shred(ctx, alice); err != nil {
+			t.Fatal(err)
+		}
+		after, err := k.Digest(ctx, alice, audio)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after == d1 {
+			t.Fatal("the digest survived Shred")
+		}
+		tombstone(alice)
+		if _, err := k.Digest(ctx, alice, audio); !errors.Is(err, ErrTombstoned) {
+			t.Fatalf("Digest for a tombstoned user = %v, want ErrTombstoned", err)
+		}
+		if _, err := k.Digest(ctx, "", audio); err == nil {
+			t.Fatal("Digest for an empty user")
+		}
+	})
+}
+
+func TestDigestRefusesKeysetWithoutDigestKey(t *testing.T) {
+	ctx := context.Background()
+	kek := testKEK(t)
+	store := newMemStore()
+	k := NewKeyring(kek, store, Options{})
+	ct, err := k.Seal(ctx, alice, []byte("old"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := store.Load(ctx, alice)
+	store.Delete(ctx, alice)
+	store.CreateIfAbsent(ctx, alice, Wrapped{Keyset: w.Keyset}) // as stored before digests
+	old := NewKeyring(kek, store, Options{})
+	if pt, err := old.Open(ctx, alice, ct, nil); err != nil || string(pt) != "old" {
+		t.Fatalf("Open of a keyset without digest key = %q %v", pt, err)
+	}
+	if _, err := old.Digest(ctx, alice, []byte("x")); err == nil {
+		t.Fatal("Digest without a digest key")
+	}
+	// A digest key planted from another user does not unwrap.
+	if _, err := k.Digest(ctx, bob, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	wb, _ := store.Load(ctx, bob)
+	store.Delete(ctx, alice)
+	store.CreateIfAbsent(ctx, alice, Wrapped{Keyset: w.Keyset, MAC: wb.MAC})
+	if _, err := NewKeyring(kek, store, Options{}).Digest(ctx, alice, []byte("x")); err == nil {
+		t.Fatal("bob's digest key planted under alice unwrapped")
 	}
 }
 

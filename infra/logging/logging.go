@@ -8,6 +8,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -161,15 +162,26 @@ func (h *traceHandler) WithGroup(name string) slog.Handler {
 
 // UserHasher turns raw uids into the keyed hash logs may carry. It uses its
 // own key (not the storage pseudonym key), so log readers cannot join logs to
-// stored documents without a second secret.
-type UserHasher struct{ key []byte }
+// stored documents without a second secret. The first hex digit names the
+// key's version, so hashes made before and after a rotation are told apart.
+type UserHasher struct {
+	version byte
+	key     []byte
+}
 
-// NewUserHasher returns a hasher keyed with key (at least 16 bytes).
-func NewUserHasher(key []byte) *UserHasher { return &UserHasher{key: key} }
+// NewUserHasher returns a hasher keyed with the given version (1-15) of
+// key (at least 16 bytes); it panics otherwise, a wiring bug.
+func NewUserHasher(version int, key []byte) *UserHasher {
+	if version < 1 || version > 15 || len(key) < 16 {
+		panic(fmt.Sprintf("logging.NewUserHasher: version %d, key of %d bytes", version, len(key)))
+	}
+	return &UserHasher{version: "0123456789abcdef"[version], key: append([]byte(nil), key...)}
+}
 
-// Attr returns the attribute "user_hash" for uid.
+// Attr returns the attribute "user_hash" for uid: 24 lowercase hex digits,
+// the version then 23 of HMAC-SHA256(key, "log-uid:"+uid).
 func (h *UserHasher) Attr(uid string) slog.Attr {
 	m := hmac.New(sha256.New, h.key)
 	m.Write([]byte("log-uid:" + uid))
-	return slog.String("user_hash", hex.EncodeToString(m.Sum(nil)[:12]))
+	return slog.String("user_hash", string(h.version)+hex.EncodeToString(m.Sum(nil)[:12])[:23])
 }

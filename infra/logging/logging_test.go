@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -34,7 +35,7 @@ func TestRedactsTokensContentAndUIDs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var buf bytes.Buffer
 			l := New(&buf, Options{})
-			tc.log(l, NewUserHasher([]byte("0123456789abcdef0123456789abcdef")))
+			tc.log(l, NewUserHasher(1, []byte("0123456789abcdef0123456789abcdef")))
 			out := buf.String()
 			for _, secret := range []string{token, transcript, uid, phone, "c2lnbmF0dXJl"} {
 				if strings.Contains(out, secret) {
@@ -90,14 +91,33 @@ func TestParseTraceparentRejects(t *testing.T) {
 }
 
 func TestUserHasherStableAndKeyed(t *testing.T) {
-	a := NewUserHasher([]byte("key-one-key-one-key-one-key-one!")).Attr("alice")
-	b := NewUserHasher([]byte("key-one-key-one-key-one-key-one!")).Attr("alice")
-	c := NewUserHasher([]byte("key-two-key-two-key-two-key-two!")).Attr("alice")
-	if a.Value.String() != b.Value.String() {
+	one, two := []byte("key-one-key-one-key-one-key-one!"), []byte("key-two-key-two-key-two-key-two!")
+	a := NewUserHasher(1, one).Attr("alice").Value.String()
+	b := NewUserHasher(1, one).Attr("alice").Value.String()
+	c := NewUserHasher(1, two).Attr("alice").Value.String()
+	v2 := NewUserHasher(2, two).Attr("alice").Value.String()
+	if a != b {
 		t.Error("same key, same uid: hashes differ")
 	}
-	if a.Value.String() == c.Value.String() {
+	if a == c {
 		t.Error("different keys gave the same hash")
+	}
+	shape := regexp.MustCompile(`^[1-9a-f][0-9a-f]{23}$`)
+	if !shape.MatchString(a) || a[0] != '1' || v2[0] != '2' || v2[1:] != c[1:] {
+		t.Errorf("hashes %q (v1) and %q (v2 of the same key) do not lead with their version", c, v2)
+	}
+	for _, bad := range []struct {
+		v   int
+		key []byte
+	}{{0, one}, {16, one}, {1, one[:15]}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("NewUserHasher(%d, %d bytes) accepted", bad.v, len(bad.key))
+				}
+			}()
+			NewUserHasher(bad.v, bad.key)
+		}()
 	}
 }
 

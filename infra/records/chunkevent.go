@@ -10,8 +10,8 @@ import (
 
 // ChunkEventID is the deterministic id of a chunk's event: a client retry or
 // a reconciler re-drive publishes the same id, so consumers see one event.
-func ChunkEventID(user, cid string, seq int, sha256hex string) string {
-	return events.DeriveID("chunk", user, cid, strconv.Itoa(seq), sha256hex)
+func ChunkEventID(user, cid string, seq int, digest string) string {
+	return events.DeriveID("chunk", user, cid, strconv.Itoa(seq), digest)
 }
 
 // ChunkReceivedEvent builds the audio.chunk.received event of a chunk record.
@@ -25,7 +25,7 @@ func ChunkReceivedEvent(reg *events.Registry, user string, c Chunk) (event.Event
 			BlobKey:        c.BlobKey,
 			ContentType:    c.ContentType,
 			SampleRate:     c.SampleRate,
-			SHA256:         c.SHA256,
+			Digest:         c.Digest,
 			Size:           c.Size,
 			Origin:         c.Origin,
 			ReceivedAt:     c.ReceivedAt,

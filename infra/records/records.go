@@ -70,8 +70,8 @@ func AudioPrefix(user string) string { return "users/" + user + "/audio/" }
 // AudioKey is the blob key of one chunk's sealed audio. The digest is part of
 // the key so a conflicting upload for the same seq never overwrites the
 // accepted one.
-func AudioKey(user, cid string, seq int, sha256hex string) string {
-	return fmt.Sprintf("users/%s/audio/%s/%07d-%s.sealed", user, cid, seq, sha256hex[:16])
+func AudioKey(user, cid string, seq int, digest string) string {
+	return fmt.Sprintf("users/%s/audio/%s/%07d-%s.sealed", user, cid, seq, digest[:16])
 }
 
 // Chunk is the record of one accepted audio chunk.
@@ -82,7 +82,7 @@ type Chunk struct {
 	BlobKey        string    `json:"blob_key"`
 	ContentType    string    `json:"content_type"`
 	SampleRate     int       `json:"sample_rate,omitempty"`
-	SHA256         string    `json:"sha256"`
+	Digest         string    `json:"digest"`
 	Size           int64     `json:"size"`
 	Origin         string    `json:"origin"`
 	EventID        string    `json:"event_id"`

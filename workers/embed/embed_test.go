@@ -94,7 +94,7 @@ func TestHandleRejectsMalformed(t *testing.T) {
 	chunkEv, err := e.reg.NewWithID(events.NewID(), events.TypeChunkReceived,
 		events.Subject(user, "conversations", cid, "chunks", "1"),
 		events.ChunkReceived{User: user, ConversationID: cid, Seq: 1, BlobKey: "users/x/audio/y", ContentType: "audio/wav",
-			SHA256: strings.Repeat("0", 64), Size: 1, Origin: "app", ReceivedAt: time.Now().UTC()})
+			Digest: strings.Repeat("0", 64), Size: 1, Origin: "app", ReceivedAt: time.Now().UTC()})
 	if err != nil {
 		t.Fatal(err)
 	}

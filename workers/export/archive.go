@@ -69,14 +69,13 @@ type (
 		Status         string    `json:"status"`
 		ContentType    string    `json:"content_type"`
 		SampleRate     int       `json:"sample_rate,omitempty"`
-		SHA256         string    `json:"sha256"`
 		Size           int64     `json:"size"`
 		Origin         string    `json:"origin"`
 		ReceivedAt     time.Time `json:"received_at"`
 		UpdatedAt      time.Time `json:"updated_at"`
 		FailReason     string    `json:"fail_reason,omitempty"`
-		// Audio is the archive path of the original audio; absent when
-		// retention already deleted it.
+		// Audio is the archive path of the original audio (its SHA-256 is
+		// in the manifest); absent when retention already deleted it.
 		Audio string `json:"audio,omitempty"`
 	}
 	segmentLine struct {
@@ -236,7 +235,7 @@ func (w *Worker) build(ctx context.Context, user, id string, now time.Time) (bui
 				counts["chunks"]++
 				return enc.Encode(chunkLine{
 					ConversationID: ch.ConversationID, Seq: ch.Seq, Status: ch.Status,
-					ContentType: ch.ContentType, SampleRate: ch.SampleRate, SHA256: ch.SHA256,
+					ContentType: ch.ContentType, SampleRate: ch.SampleRate,
 					Size: ch.Size, Origin: ch.Origin, ReceivedAt: ch.ReceivedAt, UpdatedAt: ch.UpdatedAt,
 					FailReason: ch.FailReason, Audio: kept[records.ChunkID(ch.ConversationID, ch.Seq)],
 				})

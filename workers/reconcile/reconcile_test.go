@@ -68,7 +68,7 @@ func (e *env) seed(t *testing.T, user, cid string, seq int, status string, age t
 	c := records.Chunk{
 		ConversationID: cid, Seq: seq, Status: status,
 		BlobKey: records.AudioKey(user, cid, seq, sum), ContentType: "audio/ogg; codecs=opus", SampleRate: 48000,
-		SHA256: sum, Size: 5964, Origin: "stream", EventID: records.ChunkEventID(user, cid, seq, sum),
+		Digest: sum, Size: 5964, Origin: "stream", EventID: records.ChunkEventID(user, cid, seq, sum),
 		ReceivedAt: at.Add(-time.Second), UpdatedAt: at,
 	}
 	d, err := c.Doc(user)
@@ -105,7 +105,7 @@ func checkRedrive(t *testing.T, e *env, p workertest.Published, user string, c r
 	if p.Topic != events.TopicAudio {
 		t.Errorf("topic %q", p.Topic)
 	}
-	if p.Event.ID() != c.EventID || p.Event.ID() != records.ChunkEventID(user, c.ConversationID, c.Seq, c.SHA256) {
+	if p.Event.ID() != c.EventID || p.Event.ID() != records.ChunkEventID(user, c.ConversationID, c.Seq, c.Digest) {
 		t.Errorf("id %q, want the record's %q", p.Event.ID(), c.EventID)
 	}
 	if p.Event.Type() != events.TypeChunkReceived {
@@ -119,7 +119,7 @@ func checkRedrive(t *testing.T, e *env, p workertest.Published, user string, c r
 		t.Fatalf("re-driven event does not decode: %v", err)
 	}
 	want := events.ChunkReceived{User: user, ConversationID: c.ConversationID, Seq: c.Seq, BlobKey: c.BlobKey,
-		ContentType: c.ContentType, SampleRate: c.SampleRate, SHA256: c.SHA256, Size: c.Size, Origin: c.Origin}
+		ContentType: c.ContentType, SampleRate: c.SampleRate, Digest: c.Digest, Size: c.Size, Origin: c.Origin}
 	got := in
 	got.ReceivedAt = time.Time{}
 	if got != want || !in.ReceivedAt.Equal(c.ReceivedAt) {

@@ -86,7 +86,7 @@ func (e *env) seedChunk(t *testing.T, user, cid string, seq int, status string) 
 	c := records.Chunk{
 		ConversationID: cid, Seq: seq, Status: status,
 		BlobKey: records.AudioKey(user, cid, seq, sum), ContentType: "audio/wav", SampleRate: 16000,
-		SHA256: sum, Size: 3200, Origin: "app", EventID: records.ChunkEventID(user, cid, seq, sum), Published: true,
+		Digest: sum, Size: 3200, Origin: "app", EventID: records.ChunkEventID(user, cid, seq, sum), Published: true,
 		ReceivedAt: e.now.Add(-time.Hour), UpdatedAt: e.now.Add(-time.Minute),
 	}
 	e.putChunk(t, user, c)

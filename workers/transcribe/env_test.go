@@ -116,16 +116,28 @@ func tone(n int) []byte {
 	return audio.EncodeWAV(p)
 }
 
+// digest is a well-formed digest that is not the user's keyed one: for
+// records of users without a key and for mismatches.
 func digest(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
+}
+
+// keyedDigest is the user's keyed digest of b, as the edge records it.
+func (e *env) keyedDigest(t *testing.T, user string, b []byte) string {
+	t.Helper()
+	d, err := e.keys.Digest(t.Context(), user, b)
+	if err != nil {
+		t.Fatalf("keys.Digest: %v", err)
+	}
+	return d
 }
 
 // seedChunk does what the edge does: seal the audio under the blob's
 // associated data, write the blob, write the chunk record (received).
 func (e *env) seedChunk(t *testing.T, user, cid string, seq int, body []byte, contentType string) records.Chunk {
 	t.Helper()
-	sum := digest(body)
+	sum := e.keyedDigest(t, user, body)
 	blobKey := records.AudioKey(user, cid, seq, sum)
 	sealed, err := e.keys.Seal(t.Context(), user, body, keys.AD(user, "blobs", blobKey, "audio"))
 	if err != nil {
@@ -137,7 +149,7 @@ func (e *env) seedChunk(t *testing.T, user, cid string, seq int, body []byte, co
 	c := records.Chunk{
 		ConversationID: cid, Seq: seq, Status: records.StatusReceived,
 		BlobKey: blobKey, ContentType: contentType, SampleRate: 16000,
-		SHA256: sum, Size: int64(len(body)), Origin: "app",
+		Digest: sum, Size: int64(len(body)), Origin: "app",
 		EventID:    records.ChunkEventID(user, cid, seq, sum),
 		Published:  true,
 		ReceivedAt: e.now.Add(-time.Minute), UpdatedAt: e.now.Add(-time.Minute),

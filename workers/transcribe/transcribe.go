@@ -5,9 +5,7 @@ package transcribe
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -70,7 +68,7 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 	if err != nil {
 		return events.Permanent(err)
 	}
-	if chunk.SHA256 != in.SHA256 {
+	if chunk.Digest != in.Digest {
 		return fmt.Errorf("transcribe: event digest does not match the accepted chunk: %w", events.ErrDropped)
 	}
 	switch chunk.Status {
@@ -151,8 +149,11 @@ func (w *Worker) loadAudio(ctx context.Context, in events.ChunkReceived, chunk r
 	if err != nil {
 		return audio.PCM{}, records.KeyFailure("keys.Open audio", err)
 	}
-	sum := sha256.Sum256(body)
-	if hex.EncodeToString(sum[:]) != chunk.SHA256 {
+	digest, err := w.Keys.Digest(ctx, in.User, body)
+	if err != nil {
+		return audio.PCM{}, records.KeyFailure("keys.Digest audio", err)
+	}
+	if digest != chunk.Digest {
 		return audio.PCM{}, w.fail(ctx, in, "audio digest mismatch")
 	}
 	pcm, err := audio.Decode(chunk.ContentType, bytes.Clone(body))
@@ -218,7 +219,7 @@ func (w *Worker) publishTranscript(ctx context.Context, in events.ChunkReceived,
 	if err != nil {
 		return records.KeyFailure("keys.Open segment", err)
 	}
-	id := events.DeriveID("transcript", in.User, in.ConversationID, strconv.Itoa(in.Seq), in.SHA256)
+	id := events.DeriveID("transcript", in.User, in.ConversationID, strconv.Itoa(in.Seq), in.Digest)
 	sealed, err := w.Keys.Seal(ctx, in.User, text, keys.AD(in.User, "events/"+events.TypeTranscriptCreated, id, "sealed_text"))
 	if err != nil {
 		return records.KeyFailure("keys.Seal event", err)

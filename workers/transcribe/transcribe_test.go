@@ -36,7 +36,7 @@ func checkTranscriptEvent(t *testing.T, e *env, p workertest.Published, user str
 	if ev.Type() != events.TypeTranscriptCreated {
 		t.Errorf("type = %q", ev.Type())
 	}
-	if want := wantTranscriptID(user, c.ConversationID, c.Seq, c.SHA256); ev.ID() != want {
+	if want := wantTranscriptID(user, c.ConversationID, c.Seq, c.Digest); ev.ID() != want {
 		t.Errorf("id = %q, want %q (derived from user, conversation, seq, digest)", ev.ID(), want)
 	}
 	wantSubject := events.Subject(user, "conversations", c.ConversationID, "chunks", strconv.Itoa(c.Seq))
@@ -165,12 +165,12 @@ func TestHandleRejectsMalformed(t *testing.T) {
 		{"upper-case user hash", workertest.WithAttr(workertest.WithData(t, valid, func(m map[string]any) { m["user"] = strings.ToUpper(user) }),
 			func(e *event.Event) { e.SetSubject(events.Subject(strings.ToUpper(user), "conversations", cid)) })},
 		{"unknown field", workertest.WithData(t, valid, func(m map[string]any) { m["transcript"] = "x" })},
-		{"missing sha256", workertest.WithData(t, valid, func(m map[string]any) { delete(m, "sha256") })},
+		{"missing digest", workertest.WithData(t, valid, func(m map[string]any) { delete(m, "digest") })},
 		{"missing user", workertest.WithData(t, valid, func(m map[string]any) { delete(m, "user") })},
 		{"negative seq", workertest.WithData(t, valid, func(m map[string]any) { m["seq"] = -1 })},
 		{"seq over bound", workertest.WithData(t, valid, func(m map[string]any) { m["seq"] = records.MaxSeq + 1 })},
 		{"seq not integer", workertest.WithData(t, valid, func(m map[string]any) { m["seq"] = 1.5 })},
-		{"sha256 not hex", workertest.WithData(t, valid, func(m map[string]any) { m["sha256"] = strings.Repeat("Z", 64) })},
+		{"digest not hex", workertest.WithData(t, valid, func(m map[string]any) { m["digest"] = strings.Repeat("Z", 64) })},
 		{"unknown origin", workertest.WithData(t, valid, func(m map[string]any) { m["origin"] = "ftp" })},
 		{"received_at not a date", workertest.WithData(t, valid, func(m map[string]any) { m["received_at"] = "yesterday at noon" })},
 		{"blob_key traversal", workertest.WithData(t, valid, func(m map[string]any) { m["blob_key"] = "users/../../etc/passwd" })},
@@ -225,7 +225,7 @@ func TestHandleForged(t *testing.T) {
 		user := workertest.UserID(t, "a")
 		c := e.seedChunk(t, user, cid, 1, tone(1600), "audio/wav")
 		before := e.chunkData(t, user, cid, 1)
-		ev := workertest.WithData(t, e.chunkEvent(t, user, c), func(m map[string]any) { m["sha256"] = digest([]byte("other audio")) })
+		ev := workertest.WithData(t, e.chunkEvent(t, user, c), func(m map[string]any) { m["digest"] = digest([]byte("other audio")) })
 		if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Dropped {
 			t.Errorf("outcome %s, want dropped", got)
 		}
@@ -467,7 +467,7 @@ func TestHandleTombstoned(t *testing.T) {
 		user := workertest.UserID(t, "a")
 		sum := digest([]byte("x"))
 		c := records.Chunk{ConversationID: cid, Seq: 1, Status: records.StatusReceived,
-			BlobKey: records.AudioKey(user, cid, 1, sum), ContentType: "audio/wav", SHA256: sum, Size: 1,
+			BlobKey: records.AudioKey(user, cid, 1, sum), ContentType: "audio/wav", Digest: sum, Size: 1,
 			Origin: "app", EventID: records.ChunkEventID(user, cid, 1, sum), ReceivedAt: e.now, UpdatedAt: e.now}
 		e.putChunk(t, user, c)
 		e.Tombstone(t, user)
@@ -590,7 +590,7 @@ func TestHandleFailures(t *testing.T) {
 			user := workertest.UserID(t, "a")
 			c := e.seedChunk(t, user, cid, 1, tc.body, "audio/wav")
 			if tc.digest != nil {
-				c.SHA256 = digest(tc.digest)
+				c.Digest = e.keyedDigest(t, user, tc.digest)
 				e.putChunk(t, user, c)
 			}
 			ev := e.chunkEvent(t, user, c)
@@ -657,7 +657,7 @@ func TestHandlePocketsphinx(t *testing.T) {
 		t.Errorf("status %q", st)
 	}
 	pubs := e.bus.All()
-	if len(pubs) != 1 || pubs[0].Event.ID() != wantTranscriptID(user, cid, 0, c.SHA256) {
+	if len(pubs) != 1 || pubs[0].Event.ID() != wantTranscriptID(user, cid, 0, c.Digest) {
 		t.Errorf("published %d events", len(pubs))
 	}
 }

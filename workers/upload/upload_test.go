@@ -313,6 +313,16 @@ func digest(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
+// keyedDigest is the user's keyed digest of b, as the intake records it.
+func (e *env) keyedDigest(t *testing.T, user string, b []byte) string {
+	t.Helper()
+	d, err := e.Keys.Digest(t.Context(), user, b)
+	if err != nil {
+		t.Fatalf("keys.Digest: %v", err)
+	}
+	return d
+}
+
 // handle runs the worker and checks that nothing it logged names the user
 // or the object.
 func (e *env) handle(t *testing.T, ev event.Event) error {
@@ -341,7 +351,7 @@ func checkChunkEvent(t *testing.T, e *env, p workertest.Published, user string, 
 		t.Fatalf("published event does not decode: %v", err)
 	}
 	if p.Event.ID() != c.EventID || got.User != user || got.ConversationID != cid || got.Seq != c.Seq ||
-		got.SHA256 != c.SHA256 || got.BlobKey != c.BlobKey || got.Origin != ingest.OriginUploadURL {
+		got.Digest != c.Digest || got.BlobKey != c.BlobKey || got.Origin != ingest.OriginUploadURL {
 		t.Errorf("chunk event %s = %+v, want the record %+v", p.Event.ID(), got, c)
 	}
 }
@@ -389,7 +399,7 @@ func TestHandle(t *testing.T) {
 			check: func(t *testing.T, e *env, user string, r result) {
 				c, _ := e.chunk(t, user, 7)
 				if c.Origin != ingest.OriginUploadURL || c.Status != records.StatusReceived ||
-					c.SHA256 != digest(hello) || c.Size != int64(len(hello)) || c.ContentType != contentWAV ||
+					c.Digest != e.keyedDigest(t, user, hello) || c.Size != int64(len(hello)) || c.ContentType != contentWAV ||
 					c.SampleRate != 16000 || !c.Published || !c.ReceivedAt.Equal(e.now) {
 					t.Errorf("chunk record = %+v", c)
 				}
@@ -439,7 +449,7 @@ func TestHandle(t *testing.T) {
 			},
 			want: workertest.Permanent, wantErr: ingest.ErrConflict, purged: true, events: 1, record: true,
 			check: func(t *testing.T, e *env, user string, r result) {
-				if c, _ := e.chunk(t, user, 7); c.SHA256 != digest(hello) {
+				if c, _ := e.chunk(t, user, 7); c.Digest != e.keyedDigest(t, user, hello) {
 					t.Error("the conflicting upload replaced the accepted chunk")
 				}
 			},
@@ -704,7 +714,7 @@ func TestHandleRejectsMalformedEvents(t *testing.T) {
 	chunkEv, err := records.ChunkReceivedEvent(e.Events, user, records.Chunk{
 		ConversationID: cid, Seq: 7, Status: records.StatusReceived,
 		BlobKey: records.AudioKey(user, cid, 7, digest([]byte("x"))), ContentType: contentWAV,
-		SHA256: digest([]byte("x")), Size: 1, Origin: ingest.OriginApp,
+		Digest: digest([]byte("x")), Size: 1, Origin: ingest.OriginApp,
 		EventID: events.NewID(), ReceivedAt: e.now,
 	})
 	if err != nil {

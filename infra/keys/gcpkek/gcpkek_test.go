@@ -289,31 +289,31 @@ func TestOpenKMSDown(t *testing.T) {
 // memStore is an in-memory keys.KeysetStore (as in infra/keys' tests).
 type memStore struct {
 	mu    sync.Mutex
-	sets  map[string][]byte
+	sets  map[string]keys.Wrapped
 	tombs map[string]bool
 }
 
 func newMemStore() *memStore {
-	return &memStore{sets: map[string][]byte{}, tombs: map[string]bool{}}
+	return &memStore{sets: map[string]keys.Wrapped{}, tombs: map[string]bool{}}
 }
 
-func (m *memStore) Load(_ context.Context, user string) ([]byte, error) {
+func (m *memStore) Load(_ context.Context, user string) (keys.Wrapped, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	w, ok := m.sets[user]
 	if !ok {
-		return nil, keys.ErrNoKey
+		return keys.Wrapped{}, keys.ErrNoKey
 	}
-	return bytes.Clone(w), nil
+	return keys.Wrapped{Keyset: bytes.Clone(w.Keyset), MAC: bytes.Clone(w.MAC)}, nil
 }
 
-func (m *memStore) CreateIfAbsent(_ context.Context, user string, wrapped []byte) error {
+func (m *memStore) CreateIfAbsent(_ context.Context, user string, wrapped keys.Wrapped) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.sets[user]; ok {
 		return keys.ErrExists
 	}
-	m.sets[user] = bytes.Clone(wrapped)
+	m.sets[user] = keys.Wrapped{Keyset: bytes.Clone(wrapped.Keyset), MAC: bytes.Clone(wrapped.MAC)}
 	return nil
 }
 

@@ -1,7 +1,8 @@
 // Package deepgram is the speech-to-text adapter for Deepgram's pre-recorded
 // API (POST /v1/listen), over plain net/http.
 //
-// The audio goes as a PCM16 WAV body; the answer's words are grouped into
+// The audio goes as a PCM16 WAV body, with mip_opt_out=true so Deepgram
+// does not keep it for model training; the answer's words are grouped into
 // segments by speaker turn. Failures are never logged here; errors carry the
 // status and Deepgram's err_code, never a body, a transcript or the key.
 package deepgram
@@ -107,6 +108,9 @@ func New(cfg Config) (*Transcriber, error) {
 	q.Set("model", cfg.Model)
 	q.Set("smart_format", "true")
 	q.Set("punctuate", "true")
+	// Opt out of Deepgram's Model Improvement Program: the audio is
+	// processed for this request only, not kept to train models.
+	q.Set("mip_opt_out", "true")
 	if !cfg.NoDiarize {
 		q.Set("diarize", "true")
 	}

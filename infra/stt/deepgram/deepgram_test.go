@@ -191,18 +191,18 @@ func TestTranscribeQuery(t *testing.T) {
 	}{
 		{
 			name: "defaults",
-			want: map[string]string{"model": "nova-3", "smart_format": "true", "diarize": "true", "punctuate": "true"},
+			want: map[string]string{"model": "nova-3", "smart_format": "true", "diarize": "true", "punctuate": "true", "mip_opt_out": "true"},
 			none: []string{"language"},
 		},
 		{
 			name: "language and model",
 			mod:  func(c *Config) { c.Language = "de"; c.Model = "nova-3-medical" },
-			want: map[string]string{"model": "nova-3-medical", "language": "de", "diarize": "true"},
+			want: map[string]string{"model": "nova-3-medical", "language": "de", "diarize": "true", "mip_opt_out": "true"},
 		},
 		{
 			name: "no diarize",
 			mod:  func(c *Config) { c.NoDiarize = true },
-			want: map[string]string{"smart_format": "true"},
+			want: map[string]string{"smart_format": "true", "mip_opt_out": "true"},
 			none: []string{"diarize"},
 		},
 	}

@@ -2,9 +2,12 @@
 // PocketSphinx 0.8 (5prealpha) from Debian, driven through its
 // pocketsphinx_continuous program. No network, no cgo.
 //
-// Each call writes the audio, resampled to 16 kHz, to a WAV file (0600) in a
-// private directory (0700) and removes the directory before returning, on
-// every path: the audio is user content. The transcript is never logged.
+// The audio (user content) never touches the disk: each call feeds it,
+// resampled to 16 kHz raw PCM, through the recogniser's stdin, and reads its
+// log from stderr, so a SIGKILL of either process leaves nothing behind.
+// Only keyword and grammar files (operator configuration) go to a private
+// directory (0700), removed before returning. The transcript is never
+// logged.
 package pocketsphinx
 
 import (
@@ -12,6 +15,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -74,7 +78,8 @@ type Config struct {
 
 	// Timeout bounds one Transcribe call; zero means 30 s plus 3x the audio length.
 	Timeout time.Duration
-	// TempDir is where the private per-call directory is made; "" is os.TempDir().
+	// TempDir is where the private per-call directory for keyword and
+	// grammar files is made; "" is os.TempDir(). Audio never goes there.
 	TempDir string
 }
 
@@ -195,24 +200,21 @@ func (t *Transcriber) Transcribe(ctx context.Context, pcm audio.PCM) (stt.Transc
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	dir, err := os.MkdirTemp(t.cfg.TempDir, "lethe-stt-") // mode 0700
-	if err != nil {
-		return stt.Transcript{}, fmt.Errorf("pocketsphinx: os.MkdirTemp: %w", err)
-	}
-	defer os.RemoveAll(dir)
-
-	wav := filepath.Join(dir, "audio.wav")
-	if err := writePrivate(wav, audio.EncodeWAV(pcm)); err != nil {
-		return stt.Transcript{}, err
-	}
-	logPath := filepath.Join(dir, "decoder.log")
+	// An -infile without the .wav suffix is read as raw little-endian
+	// 16-bit PCM, sequentially: a pipe is enough.
 	args := []string{
-		"-infile", wav,
+		"-infile", "/dev/stdin",
 		"-hmm", t.cfg.HMM,
 		"-dict", t.cfg.Dict,
 		"-samprate", "16000",
 		"-time", "yes",
-		"-logfn", logPath,
+	}
+	dir := "/"
+	if len(t.cfg.Keywords) > 0 || t.cfg.Grammar != "" {
+		if dir, err = os.MkdirTemp(t.cfg.TempDir, "lethe-stt-"); err != nil { // mode 0700
+			return stt.Transcript{}, fmt.Errorf("pocketsphinx: os.MkdirTemp: %w", err)
+		}
+		defer os.RemoveAll(dir)
 	}
 	switch {
 	case len(t.cfg.Keywords) > 0:
@@ -233,12 +235,14 @@ func (t *Transcriber) Transcribe(ctx context.Context, pcm audio.PCM) (stt.Transc
 
 	// Too much output means something is wrong: stop the process at once.
 	stdout := &boundedBuffer{limit: maxStdout, overflowed: func() { cancel(errOutputTooLarge) }}
+	stderr := &boundedBuffer{limit: maxLog}       // the decoder log
 	cmd := exec.CommandContext(ctx, bin, args...) // no shell: paths are arguments
 	cmd.Dir = dir
 	cmd.Env = []string{"LC_ALL=C"}
+	cmd.Stdin = bytes.NewReader(rawPCM(pcm))
 	cmd.Stdout = stdout
-	cmd.Stderr = &boundedBuffer{limit: 64 << 10} // all logging goes to -logfn
-	cmd.WaitDelay = 2 * time.Second              // do not hang on pipes after a kill
+	cmd.Stderr = stderr
+	cmd.WaitDelay = 2 * time.Second // do not hang on pipes after a kill
 	runErr := cmd.Run()
 
 	if ctx.Err() != nil {
@@ -250,7 +254,7 @@ func (t *Transcriber) Transcribe(ctx context.Context, pcm audio.PCM) (stt.Transc
 	if runErr != nil {
 		var ee *exec.ExitError
 		if errors.As(runErr, &ee) {
-			return stt.Transcript{}, fmt.Errorf("pocketsphinx: %s: %v: %s", filepath.Base(bin), runErr, firstLogError(logPath))
+			return stt.Transcript{}, fmt.Errorf("pocketsphinx: %s: %v: %s", filepath.Base(bin), runErr, firstLogError(stderr.Bytes()))
 		}
 		if errors.Is(runErr, fs.ErrNotExist) || errors.Is(runErr, fs.ErrPermission) {
 			return stt.Transcript{}, unavailable("cannot run %s: %v", bin, runErr)
@@ -260,6 +264,16 @@ func (t *Transcriber) Transcribe(ctx context.Context, pcm audio.PCM) (stt.Transc
 	tr := parseOutput(stdout.Bytes(), len(t.cfg.Keywords) > 0)
 	tr.Model = Model
 	return tr, nil
+}
+
+// rawPCM is pcm as little-endian 16-bit samples, what the recogniser reads
+// from a file without a WAV header.
+func rawPCM(pcm audio.PCM) []byte {
+	out := make([]byte, 2*len(pcm.Samples))
+	for i, s := range pcm.Samples {
+		binary.LittleEndian.PutUint16(out[2*i:], uint16(s))
+	}
+	return out
 }
 
 func writePrivate(path string, data []byte) error {
@@ -279,13 +293,11 @@ func writePrivate(path string, data []byte) error {
 
 // firstLogError returns the first ERROR or FATAL line of the decoder log:
 // these name files, options and grammar words, never recognised speech.
-func firstLogError(path string) string {
-	f, err := os.Open(path)
-	if err != nil {
+func firstLogError(log []byte) string {
+	if len(log) == 0 {
 		return "no decoder log"
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(&boundedReader{r: f, n: maxLog})
+	sc := bufio.NewScanner(bytes.NewReader(log))
 	sc.Buffer(make([]byte, 0, 4096), 64<<10)
 	for sc.Scan() {
 		line := sc.Text()
@@ -323,23 +335,6 @@ func (b *boundedBuffer) Write(p []byte) (int, error) {
 }
 
 func (b *boundedBuffer) Bytes() []byte { return b.buf.Bytes() }
-
-type boundedReader struct {
-	r interface{ Read([]byte) (int, error) }
-	n int
-}
-
-func (b *boundedReader) Read(p []byte) (int, error) {
-	if b.n <= 0 {
-		return 0, errors.New("log too long")
-	}
-	if len(p) > b.n {
-		p = p[:b.n]
-	}
-	n, err := b.r.Read(p)
-	b.n -= n
-	return n, err
-}
 
 // phraseWords lower-cases a phrase and checks it is plain words, so it can
 // go into a keyword file or a JSGF rule without escaping.

@@ -254,25 +254,47 @@ func fakeBinary(t *testing.T, script string) string {
 	return path
 }
 
-// The audio file is private while it exists and gone afterwards.
-func TestTempFilesPrivateAndRemoved(t *testing.T) {
+// The audio reaches the recogniser through a pipe, never a file: what is
+// on disk while it runs is all a SIGKILL could leave behind, and here that
+// is nothing.
+func TestAudioNeverOnDisk(t *testing.T) {
 	dir := t.TempDir()
-	// Reports the modes of the -infile file and its directory as word lines.
+	// Reports, as word lines, whether -infile is a pipe, how many bytes
+	// came through it, and how many entries TempDir holds while it runs.
 	bin := fakeBinary(t, `while [ $# -gt 0 ]; do [ "$1" = -infile ] && f="$2"; shift; done
-echo "modes"
-echo "file$(stat -c %a "$f") 0.000 0.100 1.0"
-echo "dir$(stat -c %a "$(dirname "$f")") 0.100 0.200 1.0"
+echo "probe"
+if [ -p "$f" ]; then echo "pipe 0.000 0.100 1.0"; else echo "notpipe 0.000 0.100 1.0"; fi
+echo "bytes$(wc -c < "$f") 0.100 0.200 1.0"
+echo "entries$(ls -A '`+dir+`' | wc -l) 0.200 0.300 1.0"
 `)
 	tr, err := New(Config{Binary: bin, TempDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// 22.05 kHz in, 16 kHz raw PCM to the recogniser: 1600 samples.
 	got, err := tr.Transcribe(t.Context(), audio.PCM{SampleRate: 22050, Samples: make([]int16, 2205)})
 	if err != nil {
 		t.Fatalf("Transcribe: %v", err)
 	}
-	if got.Text != "file600 dir700" {
-		t.Fatalf("modes %q, want file600 dir700", got.Text)
+	if got.Text != "pipe bytes3200 entries0" {
+		t.Fatalf("recogniser saw %q, want pipe bytes3200 entries0", got.Text)
+	}
+	assertEmpty(t, dir)
+
+	// With a grammar the private directory exists during the run, holding
+	// the grammar only.
+	g, err := PhraseGrammar([]string{"hello"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err = New(Config{Binary: fakeBinary(t, `echo "probe"
+for f in '`+dir+`'/*/*; do echo "$(basename "$f")$(stat -c %a "$f") 0.000 0.100 1.0"; done
+`), TempDir: dir, Grammar: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := tr.Transcribe(t.Context(), audio.PCM{SampleRate: 16000, Samples: make([]int16, 160)}); err != nil || got.Text != "grammar.gram600" {
+		t.Fatalf("files during a grammar run: %q (%v), want grammar.gram600 only", got.Text, err)
 	}
 	assertEmpty(t, dir)
 
