@@ -80,6 +80,9 @@ type edge struct {
 	dir    string
 	pseudo *pseudonym.Pseudonymizer
 	logs   *bytes.Buffer
+	blobs  *dirblobs.Bucket
+	keys   *keys.Keyring
+	events *events.Registry
 	saga   *forget.Saga
 	// sessions records the uids whose sessions were revoked.
 	sessions *revokedSessions
@@ -113,6 +116,8 @@ type edgeOptions struct {
 	uploads   functions.UploadSigner // nil: signed uploads not configured
 	maxUpload int64
 	ttl       time.Duration
+	now       func() time.Time // nil: the real clock
+	exportKey []byte           // signs export download URLs
 }
 
 func newEdgeWith(t testing.TB, o edgeOptions) *edge {
@@ -146,6 +151,7 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 	e.saga = &forget.Saga{Docs: store, Blobs: bucket, Vectors: idx, Keys: keyring, Rates: limiter,
 		RateKeys: functions.RateLimitKeys, Audit: trail, Bus: bus, Events: reg}
 	e.sessions = &revokedSessions{}
+	e.blobs, e.events, e.keys = bucket, reg, keyring
 	srv := functions.New(functions.Deps{
 		Erasures: e.saga, Conversations: &forget.Conversations{Docs: store, Blobs: bucket, Vectors: idx, Audit: trail},
 		Audit: trail, Sessions: e.sessions,
@@ -158,6 +164,7 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 		Limiter: limiter,
 		Limits:  o.limits,
 		Uploads: o.uploads, MaxUploadBytes: o.maxUpload, UploadURLTTL: o.ttl,
+		Now: o.now, ExportURLKey: o.exportKey,
 	})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)

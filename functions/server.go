@@ -85,6 +85,11 @@ type Deps struct {
 	// Sessions revokes an erased user's sessions at the identity provider
 	// (Firebase refresh tokens); nil where there is nothing to revoke.
 	Sessions SessionRevoker
+	// ExportURLKey signs export download URLs (HMAC-SHA256); every
+	// instance must share it. Empty: downloads answer 501.
+	ExportURLKey []byte
+	// ExportURLTTL is a download URL's lifetime (default 15 minutes).
+	ExportURLTTL time.Duration
 	// Ready reports whether dependencies answer (for /readyz).
 	Ready func(ctx context.Context) error
 	// JWKS, when set, is served at /.well-known/jwks.json (the embedded
@@ -121,6 +126,8 @@ func New(d Deps) *Server {
 	s.mux.Handle("DELETE /v1/admin/users/{uid}", s.admin(s.adminErase))
 	s.mux.Handle("GET /v1/admin/erasures/{id}", s.admin(s.adminErasureStatus))
 	s.mux.Handle("GET /v1/admin/audit", s.admin(s.adminAudit))
+	s.routeNotes()
+	s.routeExport()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such route")
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 	"github.com/lethe-dev/lethe/functions"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
+	"github.com/lethe-dev/lethe/infra/records"
 )
 
 // Config is read once, in main, from the environment, and passed down.
@@ -57,6 +58,11 @@ type Config struct {
 	// memory while it is checked and sealed, hence the bound.
 	MaxUploadBytes int64         `envconfig:"LETHE_MAX_UPLOAD_BYTES" default:"67108864" desc:"largest recording accepted through a signed upload URL (64 MiB: ~35 min of 16 kHz WAV)"`
 	UploadURLTTL   time.Duration `envconfig:"LETHE_UPLOAD_URL_TTL" default:"15m" desc:"lifetime of a signed upload URL"`
+	// Exports: the archive is held in memory while it is built and
+	// sealed, hence the bound; its download URL is the edge's own.
+	ExportMaxBytes int64         `envconfig:"LETHE_EXPORT_MAX_BYTES" default:"1073741824" desc:"largest export archive; a larger export fails with error too_large (1 GiB)"`
+	ExportURLTTL   time.Duration `envconfig:"LETHE_EXPORT_URL_TTL" default:"15m" desc:"lifetime of an export download URL"`
+	ExportDays     int           `envconfig:"LETHE_EXPORT_DAYS" default:"7" desc:"days an export archive is kept, for users who set no retention policy"`
 	GCSSignerEmail string        `envconfig:"LETHE_GCS_SIGNER_EMAIL" desc:"service account that signs upload URLs with LETHE_GCS_SIGNER_KEY_FILE (unset: the client's own credentials, IAM signBlob on Cloud Run)"`
 	GCSSignerKey   string        `envconfig:"LETHE_GCS_SIGNER_KEY_FILE" desc:"PEM private key, or a service-account JSON key, that signs upload URLs"`
 
@@ -144,6 +150,15 @@ func (c Config) validate() error {
 	}
 	if c.UploadURLTTL < time.Second || c.UploadURLTTL > 7*24*time.Hour {
 		errs = append(errs, fmt.Errorf("LETHE_UPLOAD_URL_TTL=%s: want 1s..168h (V4 signing's limit)", c.UploadURLTTL))
+	}
+	if c.ExportMaxBytes < 1<<20 || c.ExportMaxBytes > 4<<30 {
+		errs = append(errs, fmt.Errorf("LETHE_EXPORT_MAX_BYTES=%d: want 1048576..4294967296", c.ExportMaxBytes))
+	}
+	if c.ExportURLTTL < time.Second || c.ExportURLTTL > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("LETHE_EXPORT_URL_TTL=%s: want 1s..24h", c.ExportURLTTL))
+	}
+	if c.ExportDays < 0 || c.ExportDays > records.MaxRetentionDays {
+		errs = append(errs, fmt.Errorf("LETHE_EXPORT_DAYS=%d: want 0..%d", c.ExportDays, records.MaxRetentionDays))
 	}
 	if c.MaxInFlight < 1 || c.MaxInFlight > 1000 {
 		errs = append(errs, fmt.Errorf("LETHE_MAX_IN_FLIGHT=%d: want 1..1000", c.MaxInFlight))

@@ -110,6 +110,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 	handlers[workerLifecycle] = bus.ByType(lifecycle)
 	saga := a.erasures(pub, now)
 	lifecycle[events.TypeUserErasureRequested] = saga.Handle
+	lifecycle[events.TypeUserExportRequested] = newExporter(cfg, a, now).Handle
 	intake := &ingest.Intake{Docs: a.docs, Blobs: a.blobs, Keys: a.keys, Bus: pub, Events: a.events, Logger: logger, Now: now}
 	decoders := map[string]bus.Decoder{}
 	if a.gcs != nil {
@@ -191,6 +192,8 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			Uploads: a.uploadSigner, MaxUploadBytes: cfg.MaxUploadBytes, UploadURLTTL: cfg.UploadURLTTL,
 			Ready: a.ready, JWKS: a.issuer.JWKS(), Now: now,
 			Erasures: saga, Conversations: a.conversations(now), Audit: a.audit, Sessions: a.sessions,
+			// Export downloads: the edge's own signed URLs.
+			ExportURLKey: a.exportURLKey, ExportURLTTL: cfg.ExportURLTTL,
 		})
 		mux := http.NewServeMux()
 		if pushReceiver != nil {

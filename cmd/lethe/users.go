@@ -28,6 +28,8 @@ func cmdUsers(ctx context.Context, cfg Config, logger *slog.Logger, args []strin
 		return usageError{errors.New(usersUsage)}
 	}
 	switch args[0] {
+	case "export":
+		return cmdUsersExport(ctx, cfg, logger, args[1:], stdout, stderr)
 	case "erase":
 		return cmdUsersErase(ctx, cfg, logger, args[1:], stdout)
 	default:
