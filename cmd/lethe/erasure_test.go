@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -63,7 +65,7 @@ func (c client) waitErased(id string) erasureReply {
 // vectors), a note and an export, and bob one conversation; erases alice
 // through the HTTP API; checks the receipt, the 410s and bob; stops the
 // pipeline; and returns what must be found nowhere any more.
-func erasureScenario(t *testing.T, cfg Config) []string {
+func erasureScenario(t *testing.T, cfg Config, stored func() []byte) []string {
 	p := startTestPipeline(t, cfg, overrides{})
 	const aliceUID = "alice-erasure-uid-7d1e0"
 	mint := func(uid string) string {
@@ -116,6 +118,11 @@ func erasureScenario(t *testing.T, cfg Config) []string {
 		return exp.State == "done"
 	})
 
+	// The scan below can fail: before the erasure, the stores do hold
+	// alice's conversation ids (in document ids and object names).
+	if before := stored(); !bytes.Contains(before, []byte("aliceMemoK7q")) {
+		t.Fatalf("the stores (%d bytes) do not hold alice's conversation id before the erasure: the scan proves nothing", len(before))
+	}
 	var er erasureReply
 	if code := alice.do("DELETE", "/v1/me", "", nil, &er); code != http.StatusAccepted || er.ID == "" {
 		t.Fatalf("DELETE /v1/me: %d %+v", code, er)
@@ -169,13 +176,21 @@ func erasureScenario(t *testing.T, cfg Config) []string {
 	return needles
 }
 
-// TestErasureEndToEnd: through lethe run's HTTP API on embedded adapters.
+// TestErasureEndToEnd: through lethe run's HTTP API on embedded adapters;
+// afterwards no file of the data directory holds any of alice's secrets.
 func TestErasureEndToEnd(t *testing.T) {
 	requirePocketSphinx(t)
 	cfg := testConfig(t)
-	needles := erasureScenario(t, cfg)
+	needles := erasureScenario(t, cfg, func() []byte { return readTree(t, cfg.DataDir) })
 	if n := scanForPlaintext(t, cfg.DataDir, needles); n < 3 {
 		t.Fatalf("scanned %d files", n)
+	}
+	// Nor does any file or directory name.
+	tree := bytes.ToLower(readTree(t, cfg.DataDir))
+	for _, n := range needles {
+		if len(n) >= 6 && bytes.Contains(tree, bytes.ToLower([]byte(n))) {
+			t.Errorf("the data directory still holds %q (in a name)", n)
+		}
 	}
 }
 
@@ -186,21 +201,25 @@ func TestErasureEndToEndOnEmulators(t *testing.T) {
 	requirePocketSphinx(t)
 	gcs := newFakeGCS(t, "lethe-erasure")
 	cfg := emulatorConfig(t, psHost, fsHost, gcs.URL(), "lethe-erasure")
-	needles := erasureScenario(t, cfg)
-	scanForPlaintext(t, cfg.DataDir, needles)
-	dump := dumpFirestore(t, cfg.ProjectID)
-	objs, _, err := gcs.ListObjectsWithOptions("lethe-erasure", fakestorage.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range objs {
-		full, err := gcs.GetObject("lethe-erasure", o.Name)
+	stored := func() []byte {
+		dump := dumpFirestore(t, cfg.ProjectID)
+		objs, _, err := gcs.ListObjectsWithOptions("lethe-erasure", fakestorage.ListOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		dump = append(dump, []byte(o.Name+"\n")...)
-		dump = append(dump, full.Content...)
+		for _, o := range objs {
+			full, err := gcs.GetObject("lethe-erasure", o.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dump = append(dump, []byte(o.Name+"\n")...)
+			dump = append(dump, full.Content...)
+		}
+		return dump
 	}
+	needles := erasureScenario(t, cfg, stored)
+	scanForPlaintext(t, cfg.DataDir, needles)
+	dump := stored()
 	if len(dump) == 0 {
 		t.Fatal("the emulators returned nothing to scan")
 	}
@@ -209,6 +228,26 @@ func TestErasureEndToEndOnEmulators(t *testing.T) {
 			t.Errorf("the emulators still return %q", n)
 		}
 	}
+}
+
+// readTree concatenates every file under dir.
+func readTree(t *testing.T, dir string) []byte {
+	t.Helper()
+	var out []byte
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		rel, _ := filepath.Rel(dir, path)
+		out = append(out, []byte(rel+"\n")...)
+		out = append(out, b...)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func newFakeGCS(t *testing.T, bucket string) *fakestorage.Server {
