@@ -272,6 +272,47 @@ func (s *Store) Delete(ctx context.Context, key docs.Key) error {
 	return s.checkpoint(ctx)
 }
 
+// DeleteMany deletes keys in one transaction and checkpoints the WAL once
+// (per-key Delete pays a checkpoint each, which a sweep cannot afford).
+func (s *Store) DeleteMany(ctx context.Context, keys []docs.Key) (int, error) {
+	for _, k := range keys {
+		if err := docs.ValidateKey(k); err != nil {
+			return 0, err
+		}
+	}
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	n := 0
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, "DELETE FROM docs WHERE user = ? AND coll = ? AND id = ?")
+		if err != nil {
+			return fmt.Errorf("sqlite.Prepare delete: %w", err)
+		}
+		defer stmt.Close()
+		n = 0
+		for _, k := range keys {
+			res, err := stmt.ExecContext(ctx, k.User, k.Collection, k.ID)
+			if err != nil {
+				return fmt.Errorf("sqlite.Exec delete doc: %w", err)
+			}
+			c, err := res.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("sqlite.RowsAffected: %w", err)
+			}
+			n += int(c)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	return n, s.checkpoint(ctx)
+}
+
 // DeleteUser deletes every document of user (not "", the global
 // collections) and checkpoints the WAL. On a checkpoint error the documents
 // are deleted (the count is returned) but may linger in the WAL: retry.
