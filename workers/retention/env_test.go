@@ -73,7 +73,9 @@ func (e *env) chunk(t testing.TB, user, cid string, seq int) {
 	}
 }
 
-func (e *env) put(t testing.TB, user string, v interface{ Doc(string) (docs.Doc, error) }) {
+func (e *env) put(t testing.TB, user string, v interface {
+	Doc(string) (docs.Doc, error)
+}) {
 	t.Helper()
 	d, err := v.Doc(user)
 	if err != nil {

@@ -47,6 +47,10 @@ const DefaultPageSize = 1000
 // Cloud Storage; a file and a directory sync each on disk).
 const blobConcurrency = 16
 
+// vectorConcurrency bounds concurrent per-user vector deletes (a request
+// each on Pinecone; a file rewrite and fsync each on the flat index).
+const vectorConcurrency = 8
+
 // Worker sweeps expired items. It imports no adapter: the stores are ports.
 type Worker struct {
 	Docs    docs.Store
@@ -260,29 +264,50 @@ func (s *sweep) page(ctx context.Context, page []docs.Doc) error {
 	for _, it := range items {
 		byClass[it.e.Class] = append(byClass[it.e.Class], it)
 	}
-	if err := s.audio(ctx, byClass[records.ClassAudio]); err != nil {
-		return err
+	// The stores are independent: vectors and segments are deleted while
+	// the audio goes (a page's time is mostly waiting on fsyncs and
+	// round trips). Export records only after their archives.
+	var segs []docs.Key
+	for _, it := range byClass[records.ClassTranscript] {
+		segs = append(segs, records.SegmentKey(it.user, it.cid, it.seq))
 	}
-	if err := s.vectors(ctx, byClass[records.ClassVector]); err != nil {
+	var vecCounts, segCounts, audioCounts map[string]int
+	steps := []func(context.Context) error{
+		func(ctx context.Context) (err error) {
+			audioCounts, err = s.audio(ctx, byClass[records.ClassAudio])
+			return err
+		},
+		func(ctx context.Context) (err error) {
+			vecCounts, err = s.vectors(ctx, byClass[records.ClassVector])
+			return err
+		},
+		func(ctx context.Context) error {
+			n, err := s.deleteDocs(ctx, segs)
+			segCounts = map[string]int{CountTranscriptDocs: n}
+			return err
+		},
+	}
+	err := forEach(ctx, steps, 3, func(ctx context.Context, step func(context.Context) error) error { return step(ctx) })
+	for _, m := range []map[string]int{audioCounts, vecCounts, segCounts} {
+		for k, v := range m {
+			s.add(k, v)
+		}
+	}
+	if err != nil {
 		return err
 	}
 	if err := s.exportBlobs(ctx, byClass[records.ClassExport]); err != nil {
 		return err
 	}
-	// Documents last, in one write: segments, export records.
-	var itemDocs []docs.Key
-	for _, it := range byClass[records.ClassTranscript] {
-		itemDocs = append(itemDocs, records.SegmentKey(it.user, it.cid, it.seq))
-	}
+	var exps []docs.Key
 	for _, it := range byClass[records.ClassExport] {
-		itemDocs = append(itemDocs, docs.Key{User: it.user, Collection: records.Exports, ID: it.e.Ref})
+		exps = append(exps, docs.Key{User: it.user, Collection: records.Exports, ID: it.e.Ref})
 	}
-	n, err := s.deleteDocs(ctx, itemDocs)
+	n, err := s.deleteDocs(ctx, exps)
+	s.add(CountExportDocs, n)
 	if err != nil {
 		return err
 	}
-	s.add(CountTranscriptDocs, n.of(records.Segments))
-	s.add(CountExportDocs, n.of(records.Exports))
 	// The index entries only once their items are gone.
 	entries := make([]docs.Key, 0, len(items))
 	for _, it := range items {
@@ -350,10 +375,11 @@ func (s *sweep) tombstoned(ctx context.Context, user string) (bool, error) {
 // audio deletes each chunk's sealed audio, then marks the chunk record
 // (BlobKey cleared, audio_deleted_at set) so reads and re-drives know it is
 // gone on purpose. With no record (an intake that stopped before writing
-// it), every object of that seq goes.
-func (s *sweep) audio(ctx context.Context, its []item) error {
+// it), every object of that seq goes. It returns its counts.
+func (s *sweep) audio(ctx context.Context, its []item) (map[string]int, error) {
+	counts := map[string]int{}
 	if len(its) == 0 {
-		return nil
+		return counts, nil
 	}
 	type job struct {
 		it      item
@@ -370,7 +396,7 @@ func (s *sweep) audio(ctx context.Context, its []item) error {
 		case err == nil:
 			c, err := records.ChunkFrom(d)
 			if err != nil {
-				return fmt.Errorf("records.ChunkFrom: %w", err)
+				return counts, fmt.Errorf("records.ChunkFrom: %w", err)
 			}
 			if c.BlobKey != "" {
 				j.keys, j.marked = []string{c.BlobKey}, true
@@ -378,25 +404,25 @@ func (s *sweep) audio(ctx context.Context, its []item) error {
 		case errors.Is(err, docs.ErrNotFound):
 			listed, err := s.w.Blobs.List(ctx, fmt.Sprintf("%s%s/%07d-", records.AudioPrefix(it.user), it.cid, it.seq))
 			if err != nil {
-				return fmt.Errorf("blobs.List audio: %w", err)
+				return counts, fmt.Errorf("blobs.List audio: %w", err)
 			}
 			for _, a := range listed {
 				j.keys = append(j.keys, a.Key)
 			}
 		default:
-			return fmt.Errorf("docs.Get chunk: %w", err)
+			return counts, fmt.Errorf("docs.Get chunk: %w", err)
 		}
 	}
 	if s.o.DryRun {
 		for _, j := range jobs {
-			s.add(CountAudioBlobs, len(j.keys))
+			counts[CountAudioBlobs] += len(j.keys)
 			if j.marked {
-				s.add(CountAudioRecords, 1)
+				counts[CountAudioRecords]++
 			}
 		}
-		return nil
+		return counts, nil
 	}
-	err := forEach(ctx, jobs, func(ctx context.Context, j *job) error {
+	err := forEach(ctx, jobs, blobConcurrency, func(ctx context.Context, j *job) error {
 		for _, k := range j.keys {
 			switch err := s.w.Blobs.Delete(ctx, k); {
 			case err == nil:
@@ -408,10 +434,10 @@ func (s *sweep) audio(ctx context.Context, its []item) error {
 		return nil
 	})
 	for _, j := range jobs {
-		s.add(CountAudioBlobs, j.deleted)
+		counts[CountAudioBlobs] += j.deleted
 	}
 	if err != nil {
-		return err
+		return counts, err
 	}
 	for _, j := range jobs {
 		if !j.marked {
@@ -419,13 +445,13 @@ func (s *sweep) audio(ctx context.Context, its []item) error {
 		}
 		ok, err := s.markAudioDeleted(ctx, j.it)
 		if err != nil {
-			return err
+			return counts, err
 		}
 		if ok {
-			s.add(CountAudioRecords, 1)
+			counts[CountAudioRecords]++
 		}
 	}
-	return nil
+	return counts, nil
 }
 
 // markAudioDeleted clears the chunk's BlobKey; ok is false if there was
@@ -455,22 +481,29 @@ func (s *sweep) markAudioDeleted(ctx context.Context, it item) (ok bool, err err
 	return ok, nil
 }
 
-// vectors deletes the page's vectors with one call per user (namespace).
-func (s *sweep) vectors(ctx context.Context, its []item) error {
+// vectors deletes the page's vectors with one call per user (namespace),
+// a few users at once.
+func (s *sweep) vectors(ctx context.Context, its []item) (map[string]int, error) {
 	byUser := map[string][]string{}
 	for _, it := range its {
 		byUser[it.user] = append(byUser[it.user], records.VectorID(it.cid, it.seq))
 	}
-	for _, user := range slices.Sorted(maps.Keys(byUser)) {
+	users := slices.Sorted(maps.Keys(byUser))
+	var mu sync.Mutex
+	n := 0
+	err := forEach(ctx, users, vectorConcurrency, func(ctx context.Context, user string) error {
 		ids := byUser[user]
 		if !s.o.DryRun {
 			if err := s.w.Vectors.Delete(ctx, user, ids); err != nil {
 				return fmt.Errorf("vectors.Delete: %w", err)
 			}
 		}
-		s.add(CountVectorVectors, len(ids))
-	}
-	return nil
+		mu.Lock()
+		n += len(ids)
+		mu.Unlock()
+		return nil
+	})
+	return map[string]int{CountVectorVectors: n}, err
 }
 
 // exportPrefix is where an export's objects live (the archive is
@@ -505,47 +538,36 @@ func (s *sweep) exportBlobs(ctx context.Context, its []item) error {
 	return nil
 }
 
-// docCounts counts deleted documents per collection.
-type docCounts map[string]int
-
-func (n docCounts) of(coll string) int { return n[coll] }
-
-// deleteDocs deletes keys in one write; a dry run counts those that exist.
-// Counts are per collection, from what existed: DeleteMany counts the
-// total, so each collection is deleted in its own call.
-func (s *sweep) deleteDocs(ctx context.Context, keys []docs.Key) (docCounts, error) {
-	n := docCounts{}
-	byColl := map[string][]docs.Key{}
-	for _, k := range keys {
-		byColl[k.Collection] = append(byColl[k.Collection], k)
+// deleteDocs deletes keys in one write and counts those that existed; a
+// dry run counts those that exist.
+func (s *sweep) deleteDocs(ctx context.Context, keys []docs.Key) (int, error) {
+	if len(keys) == 0 {
+		return 0, nil
 	}
-	for _, coll := range slices.Sorted(maps.Keys(byColl)) {
-		ks := byColl[coll]
-		if s.o.DryRun {
-			for _, k := range ks {
-				_, err := s.w.Docs.Get(ctx, k)
-				switch {
-				case err == nil:
-					n[coll]++
-				case !errors.Is(err, docs.ErrNotFound):
-					return n, fmt.Errorf("docs.Get %s: %w", coll, err)
-				}
-			}
-			continue
-		}
-		c, err := s.w.Docs.DeleteMany(ctx, ks)
+	if !s.o.DryRun {
+		n, err := s.w.Docs.DeleteMany(ctx, keys)
 		if err != nil {
-			return n, fmt.Errorf("docs.DeleteMany %s: %w", coll, err)
+			return n, fmt.Errorf("docs.DeleteMany: %w", err)
 		}
-		n[coll] += c
+		return n, nil
+	}
+	n := 0
+	for _, k := range keys {
+		_, err := s.w.Docs.Get(ctx, k)
+		switch {
+		case err == nil:
+			n++
+		case !errors.Is(err, docs.ErrNotFound):
+			return n, fmt.Errorf("docs.Get %s: %w", k.Collection, err)
+		}
 	}
 	return n, nil
 }
 
-// forEach runs fn on every job, at most blobConcurrency at once, and
-// returns the first error (the others still finish).
-func forEach[T any](ctx context.Context, jobs []T, fn func(context.Context, T) error) error {
-	sem := make(chan struct{}, blobConcurrency)
+// forEach runs fn on every job, at most limit at once, and returns the
+// first error (the others still finish).
+func forEach[T any](ctx context.Context, jobs []T, limit int, fn func(context.Context, T) error) error {
+	sem := make(chan struct{}, limit)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var first error

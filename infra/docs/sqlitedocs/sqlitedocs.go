@@ -25,6 +25,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 
 	"github.com/lethe-dev/lethe/infra/docs"
@@ -272,6 +273,10 @@ func (s *Store) Delete(ctx context.Context, key docs.Key) error {
 	return s.checkpoint(ctx)
 }
 
+// deleteManyChunk keys per DELETE statement: 3 parameters each, well under
+// SQLite's bound on parameters.
+const deleteManyChunk = 250
+
 // DeleteMany deletes keys in one transaction and checkpoints the WAL once
 // (per-key Delete pays a checkpoint each, which a sweep cannot afford).
 func (s *Store) DeleteMany(ctx context.Context, keys []docs.Key) (int, error) {
@@ -285,16 +290,19 @@ func (s *Store) DeleteMany(ctx context.Context, keys []docs.Key) (int, error) {
 	}
 	n := 0
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, "DELETE FROM docs WHERE user = ? AND coll = ? AND id = ?")
-		if err != nil {
-			return fmt.Errorf("sqlite.Prepare delete: %w", err)
-		}
-		defer stmt.Close()
 		n = 0
-		for _, k := range keys {
-			res, err := stmt.ExecContext(ctx, k.User, k.Collection, k.ID)
+		// A statement per slice of keys, not per key: the per-statement
+		// cost dominates a page of small deletes.
+		for part := range slices.Chunk(keys, deleteManyChunk) {
+			q := "DELETE FROM docs WHERE (user, coll, id) IN (VALUES " +
+				strings.Repeat("(?, ?, ?), ", len(part)-1) + "(?, ?, ?))"
+			args := make([]any, 0, 3*len(part))
+			for _, k := range part {
+				args = append(args, k.User, k.Collection, k.ID)
+			}
+			res, err := tx.ExecContext(ctx, q, args...)
 			if err != nil {
-				return fmt.Errorf("sqlite.Exec delete doc: %w", err)
+				return fmt.Errorf("sqlite.Exec delete docs: %w", err)
 			}
 			c, err := res.RowsAffected()
 			if err != nil {
