@@ -95,6 +95,7 @@ type edgeOptions struct {
 	uploads   functions.UploadSigner // nil: signed uploads not configured
 	maxUpload int64
 	ttl       time.Duration
+	retention records.Retention // defaults of users who set none
 }
 
 func newEdgeWith(t testing.TB, o edgeOptions) *edge {
@@ -132,6 +133,7 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 		Limiter: ratelimit.NewFallback(memlimit.New(memlimit.Options{}), memlimit.New(memlimit.Options{}), nil),
 		Limits:  o.limits,
 		Uploads: o.uploads, MaxUploadBytes: o.maxUpload, UploadURLTTL: o.ttl,
+		Retention: o.retention,
 	})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)

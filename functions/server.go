@@ -25,6 +25,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/logging"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
+	"github.com/lethe-dev/lethe/infra/records"
 	"github.com/lethe-dev/lethe/infra/vectors"
 )
 
@@ -80,6 +81,8 @@ type Deps struct {
 	// local issuer's public keys).
 	JWKS []byte
 	Now  func() time.Time
+	// Retention is the policy of users who set none (configuration).
+	Retention records.Retention
 }
 
 // Server is the edge.
@@ -104,6 +107,9 @@ func New(d Deps) *Server {
 	s.mux.Handle("GET /v1/conversations", s.authed(s.listConversations))
 	s.mux.Handle("GET /v1/conversations/{cid}", s.authed(s.getConversation))
 	s.mux.Handle("GET /v1/search", s.authed(s.limited("search", d.Limits.Search, ratelimit.FailClosed, s.search)))
+	retention := newRetentionRoutes(s)
+	s.mux.Handle("GET /v1/me/retention", s.authed(retention.get))
+	s.mux.Handle("PUT /v1/me/retention", s.authed(retention.put))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such route")
 	})

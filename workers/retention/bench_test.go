@@ -88,7 +88,6 @@ func seedBench(b *testing.B, e *env, n, users int, classes []string) {
 	}
 }
 
-
 // putAll writes ds.
 func putAll(b *testing.B, e *env, ds []docs.Doc) {
 	b.Helper()
