@@ -11,6 +11,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 	"github.com/lethe-dev/lethe/functions"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
+	"github.com/lethe-dev/lethe/infra/records"
 )
 
 // Config is read once, in main, from the environment, and passed down.
@@ -90,6 +91,14 @@ type Config struct {
 	FirebaseAuthEmulator  string `envconfig:"FIREBASE_AUTH_EMULATOR_HOST" desc:"refused in production: the Firebase SDK skips signature checks when it is set"`
 
 	STTKeywords string `envconfig:"LETHE_STT_KEYWORDS" desc:"optional comma-separated phrases to constrain PocketSphinx to"`
+
+	// Retention: the policy of users who set none (PUT /v1/me/retention
+	// sets one's own), and how often lethe run sweeps.
+	RetentionAudioDays      int           `envconfig:"LETHE_RETENTION_AUDIO_DAYS" default:"30" desc:"days raw audio is kept (0: deleted at the first sweep after it is transcribed)"`
+	RetentionTranscriptDays int           `envconfig:"LETHE_RETENTION_TRANSCRIPT_DAYS" default:"365" desc:"days transcripts are kept"`
+	RetentionVectorDays     int           `envconfig:"LETHE_RETENTION_VECTOR_DAYS" default:"365" desc:"days search vectors are kept (never longer than their transcript)"`
+	RetentionExportDays     int           `envconfig:"LETHE_RETENTION_EXPORT_DAYS" default:"7" desc:"days export archives are kept"`
+	RetentionSweepEvery     time.Duration `envconfig:"LETHE_RETENTION_SWEEP_EVERY" default:"1h" desc:"lethe run: how often a retention sweep is requested on the lifecycle topic (0: never; in production Cloud Scheduler requests them)"`
 }
 
 const (
@@ -158,6 +167,17 @@ func (c Config) validate() error {
 	}
 	if _, err := c.runRoles(); err != nil {
 		errs = append(errs, err)
+	}
+	for name, v := range map[string]int{
+		"LETHE_RETENTION_AUDIO_DAYS": c.RetentionAudioDays, "LETHE_RETENTION_TRANSCRIPT_DAYS": c.RetentionTranscriptDays,
+		"LETHE_RETENTION_VECTOR_DAYS": c.RetentionVectorDays, "LETHE_RETENTION_EXPORT_DAYS": c.RetentionExportDays,
+	} {
+		if v < 0 || v > records.MaxRetentionDays {
+			errs = append(errs, fmt.Errorf("%s=%d: want 0..%d", name, v, records.MaxRetentionDays))
+		}
+	}
+	if c.RetentionSweepEvery < 0 || (c.RetentionSweepEvery > 0 && c.RetentionSweepEvery < time.Second) {
+		errs = append(errs, fmt.Errorf("LETHE_RETENTION_SWEEP_EVERY=%s: want 0 (off) or at least 1s", c.RetentionSweepEvery))
 	}
 	for _, ch := range []struct {
 		name, value string
@@ -264,6 +284,8 @@ func (c Config) runRoles() (roles, error) {
 		switch w {
 		case workerTranscribe, workerEmbed, workerStore, workerLifecycle:
 			r.workers = append(r.workers, w)
+			// One process, no Cloud Scheduler: lethe run requests sweeps.
+			r.sweepTimer = r.sweepTimer || w == workerLifecycle
 		case workerUploads:
 			// Signed uploads exist only on Cloud Storage; with local blobs
 			// nothing ever reaches the uploads topic.
@@ -277,6 +299,12 @@ func (c Config) runRoles() (roles, error) {
 		}
 	}
 	return r, nil
+}
+
+// retention is the policy of users who set none.
+func (c Config) retention() records.Retention {
+	return records.Retention{AudioDays: c.RetentionAudioDays, TranscriptDays: c.RetentionTranscriptDays,
+		VectorDays: c.RetentionVectorDays, ExportDays: c.RetentionExportDays}
 }
 
 // limits are the edge's rate limits; bursts allow a client to catch up

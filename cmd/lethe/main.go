@@ -33,6 +33,9 @@ Usage:
                             print a token of the local issuer (embedded mode)
   lethe users erase UID     erase a user everywhere (the erasure saga), with progress
   lethe users export UID    build a user's export archive, with progress
+  lethe retention sweep [--dry-run]
+                            delete what retention says is due now, with progress
+                            and counts (--dry-run: count only, delete nothing)
   lethe pinecone ensure-index
                             create the Pinecone index if absent; print its host
   lethe version             print the version
@@ -86,6 +89,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdPinecone(ctx, cfg, rest, stdout, stderr)
 	case "users":
 		err = cmdUsers(ctx, cfg, logger, rest, stdout, stderr)
+	case "retention":
+		err = cmdRetention(ctx, cfg, logger, rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lethe: unknown command %q\n\n%s", cmd, usage)
 		return 2
