@@ -15,20 +15,21 @@ import (
 
 // BenchmarkSweep measures sweep throughput in expired items per second on
 // the embedded adapters (SQLite, directory blobs, flat vectors). Each
-// iteration seeds benchChunks chunks over benchUsers users (untimed) and
-// sweeps them; the mix is what a policy produces: every chunk's transcript
+// iteration seeds chunks over 20 users (untimed; 12,000 entries, three
+// pages of the default size, for the main case) and sweeps them; the mix is what a policy produces: every chunk's transcript
 // and vector, and, in "with-audio", its audio (one blob delete and one
 // chunk-record update each, so it is slower per item).
 func BenchmarkSweep(b *testing.B) {
 	for _, tc := range []struct {
 		name    string
+		chunks  int
 		classes []string
 	}{
-		{"transcripts+vectors", []string{records.ClassTranscript, records.ClassVector}},
-		{"with-audio", []string{records.ClassAudio, records.ClassTranscript, records.ClassVector}},
+		{"transcripts+vectors", 6000, []string{records.ClassTranscript, records.ClassVector}},
+		{"with-audio", 500, []string{records.ClassAudio, records.ClassTranscript, records.ClassVector}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			const benchChunks, benchUsers = 2000, 20
+			benchChunks, benchUsers := tc.chunks, 20
 			e := newEnv(b)
 			items := 0
 			var swept time.Duration

@@ -253,7 +253,13 @@ func TestSweepPaging(t *testing.T) {
 	e.expire(t, u, "mystery", "x", e.t0.Add(-time.Hour))
 	e.expire(t, u, records.ClassVector, "not-a-chunk", e.t0.Add(-time.Hour))
 	for _, dry := range []bool{true, false} {
-		rep, err := e.w.Sweep(t.Context(), retention.Options{PageSize: 3, DryRun: dry})
+		prev := 0
+		rep, err := e.w.Sweep(t.Context(), retention.Options{PageSize: 3, DryRun: dry, Progress: func(p retention.Progress) {
+			if p.Entries-prev > 3 {
+				t.Errorf("dry=%v: page %d holds %d entries, more than the page size", dry, p.Pages, p.Entries-prev)
+			}
+			prev = p.Entries
+		}})
 		if err != nil {
 			t.Fatal(err)
 		}
