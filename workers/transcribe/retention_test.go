@@ -17,11 +17,15 @@ func TestHandleSchedulesExpiries(t *testing.T) {
 		name           string
 		own            *records.Retention // the user's policy, nil: none
 		wantTranscript time.Duration
-		wantAudio      bool // scheduled here (at the transcription time)
+		atIntake       bool          // the intake scheduled the audio (policy > 0 then)
+		wantAudio      time.Duration // from the transcription time; -1: none
 	}{
-		{"defaults", nil, 365 * 24 * time.Hour, false},
-		{"own policy", &records.Retention{AudioDays: 2, TranscriptDays: 10, VectorDays: 5}, 10 * 24 * time.Hour, false},
-		{"audio until transcribed", &records.Retention{AudioDays: 0, TranscriptDays: 1}, 24 * time.Hour, true},
+		{"defaults", nil, 365 * 24 * time.Hour, true, 0},
+		{"own policy", &records.Retention{AudioDays: 2, TranscriptDays: 10, VectorDays: 5}, 10 * 24 * time.Hour, true, 0},
+		{"audio until transcribed", &records.Retention{AudioDays: 0, TranscriptDays: 1}, 24 * time.Hour, true, 0},
+		// The policy went from 0 to 2 days between intake and now: the
+		// audio gets its expiry from its arrival, a minute ago.
+		{"audio kept, none at intake", &records.Retention{AudioDays: 2, TranscriptDays: 1}, 24 * time.Hour, false, 2*24*time.Hour - time.Minute},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -34,6 +38,12 @@ func TestHandleSchedulesExpiries(t *testing.T) {
 				}
 			}
 			c := e.seedChunk(t, user, cid, 1, tone(1600), "audio/wav")
+			intakeAt := e.now.Add(-time.Hour) // what an intake scheduled, if it did
+			if tc.atIntake {
+				if err := records.ScheduleExpiry(t.Context(), e.docs, user, records.Expiry{Class: records.ClassAudio, Ref: records.ChunkID(cid, 1), At: intakeAt}); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if err := e.w.Handle(t.Context(), e.chunkEvent(t, user, c)); err != nil {
 				t.Fatalf("Handle: %v", err)
 			}
@@ -42,9 +52,15 @@ func TestHandleSchedulesExpiries(t *testing.T) {
 			if err != nil || !ok || !tr.At.Equal(e.now.Add(tc.wantTranscript)) {
 				t.Errorf("transcript expiry %+v (%v, %v), want %v", tr, ok, err, e.now.Add(tc.wantTranscript))
 			}
+			want := intakeAt // left as the intake scheduled it
+			if tc.own != nil && tc.own.AudioDays == 0 {
+				want = e.now // due now that the words exist
+			} else if !tc.atIntake {
+				want = e.now.Add(tc.wantAudio)
+			}
 			au, ok, err := records.ReadExpiry(t.Context(), e.docs, user, records.ClassAudio, ref)
-			if err != nil || ok != tc.wantAudio || (ok && !au.At.Equal(e.now)) {
-				t.Errorf("audio expiry %+v (%v, %v), want scheduled=%v at %v", au, ok, err, tc.wantAudio, e.now)
+			if err != nil || !ok || !au.At.Equal(want) {
+				t.Errorf("audio expiry %+v (%v, %v), want %v", au, ok, err, want)
 			}
 		})
 	}

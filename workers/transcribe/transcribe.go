@@ -122,7 +122,7 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 	if err := w.Docs.Put(ctx, d); err != nil {
 		return fmt.Errorf("docs.Put segment: %w", err)
 	}
-	if err := w.scheduleExpiries(ctx, in.User, segID, seg.CreatedAt); err != nil {
+	if err := w.scheduleExpiries(ctx, in.User, segID, seg.CreatedAt, chunk.ReceivedAt); err != nil {
 		return err
 	}
 	// Silence has nothing to search: the chunk is final without an index.
@@ -140,10 +140,12 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 }
 
 // scheduleExpiries records when the transcript must be gone and, for audio
-// kept 0 days ("until transcribed"), that the audio may go now. After the
-// segment is written and before the chunk advances, so a crash between is
-// redelivered and schedules again (idempotent).
-func (w *Worker) scheduleExpiries(ctx context.Context, user, segID string, at time.Time) error {
+// kept 0 days ("until transcribed"), that the audio may go now; audio kept
+// longer that has no expiry yet (the policy changed from 0 since intake)
+// gets one from its arrival. After the segment is written and before the
+// chunk advances, so a crash between is redelivered and schedules again
+// (idempotent).
+func (w *Worker) scheduleExpiries(ctx context.Context, user, segID string, at, received time.Time) error {
 	pol, err := records.ReadRetention(ctx, w.Docs, user, w.Retention)
 	if err != nil {
 		return fmt.Errorf("records.ReadRetention: %w", err)
@@ -151,6 +153,10 @@ func (w *Worker) scheduleExpiries(ctx context.Context, user, segID string, at ti
 	exps := []records.Expiry{{Class: records.ClassTranscript, Ref: segID, At: pol.ExpiresAt(records.ClassTranscript, at)}}
 	if pol.AudioDays == 0 {
 		exps = append(exps, records.Expiry{Class: records.ClassAudio, Ref: segID, At: at})
+	} else if _, ok, err := records.ReadExpiry(ctx, w.Docs, user, records.ClassAudio, segID); err != nil {
+		return fmt.Errorf("records.ReadExpiry audio: %w", err)
+	} else if !ok {
+		exps = append(exps, records.Expiry{Class: records.ClassAudio, Ref: segID, At: pol.ExpiresAt(records.ClassAudio, received)})
 	}
 	for _, e := range exps {
 		if err := records.ScheduleExpiry(ctx, w.Docs, user, e); err != nil {
