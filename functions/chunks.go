@@ -94,6 +94,7 @@ func (s *Server) intake() *ingest.Intake {
 	return &ingest.Intake{
 		Docs: s.d.Docs, Blobs: s.d.Blobs, Keys: s.d.Keys, Bus: s.d.Bus,
 		Events: s.d.Events, Logger: s.d.Logger, Now: s.d.Now,
+		Retention: s.d.Retention,
 	}
 }
 

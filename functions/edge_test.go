@@ -116,8 +116,9 @@ type edgeOptions struct {
 	uploads   functions.UploadSigner // nil: signed uploads not configured
 	maxUpload int64
 	ttl       time.Duration
-	now       func() time.Time // nil: the real clock
-	exportKey []byte           // signs export download URLs
+	now       func() time.Time  // nil: the real clock
+	exportKey []byte            // signs export download URLs
+	retention records.Retention // defaults of users who set none
 }
 
 func newEdgeWith(t testing.TB, o edgeOptions) *edge {
@@ -165,6 +166,7 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 		Limits:  o.limits,
 		Uploads: o.uploads, MaxUploadBytes: o.maxUpload, UploadURLTTL: o.ttl,
 		Now: o.now, ExportURLKey: o.exportKey,
+		Retention: o.retention,
 	})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)

@@ -96,6 +96,8 @@ type Deps struct {
 	// local issuer's public keys).
 	JWKS []byte
 	Now  func() time.Time
+	// Retention is the policy of users who set none (configuration).
+	Retention records.Retention
 }
 
 // Server is the edge.
@@ -128,6 +130,9 @@ func New(d Deps) *Server {
 	s.mux.Handle("GET /v1/admin/audit", s.admin(s.adminAudit))
 	s.routeNotes()
 	s.routeExport()
+	retention := newRetentionRoutes(s)
+	s.mux.Handle("GET /v1/me/retention", s.authed(retention.get))
+	s.mux.Handle("PUT /v1/me/retention", s.authed(retention.put))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such route")
 	})

@@ -97,7 +97,7 @@ resource "google_firestore_index" "segments_conversation_seq" {
 # replaces the inherited indexes, so the collection-scope ones are listed
 # again for per-user queries.
 resource "google_firestore_field" "expires_at" {
-  for_each = toset(["conversations", "chunks", "segments"])
+  for_each = toset(["conversations", "chunks", "segments", "expiries"])
 
   project    = var.project_id
   database   = var.firestore_database

@@ -62,7 +62,6 @@ type Config struct {
 	// sealed, hence the bound; its download URL is the edge's own.
 	ExportMaxBytes int64         `envconfig:"LETHE_EXPORT_MAX_BYTES" default:"1073741824" desc:"largest export archive; a larger export fails with error too_large (1 GiB)"`
 	ExportURLTTL   time.Duration `envconfig:"LETHE_EXPORT_URL_TTL" default:"15m" desc:"lifetime of an export download URL"`
-	ExportDays     int           `envconfig:"LETHE_EXPORT_DAYS" default:"7" desc:"days an export archive is kept, for users who set no retention policy"`
 	GCSSignerEmail string        `envconfig:"LETHE_GCS_SIGNER_EMAIL" desc:"service account that signs upload URLs with LETHE_GCS_SIGNER_KEY_FILE (unset: the client's own credentials, IAM signBlob on Cloud Run)"`
 	GCSSignerKey   string        `envconfig:"LETHE_GCS_SIGNER_KEY_FILE" desc:"PEM private key, or a service-account JSON key, that signs upload URLs"`
 
@@ -96,6 +95,14 @@ type Config struct {
 	FirebaseAuthEmulator  string `envconfig:"FIREBASE_AUTH_EMULATOR_HOST" desc:"refused in production: the Firebase SDK skips signature checks when it is set"`
 
 	STTKeywords string `envconfig:"LETHE_STT_KEYWORDS" desc:"optional comma-separated phrases to constrain PocketSphinx to"`
+
+	// Retention: the policy of users who set none (PUT /v1/me/retention
+	// sets one's own), and how often lethe run sweeps.
+	RetentionAudioDays      int           `envconfig:"LETHE_RETENTION_AUDIO_DAYS" default:"30" desc:"days raw audio is kept (0: deleted at the first sweep after it is transcribed)"`
+	RetentionTranscriptDays int           `envconfig:"LETHE_RETENTION_TRANSCRIPT_DAYS" default:"365" desc:"days transcripts are kept"`
+	RetentionVectorDays     int           `envconfig:"LETHE_RETENTION_VECTOR_DAYS" default:"365" desc:"days search vectors are kept (never longer than their transcript)"`
+	RetentionExportDays     int           `envconfig:"LETHE_RETENTION_EXPORT_DAYS" default:"7" desc:"days export archives are kept"`
+	RetentionSweepEvery     time.Duration `envconfig:"LETHE_RETENTION_SWEEP_EVERY" default:"1h" desc:"lethe run: how often a retention sweep is requested on the lifecycle topic (0: never; in production Cloud Scheduler requests them)"`
 }
 
 const (
@@ -157,9 +164,6 @@ func (c Config) validate() error {
 	if c.ExportURLTTL < time.Second || c.ExportURLTTL > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("LETHE_EXPORT_URL_TTL=%s: want 1s..24h", c.ExportURLTTL))
 	}
-	if c.ExportDays < 0 || c.ExportDays > records.MaxRetentionDays {
-		errs = append(errs, fmt.Errorf("LETHE_EXPORT_DAYS=%d: want 0..%d", c.ExportDays, records.MaxRetentionDays))
-	}
 	if c.MaxInFlight < 1 || c.MaxInFlight > 1000 {
 		errs = append(errs, fmt.Errorf("LETHE_MAX_IN_FLIGHT=%d: want 1..1000", c.MaxInFlight))
 	}
@@ -173,6 +177,17 @@ func (c Config) validate() error {
 	}
 	if _, err := c.runRoles(); err != nil {
 		errs = append(errs, err)
+	}
+	for name, v := range map[string]int{
+		"LETHE_RETENTION_AUDIO_DAYS": c.RetentionAudioDays, "LETHE_RETENTION_TRANSCRIPT_DAYS": c.RetentionTranscriptDays,
+		"LETHE_RETENTION_VECTOR_DAYS": c.RetentionVectorDays, "LETHE_RETENTION_EXPORT_DAYS": c.RetentionExportDays,
+	} {
+		if v < 0 || v > records.MaxRetentionDays {
+			errs = append(errs, fmt.Errorf("%s=%d: want 0..%d", name, v, records.MaxRetentionDays))
+		}
+	}
+	if c.RetentionSweepEvery < 0 || (c.RetentionSweepEvery > 0 && c.RetentionSweepEvery < time.Second) {
+		errs = append(errs, fmt.Errorf("LETHE_RETENTION_SWEEP_EVERY=%s: want 0 (off) or at least 1s", c.RetentionSweepEvery))
 	}
 	for _, ch := range []struct {
 		name, value string
@@ -279,6 +294,8 @@ func (c Config) runRoles() (roles, error) {
 		switch w {
 		case workerTranscribe, workerEmbed, workerStore, workerLifecycle:
 			r.workers = append(r.workers, w)
+			// One process, no Cloud Scheduler: lethe run requests sweeps.
+			r.sweepTimer = r.sweepTimer || w == workerLifecycle
 		case workerUploads:
 			// Signed uploads exist only on Cloud Storage; with local blobs
 			// nothing ever reaches the uploads topic.
@@ -292,6 +309,12 @@ func (c Config) runRoles() (roles, error) {
 		}
 	}
 	return r, nil
+}
+
+// retention is the policy of users who set none.
+func (c Config) retention() records.Retention {
+	return records.Retention{AudioDays: c.RetentionAudioDays, TranscriptDays: c.RetentionTranscriptDays,
+		VectorDays: c.RetentionVectorDays, ExportDays: c.RetentionExportDays}
 }
 
 // limits are the edge's rate limits; bursts allow a client to catch up

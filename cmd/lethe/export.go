@@ -24,7 +24,7 @@ import (
 func newExporter(cfg Config, a *app, now func() time.Time) *export.Worker {
 	return &export.Worker{
 		Docs: a.docs, Blobs: a.blobs, Keys: a.keys, Events: a.events,
-		Defaults: records.Retention{ExportDays: cfg.ExportDays},
+		Defaults: cfg.retention(),
 		MaxBytes: cfg.ExportMaxBytes, Lease: cfg.HandlerTimeout + time.Minute, Now: now,
 	}
 }

@@ -25,7 +25,7 @@ import (
 func TestExportThroughPipelineAndCLI(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Workers = "transcribe,embed,store,lifecycle"
-	cfg.ExportMaxBytes, cfg.ExportURLTTL, cfg.ExportDays = 64<<20, time.Minute, 7
+	cfg.ExportMaxBytes, cfg.ExportURLTTL, cfg.RetentionExportDays = 64<<20, time.Minute, 7
 	p := startTestPipeline(t, cfg, overrides{STT: instantSTT{}})
 	tok, err := p.app.issuer.Mint("exporter", time.Hour)
 	if err != nil {

@@ -35,6 +35,9 @@ Usage:
   lethe users export UID    build a user's export archive, with progress
   lethe audit tail [-n N] [--subject HASH] [--follow]
                             print the newest audit entries (JSON lines)
+  lethe retention sweep [--dry-run]
+                            delete what retention says is due now, with progress
+                            and counts (--dry-run: count only, delete nothing)
   lethe pinecone ensure-index
                             create the Pinecone index if absent; print its host
   lethe version             print the version
@@ -90,6 +93,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdUsers(ctx, cfg, logger, rest, stdout, stderr)
 	case "audit":
 		err = cmdAudit(ctx, cfg, logger, rest, stdout, stderr)
+	case "retention":
+		err = cmdRetention(ctx, cfg, logger, rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lethe: unknown command %q\n\n%s", cmd, usage)
 		return 2

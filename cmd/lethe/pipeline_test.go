@@ -39,6 +39,10 @@ func testConfig(t testing.TB) Config {
 		MaxChunkBytes: 16 << 20, STT: "pocketsphinx", Embedder: "hashing",
 		Documents: "sqlite", Blobs: "dir", Vectors: "flat", KEK: "file", RateLimit: "memory", Auth: "local",
 		EmbedDim: 1024, Delivery: "pull",
+		// The production defaults: zero days would expire test data at
+		// the first sweep.
+		RetentionAudioDays: 30, RetentionTranscriptDays: 365, RetentionVectorDays: 365, RetentionExportDays: 7,
+		RetentionSweepEvery: time.Hour, ExportMaxBytes: 64 << 20, ExportURLTTL: 15 * time.Minute,
 	}
 }
 

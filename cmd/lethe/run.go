@@ -67,6 +67,9 @@ type roles struct {
 	edge      bool
 	workers   []string
 	reconcile bool
+	// sweepTimer: request a retention sweep every
+	// LETHE_RETENTION_SWEEP_EVERY (lethe run with the lifecycle worker).
+	sweepTimer bool
 }
 
 // startPipeline opens the adapters and starts the roles asked for. stop
@@ -100,9 +103,9 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 		)
 	}
 	handlers := map[string]bus.Handler{
-		workerTranscribe: (&transcribe.Worker{Docs: a.docs, Blobs: a.blobs, Keys: a.keys, STT: a.stt, Bus: pub, Events: a.events, Now: now}).Handle,
+		workerTranscribe: (&transcribe.Worker{Docs: a.docs, Blobs: a.blobs, Keys: a.keys, STT: a.stt, Bus: pub, Events: a.events, Now: now, Retention: cfg.retention()}).Handle,
 		workerEmbed:      (&embed.Worker{Docs: a.docs, Keys: a.keys, Embedder: a.embedder, Bus: pub, Events: a.events}).Handle,
-		workerStore:      (&store.Worker{Docs: a.docs, Keys: a.keys, Vectors: a.vectors, Events: a.events, Now: now}).Handle,
+		workerStore:      (&store.Worker{Docs: a.docs, Keys: a.keys, Vectors: a.vectors, Events: a.events, Now: now, Retention: cfg.retention()}).Handle,
 	}
 	// lifecycle routes the lifecycle topic's events by type; each feature
 	// (retention, erasure, export) registers the handler of its type.
@@ -111,7 +114,8 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 	saga := a.erasures(pub, now)
 	lifecycle[events.TypeUserErasureRequested] = saga.Handle
 	lifecycle[events.TypeUserExportRequested] = newExporter(cfg, a, now).Handle
-	intake := &ingest.Intake{Docs: a.docs, Blobs: a.blobs, Keys: a.keys, Bus: pub, Events: a.events, Logger: logger, Now: now}
+	lifecycle[events.TypeRetentionSweep] = a.sweeper(now).Handle
+	intake := &ingest.Intake{Docs: a.docs, Blobs: a.blobs, Keys: a.keys, Bus: pub, Events: a.events, Logger: logger, Now: now, Retention: cfg.retention()}
 	decoders := map[string]bus.Decoder{}
 	if a.gcs != nil {
 		handlers[workerUploads] = (&upload.Worker{
@@ -158,6 +162,13 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			return nil, err
 		}
 	}
+	if r.sweepTimer && cfg.RetentionSweepEvery > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			requestSweeps(workCtx, pub, a.events, logger, now, cfg.RetentionSweepEvery)
+		}()
+	}
 	if r.reconcile {
 		rec := &reconcile.Worker{Docs: a.docs, Bus: pub, Events: a.events, Logger: logger, Now: now, MaxRedrives: 10, Batch: 500, Erasures: saga}
 		// An in-memory bus starts empty: everything non-final is orphaned.
@@ -194,6 +205,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			Erasures: saga, Conversations: a.conversations(now), Audit: a.audit, Sessions: a.sessions,
 			// Export downloads: the edge's own signed URLs.
 			ExportURLKey: a.exportURLKey, ExportURLTTL: cfg.ExportURLTTL,
+			Retention: cfg.retention(),
 		})
 		mux := http.NewServeMux()
 		if pushReceiver != nil {

@@ -46,6 +46,10 @@ const (
 	Gte Op = ">="
 )
 
+// MaxBatch is the largest number of writes one Firestore batch commits;
+// DeleteMany splits larger requests.
+const MaxBatch = 500
+
 // Filter compares one indexed field with a value (string or int64).
 type Filter struct {
 	Field string
@@ -83,6 +87,13 @@ type Store interface {
 	Update(ctx context.Context, key Key, fn func(cur *Doc) (*Doc, error)) error
 	// Delete is idempotent: deleting an absent document is not an error.
 	Delete(ctx context.Context, key Key) error
+	// DeleteMany deletes keys (any users, any collections) and returns how
+	// many existed. Idempotent like Delete; absent keys are not counted.
+	// Retention sweeps use it: one write per page, not per document. Every
+	// key is validated before anything is deleted. It is atomic on SQLite
+	// (one transaction); on Firestore it is written in batches of at most
+	// MaxBatch, so an error may leave a prefix deleted: retry.
+	DeleteMany(ctx context.Context, keys []Key) (int, error)
 	// Query returns the matching documents.
 	Query(ctx context.Context, q Query) ([]Doc, error)
 	// DeleteUser deletes every document of the user in every collection

@@ -75,6 +75,8 @@ type Intake struct {
 	Events *events.Registry
 	Logger *slog.Logger // nil discards
 	Now    func() time.Time
+	// Retention is the policy of users who set none (configuration).
+	Retention records.Retention
 }
 
 // Chunk is one chunk to accept; User is the keyed hash of the uid.
@@ -153,6 +155,9 @@ func (in *Intake) Accept(ctx context.Context, c Chunk) (Result, error) {
 	})
 	if err != nil && !errors.Is(err, blobs.ErrPrecondition) {
 		return Result{}, fmt.Errorf("blobs.Write audio: %w", err)
+	}
+	if err := in.scheduleAudioExpiry(ctx, c.User, c.ConversationID, c.Seq, now); err != nil {
+		return Result{}, err
 	}
 	chunk := records.Chunk{
 		ConversationID: c.ConversationID, Seq: c.Seq, Status: records.StatusReceived,
@@ -236,6 +241,24 @@ func (in *Intake) publish(ctx context.Context, user string, chunk records.Chunk)
 	if err != nil && in.Logger != nil {
 		// The event is out; a retry would publish the same id again.
 		in.Logger.WarnContext(ctx, "could not mark chunk published", "error", err.Error())
+	}
+	return nil
+}
+
+// scheduleAudioExpiry records when the audio must be gone, before the chunk
+// record is written: a record never exists without its expiry. Audio kept
+// 0 days is scheduled by the transcriber, once its transcript exists.
+func (in *Intake) scheduleAudioExpiry(ctx context.Context, user, cid string, seq int, now time.Time) error {
+	pol, err := records.ReadRetention(ctx, in.Docs, user, in.Retention)
+	if err != nil {
+		return fmt.Errorf("records.ReadRetention: %w", err)
+	}
+	if pol.AudioDays == 0 {
+		return nil
+	}
+	e := records.Expiry{Class: records.ClassAudio, Ref: records.ChunkID(cid, seq), At: pol.ExpiresAt(records.ClassAudio, now)}
+	if err := records.ScheduleExpiry(ctx, in.Docs, user, e); err != nil {
+		return fmt.Errorf("records.ScheduleExpiry audio: %w", err)
 	}
 	return nil
 }

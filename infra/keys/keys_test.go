@@ -135,6 +135,10 @@ func (f *fakeDocs) Delete(_ context.Context, k docs.Key) error {
 	return nil
 }
 
+func (f *fakeDocs) DeleteMany(context.Context, []docs.Key) (int, error) {
+	return 0, errors.New("fakeDocs: DeleteMany not needed by keys")
+}
+
 func (f *fakeDocs) Query(context.Context, docs.Query) ([]docs.Doc, error) {
 	return nil, errors.New("fakeDocs: Query not needed by keys")
 }

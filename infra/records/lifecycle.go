@@ -167,3 +167,17 @@ func WriteRetention(ctx context.Context, store docs.Store, user string, r Retent
 func (r Retention) ExpiresAt(class string, t time.Time) time.Time {
 	return t.Add(time.Duration(r.Days(class)) * 24 * time.Hour)
 }
+
+// ReadExpiry returns the scheduled expiry of an item; ok is false when none
+// is scheduled.
+func ReadExpiry(ctx context.Context, store docs.Store, user, class, ref string) (e Expiry, ok bool, err error) {
+	d, err := store.Get(ctx, ExpiryKey(user, class, ref))
+	if errors.Is(err, docs.ErrNotFound) {
+		return e, false, nil
+	}
+	if err != nil {
+		return e, false, fmt.Errorf("docs.Get expiry: %w", err)
+	}
+	e, err = ExpiryFrom(d)
+	return e, err == nil, err
+}

@@ -93,6 +93,9 @@ type Chunk struct {
 	// Redriven counts reconciler re-drives; past a bound the chunk fails
 	// rather than being re-driven forever.
 	Redriven int `json:"redriven,omitempty"`
+	// AudioDeletedAt is when a retention sweep deleted the audio (BlobKey
+	// is then empty): readers and re-drives know it is gone on purpose.
+	AudioDeletedAt time.Time `json:"audio_deleted_at,omitzero"`
 }
 
 // ChunkKey is the document key of a chunk.

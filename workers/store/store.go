@@ -28,6 +28,8 @@ type Worker struct {
 	Vectors vectors.Index
 	Events  *events.Registry
 	Now     func() time.Time
+	// Retention is the policy of users who set none (configuration).
+	Retention records.Retention
 }
 
 // ErrEmbedderMismatch: a vector from another embedder than the namespace's.
@@ -101,6 +103,9 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 			}
 			return fmt.Errorf("vectors.Upsert: %w", err)
 		}
+		if err := w.scheduleVectorExpiry(ctx, in.User, records.ChunkID(in.ConversationID, in.Seq)); err != nil {
+			return err
+		}
 	}
 	err = w.Docs.Update(ctx, chunkKey, func(cur *docs.Doc) (*docs.Doc, error) {
 		if cur == nil {
@@ -119,6 +124,28 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 	})
 	if err != nil {
 		return fmt.Errorf("docs.Update chunk: %w", err)
+	}
+	return nil
+}
+
+// scheduleVectorExpiry records when the vector must be gone: its own
+// retention, but never later than its transcript's (a vector would let a
+// search find what was said after the words are deleted).
+func (w *Worker) scheduleVectorExpiry(ctx context.Context, user, ref string) error {
+	pol, err := records.ReadRetention(ctx, w.Docs, user, w.Retention)
+	if err != nil {
+		return fmt.Errorf("records.ReadRetention: %w", err)
+	}
+	e := records.Expiry{Class: records.ClassVector, Ref: ref, At: pol.ExpiresAt(records.ClassVector, w.Now().UTC())}
+	tr, ok, err := records.ReadExpiry(ctx, w.Docs, user, records.ClassTranscript, ref)
+	if err != nil {
+		return fmt.Errorf("records.ReadExpiry transcript: %w", err)
+	}
+	if ok && tr.At.Before(e.At) {
+		e.At = tr.At
+	}
+	if err := records.ScheduleExpiry(ctx, w.Docs, user, e); err != nil {
+		return fmt.Errorf("records.ScheduleExpiry vector: %w", err)
 	}
 	return nil
 }

@@ -40,6 +40,8 @@ type Worker struct {
 	Bus    Publisher
 	Events *events.Registry
 	Now    func() time.Time
+	// Retention is the policy of users who set none (configuration).
+	Retention records.Retention
 }
 
 // Handle transcribes one chunk. Idempotent: the segment id and the next
@@ -118,6 +120,9 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 	if err := w.Docs.Put(ctx, d); err != nil {
 		return fmt.Errorf("docs.Put segment: %w", err)
 	}
+	if err := w.scheduleExpiries(ctx, in.User, segID, seg.CreatedAt, chunk.ReceivedAt); err != nil {
+		return err
+	}
 	// Silence has nothing to search: the chunk is final without an index.
 	next := records.StatusTranscribed
 	if tr.Text == "" {
@@ -132,7 +137,38 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 	return w.publishTranscript(ctx, in, seg)
 }
 
+// scheduleExpiries records when the transcript must be gone and, for audio
+// kept 0 days ("until transcribed"), that the audio may go now; audio kept
+// longer that has no expiry yet (the policy changed from 0 since intake)
+// gets one from its arrival. After the segment is written and before the
+// chunk advances, so a crash between is redelivered and schedules again
+// (idempotent).
+func (w *Worker) scheduleExpiries(ctx context.Context, user, segID string, at, received time.Time) error {
+	pol, err := records.ReadRetention(ctx, w.Docs, user, w.Retention)
+	if err != nil {
+		return fmt.Errorf("records.ReadRetention: %w", err)
+	}
+	exps := []records.Expiry{{Class: records.ClassTranscript, Ref: segID, At: pol.ExpiresAt(records.ClassTranscript, at)}}
+	if pol.AudioDays == 0 {
+		exps = append(exps, records.Expiry{Class: records.ClassAudio, Ref: segID, At: at})
+	} else if _, ok, err := records.ReadExpiry(ctx, w.Docs, user, records.ClassAudio, segID); err != nil {
+		return fmt.Errorf("records.ReadExpiry audio: %w", err)
+	} else if !ok {
+		exps = append(exps, records.Expiry{Class: records.ClassAudio, Ref: segID, At: pol.ExpiresAt(records.ClassAudio, received)})
+	}
+	for _, e := range exps {
+		if err := records.ScheduleExpiry(ctx, w.Docs, user, e); err != nil {
+			return fmt.Errorf("records.ScheduleExpiry %s: %w", e.Class, err)
+		}
+	}
+	return nil
+}
+
 func (w *Worker) loadAudio(ctx context.Context, in events.ChunkReceived, chunk records.Chunk) (audio.PCM, error) {
+	if chunk.BlobKey == "" {
+		// Deleted by a retention sweep: nothing left to transcribe.
+		return audio.PCM{}, fmt.Errorf("transcribe: audio deleted by retention: %w", events.ErrDropped)
+	}
 	rc, _, err := w.Blobs.Read(ctx, chunk.BlobKey)
 	if errors.Is(err, blobs.ErrNotFound) {
 		return audio.PCM{}, fmt.Errorf("transcribe: audio blob gone: %w", events.ErrDropped)

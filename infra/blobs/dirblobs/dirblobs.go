@@ -293,6 +293,11 @@ func (b *Bucket) delete(key string) error {
 	}
 	dir := path.Dir(p)
 	if err := b.syncDir(dir); err != nil {
+		// A concurrent delete in the same directory emptied and pruned
+		// it (syncing its parent): our entry is gone with it.
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		return err
 	}
 	b.prune(dir)

@@ -56,6 +56,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"Update", testUpdate},
 		{"ConcurrentUpdate", testConcurrentUpdate},
 		{"Delete", testDelete},
+		{"DeleteMany", testDeleteMany},
 		{"Query", testQuery},
 		{"QueryAllUsers", testQueryAllUsers},
 		{"DeleteUser", testDeleteUser},
@@ -461,6 +462,52 @@ func testDelete(t *testing.T, f *fixture) {
 	if err != nil || len(got) != 0 {
 		t.Errorf("Query after Delete = %v, %v; want none", ids(got), err)
 	}
+}
+
+func testDeleteMany(t *testing.T, f *fixture) {
+	// Empty: nothing to do.
+	if n, err := f.s.DeleteMany(f.ctx, nil); err != nil || n != 0 {
+		t.Fatalf("DeleteMany(nil) = %d, %v", n, err)
+	}
+	// More than one Firestore batch, across users, collections and the
+	// global user, with absent keys and a duplicate in the request.
+	const many = docs.MaxBatch + 20
+	var del []docs.Key
+	for i := range many {
+		k := key([]string{"u1", "u2", ""}[i%3], []string{"things", "expiries"}[i%2], fmt.Sprintf("d%04d", i))
+		f.put(t, docs.Doc{Key: k, Data: []byte("x"), Fields: map[string]any{"expires_at": int64(i)}})
+		del = append(del, k)
+	}
+	keep := []docs.Key{key("u1", "things", "keep"), key("u3", "things", "d0000"), key("u2", "expiries", "d0000")}
+	for _, k := range keep {
+		f.put(t, docs.Doc{Key: k, Data: []byte("k"), Fields: map[string]any{"expires_at": int64(0)}})
+	}
+	req := append(append([]docs.Key{}, del...), key("u1", "things", "absent"), del[3])
+	n, err := f.s.DeleteMany(f.ctx, req)
+	if err != nil || n != many {
+		t.Fatalf("DeleteMany = %d, %v; want %d", n, err, many)
+	}
+	for _, k := range []docs.Key{del[0], del[1], del[2], del[many-1]} {
+		f.wantNotFound(t, k)
+	}
+	for _, k := range keep {
+		f.mustGet(t, k)
+	}
+	// The indexed fields went with the documents.
+	got, err := f.s.Query(f.ctx, docs.Query{AllUsers: true, Collection: "expiries", OrderBy: "expires_at"})
+	if err != nil || !equal(ids(got), []string{"u2/d0000"}) {
+		t.Errorf("Query after DeleteMany = %v, %v; want [u2/d0000]", ids(got), err)
+	}
+	// Again: idempotent, nothing counted.
+	if n, err := f.s.DeleteMany(f.ctx, del); err != nil || n != 0 {
+		t.Errorf("second DeleteMany = %d, %v; want 0", n, err)
+	}
+	// One invalid key: refused before anything is deleted.
+	n, err = f.s.DeleteMany(f.ctx, []docs.Key{keep[0], key("u1", "a/b", "x")})
+	if !errors.Is(err, docs.ErrInvalid) || n != 0 {
+		t.Errorf("DeleteMany with an invalid key = %d, %v; want ErrInvalid", n, err)
+	}
+	f.mustGet(t, keep[0])
 }
 
 // seedQuery writes, for users u1, u10, u2 and the global user, documents

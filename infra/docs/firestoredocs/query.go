@@ -262,6 +262,53 @@ func (s *Store) DeleteUser(ctx context.Context, user string) (int, error) {
 	return n, nil
 }
 
+// DeleteMany deletes keys with a BulkWriter, at most docs.MaxBatch writes
+// per writer, and counts those that existed (each delete requires the
+// document to exist; NotFound means gone already, which is not an error).
+// Duplicate keys are deleted once: a BulkWriter refuses a second write to a
+// path.
+func (s *Store) DeleteMany(ctx context.Context, keys []docs.Key) (int, error) {
+	for _, k := range keys {
+		if err := docs.ValidateKey(k); err != nil {
+			return 0, err
+		}
+	}
+	seen := make(map[docs.Key]bool, len(keys))
+	uniq := make([]docs.Key, 0, len(keys))
+	for _, k := range keys {
+		if !seen[k] {
+			seen[k] = true
+			uniq = append(uniq, k)
+		}
+	}
+	n := 0
+	for batch := range slices.Chunk(uniq, docs.MaxBatch) {
+		bw := s.c.BulkWriter(ctx)
+		jobs := make([]*firestore.BulkWriterJob, 0, len(batch))
+		for _, k := range batch {
+			job, err := bw.Delete(s.ref(k), firestore.Exists)
+			if err != nil {
+				bw.End()
+				return n, fmt.Errorf("firestore.BulkWriter.Delete: %w", err)
+			}
+			jobs = append(jobs, job)
+		}
+		bw.End() // sends what is queued and waits
+		for _, job := range jobs {
+			_, err := job.Results()
+			switch status.Code(err) {
+			case codes.OK:
+				n++
+			case codes.NotFound, codes.FailedPrecondition:
+				// Gone already: idempotent, not counted.
+			default:
+				return n, wrap("firestore.BulkWriter.Delete", err)
+			}
+		}
+	}
+	return n, nil
+}
+
 // CountUser counts the documents under users/{user} with one count
 // aggregation per collection (the server counts; nothing is read).
 func (s *Store) CountUser(ctx context.Context, user string) (int, error) {

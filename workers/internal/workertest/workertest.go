@@ -30,7 +30,7 @@ type Stores struct {
 }
 
 // Open opens Stores in t.TempDir(), closed at the end of the test.
-func Open(t *testing.T) *Stores {
+func Open(t testing.TB) *Stores {
 	t.Helper()
 	dir := t.TempDir()
 	store, err := sqlitedocs.Open(t.Context(), filepath.Join(dir, "docs.db"))
