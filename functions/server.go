@@ -82,6 +82,9 @@ type Deps struct {
 	Erasures      *forget.Saga
 	Conversations *forget.Conversations
 	Audit         *audit.Log
+	// DeadLetters lists and replays the topics' dead letters for admins;
+	// nil answers 501.
+	DeadLetters DeadLetters
 	// Sessions revokes an erased user's sessions at the identity provider
 	// (Firebase refresh tokens); nil where there is nothing to revoke.
 	Sessions SessionRevoker
@@ -128,6 +131,7 @@ func New(d Deps) *Server {
 	s.mux.Handle("GET /v1/admin/audit", s.admin(s.adminAudit))
 	s.routeNotes()
 	s.routeExport()
+	s.routeDeadLetters()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such route")
 	})

@@ -35,6 +35,11 @@ Usage:
   lethe users export UID    build a user's export archive, with progress
   lethe audit tail [-n N] [--subject HASH] [--follow]
                             print the newest audit entries (JSON lines)
+  lethe dlq list TOPIC [-n N]
+                            print a topic's dead letters (JSON lines, never data)
+  lethe dlq replay TOPIC --id ID|--all
+                            re-validate and republish dead letters, with progress
+                            (both need a shared bus: LETHE_BUS=gcp)
   lethe pinecone ensure-index
                             create the Pinecone index if absent; print its host
   lethe version             print the version
@@ -90,6 +95,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdUsers(ctx, cfg, logger, rest, stdout, stderr)
 	case "audit":
 		err = cmdAudit(ctx, cfg, logger, rest, stdout, stderr)
+	case "dlq":
+		err = cmdDLQ(ctx, cfg, logger, rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lethe: unknown command %q\n\n%s", cmd, usage)
 		return 2
