@@ -118,6 +118,8 @@ type edgeOptions struct {
 	ttl       time.Duration
 	now       func() time.Time // nil: the real clock
 	exportKey []byte           // signs export download URLs
+	// deadLetters serves the admin dead-letter routes; nil: 501.
+	deadLetters functions.DeadLetters
 }
 
 func newEdgeWith(t testing.TB, o edgeOptions) *edge {
@@ -165,6 +167,7 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 		Limits:  o.limits,
 		Uploads: o.uploads, MaxUploadBytes: o.maxUpload, UploadURLTTL: o.ttl,
 		Now: o.now, ExportURLKey: o.exportKey,
+		DeadLetters: o.deadLetters,
 	})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
