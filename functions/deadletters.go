@@ -116,9 +116,8 @@ func (s *Server) adminReplayDeadLetters(w http.ResponseWriter, r *http.Request) 
 	if !ok {
 		return
 	}
-	req, status, code, msg := readReplayRequest(w, r)
-	if status != 0 {
-		writeError(w, status, code, msg)
+	req, ok := readReplayRequest(w, r)
+	if !ok {
 		return
 	}
 	s.auditAdmin(r, "")
@@ -140,20 +139,23 @@ func (s *Server) adminReplayDeadLetters(w http.ResponseWriter, r *http.Request) 
 
 // readReplayRequest reads a body of at most maxReplayBody bytes holding
 // exactly one JSON object of known fields that names an id or all, not
-// both; a non-zero status is the error to answer.
-func readReplayRequest(w http.ResponseWriter, r *http.Request) (req ReplayRequest, status int, code, msg string) {
+// both; when it returns false it has answered the error.
+func readReplayRequest(w http.ResponseWriter, r *http.Request) (ReplayRequest, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxReplayBody))
-	if err != nil {
-		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
-			return req, http.StatusRequestEntityTooLarge, "too_large", "the request body is larger than 4 KiB"
-		}
-		return req, http.StatusBadRequest, "bad_request", "unreadable body"
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "the request body is larger than 4 KiB")
+		return ReplayRequest{}, false
 	}
-	req, err = parseReplayRequest(body)
 	if err != nil {
-		return req, http.StatusBadRequest, "bad_json", `the body must be {"id": "..."} or {"all": true}`
+		writeError(w, http.StatusBadRequest, "bad_request", "unreadable body")
+		return ReplayRequest{}, false
 	}
-	return req, 0, "", ""
+	req, err := parseReplayRequest(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_json", `the body must be {"id": "..."} or {"all": true}`)
+		return ReplayRequest{}, false
+	}
+	return req, true
 }
 
 // parseReplayRequest parses one JSON object {"id": ...} or {"all": true}:
