@@ -83,8 +83,8 @@ func DeliveryAttempt(ctx context.Context) int {
 // Each message goes through a Router: decode (FromMessage), validate
 // (Config.Validate), run h, then act on Classify(err). Decode and
 // validation failures are permanent. A dead-letter copy that cannot be
-// published nacks the message instead, so nothing is lost. Receive returns an error when the subscription cannot be
-// read (e.g. it does not exist).
+// published nacks the message instead, so nothing is lost. Receive returns
+// an error when the subscription cannot be read (e.g. it does not exist).
 func (b *Bus) Receive(ctx context.Context, subscription string, h Handler) error {
 	return b.ReceiveWith(ctx, subscription, FromMessage, h)
 }
