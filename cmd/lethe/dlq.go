@@ -74,11 +74,11 @@ func (d *deadLetterAdmin) Replay(ctx context.Context, topic string, req function
 // JSON lines (never their data); `lethe dlq replay TOPIC --id ID|--all`
 // re-validates and republishes them, a line per dead letter.
 func cmdDLQ(ctx context.Context, cfg Config, logger *slog.Logger, args []string, stdout, stderr io.Writer) error {
-	if err := needSharedBus(cfg, "dlq"); err != nil {
-		return err
-	}
 	run, err := parseDLQ(args, stderr)
 	if err != nil {
+		return err
+	}
+	if err := needSharedBus(cfg, "dlq"); err != nil {
 		return err
 	}
 	a, err := openApp(ctx, cfg, logger, overrides{})

@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -156,5 +159,75 @@ func TestDLQArguments(t *testing.T) {
 	// The embedded bus lives in one process: another one sees no dead letters.
 	if err := cmdDLQ(context.Background(), testConfig(t), testLogger(t), []string{"list", "audio"}, io.Discard, io.Discard); !errors.As(err, new(usageError)) {
 		t.Errorf("dlq on the embedded bus: %v, want a usage error", err)
+	}
+}
+
+// TestDLQProcess: `lethe dlq` as a process refuses the embedded bus (its
+// dead letters live in another process) and bad arguments with exit 2, and
+// help lists it.
+func TestDLQProcess(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"dlq", "list", "audio"}, "LETHE_BUS=gcp"},
+		{[]string{"dlq", "replay", "audio", "--id", "1", "--all"}, "want: dlq list TOPIC"},
+	} {
+		cmd := exec.Command(os.Args[0], tc.args...)
+		cmd.Env = letheEnv(t.TempDir())
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), tc.want) {
+			t.Errorf("lethe %v: exit %v, output %s; want exit 2 naming %s", tc.args, err, out, tc.want)
+		}
+	}
+	cmd := exec.Command(os.Args[0], "help")
+	cmd.Env = letheEnv(t.TempDir())
+	if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), "lethe dlq replay TOPIC --id ID|--all") {
+		t.Errorf("help: %v, lacks dlq: %s", err, out)
+	}
+}
+
+// TestDLQProcessOnEmulator: against the Pub/Sub emulator (LETHE_BUS=gcp),
+// `lethe dlq list` and `lethe dlq replay --all` in their own process see and
+// replay what another process dead-lettered.
+func TestDLQProcessOnEmulator(t *testing.T) {
+	host := os.Getenv("PUBSUB_EMULATOR_HOST")
+	if host == "" {
+		if os.Getenv("LETHE_REQUIRE_EMULATORS") == "1" {
+			t.Fatal("PUBSUB_EMULATOR_HOST is required (LETHE_REQUIRE_EMULATORS=1)")
+		}
+		t.Skip("no Pub/Sub emulator: set PUBSUB_EMULATOR_HOST")
+	}
+	cfg := testConfig(t)
+	cfg.ProjectID = fmt.Sprintf("dlq-%d", time.Now().UnixNano())
+	cfg.Bus, cfg.PubSubEmulatorHost = "gcp", host
+	a, err := openApp(context.Background(), cfg, testLogger(t), overrides{STT: instantSTT{}})
+	if err != nil {
+		t.Fatalf("openApp: %v", err)
+	}
+	t.Cleanup(a.close)
+	deadLetterChunk(t, a, "evt-1", nil)
+	deadLetterChunk(t, a, "evt-bad", []byte(`{"user":1}`))
+
+	lethe := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(os.Args[0], append([]string{"dlq"}, args...)...)
+		cmd.Env = letheEnv(t.TempDir(), "LETHE_BUS=gcp", "PUBSUB_EMULATOR_HOST="+host, "LETHE_PROJECT="+cfg.ProjectID)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("lethe dlq %v: %v", args, err)
+		}
+		return string(out)
+	}
+	if out := lethe("list", "audio"); strings.Count(out, "\n") != 2 || !strings.Contains(out, `"event_id":"evt-1"`) {
+		t.Fatalf("lethe dlq list audio: %q, want evt-1 and evt-bad", out)
+	}
+	if out := lethe("replay", "audio", "--all"); !strings.Contains(out, " evt-1\n") || !strings.Contains(out, " evt-bad: validate") ||
+		!strings.HasSuffix(out, "1 replayed to audio, 1 left in its dead letters (they still fail validation)\n") {
+		t.Fatalf("lethe dlq replay audio --all: %q", out)
+	}
+	if out := lethe("list", "audio"); strings.Count(out, "\n") != 1 || !strings.Contains(out, `"event_id":"evt-bad"`) {
+		t.Fatalf("after the replay, lethe dlq list audio: %q, want evt-bad only", out)
 	}
 }
