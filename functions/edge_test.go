@@ -119,6 +119,8 @@ type edgeOptions struct {
 	now       func() time.Time  // nil: the real clock
 	exportKey []byte            // signs export download URLs
 	retention records.Retention // defaults of users who set none
+	// deadLetters serves the admin dead-letter routes; nil: 501.
+	deadLetters functions.DeadLetters
 }
 
 func newEdgeWith(t testing.TB, o edgeOptions) *edge {
@@ -166,7 +168,8 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 		Limits:  o.limits,
 		Uploads: o.uploads, MaxUploadBytes: o.maxUpload, UploadURLTTL: o.ttl,
 		Now: o.now, ExportURLKey: o.exportKey,
-		Retention: o.retention,
+		Retention:   o.retention,
+		DeadLetters: o.deadLetters,
 	})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)

@@ -82,6 +82,9 @@ type Deps struct {
 	Erasures      *forget.Saga
 	Conversations *forget.Conversations
 	Audit         *audit.Log
+	// DeadLetters lists and replays the topics' dead letters for admins;
+	// nil answers 501.
+	DeadLetters DeadLetters
 	// Sessions revokes an erased user's sessions at the identity provider
 	// (Firebase refresh tokens); nil where there is nothing to revoke.
 	Sessions SessionRevoker
@@ -133,6 +136,7 @@ func New(d Deps) *Server {
 	retention := newRetentionRoutes(s)
 	s.mux.Handle("GET /v1/me/retention", s.authed(retention.get))
 	s.mux.Handle("PUT /v1/me/retention", s.authed(retention.put))
+	s.routeDeadLetters()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such route")
 	})

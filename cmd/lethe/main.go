@@ -38,6 +38,11 @@ Usage:
   lethe retention sweep [--dry-run]
                             delete what retention says is due now, with progress
                             and counts (--dry-run: count only, delete nothing)
+  lethe dlq list TOPIC [-n N]
+                            print a topic's dead letters (JSON lines, never data)
+  lethe dlq replay TOPIC --id ID|--all
+                            re-validate and republish dead letters, with progress
+                            (both need a shared bus: LETHE_BUS=gcp)
   lethe pinecone ensure-index
                             create the Pinecone index if absent; print its host
   lethe version             print the version
@@ -95,6 +100,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdAudit(ctx, cfg, logger, rest, stdout, stderr)
 	case "retention":
 		err = cmdRetention(ctx, cfg, logger, rest, stdout, stderr)
+	case "dlq":
+		err = cmdDLQ(ctx, cfg, logger, rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lethe: unknown command %q\n\n%s", cmd, usage)
 		return 2

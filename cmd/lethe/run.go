@@ -205,7 +205,8 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			Erasures: saga, Conversations: a.conversations(now), Audit: a.audit, Sessions: a.sessions,
 			// Export downloads: the edge's own signed URLs.
 			ExportURLKey: a.exportURLKey, ExportURLTTL: cfg.ExportURLTTL,
-			Retention: cfg.retention(),
+			Retention:   cfg.retention(),
+			DeadLetters: newDeadLetterAdmin(a, now),
 		})
 		mux := http.NewServeMux()
 		if pushReceiver != nil {

@@ -1,7 +1,7 @@
 // Package push receives Pub/Sub push deliveries over HTTP
-// (POST /push/{subscription}) and runs the bus.Handler registered for the
-// subscription, with the same outcome rules as the pull receiver in
-// infra/bus.
+// (POST /push/{subscription}) and hands each to the bus.Router of the
+// subscription, the one the pull receiver in infra/bus uses: decode,
+// validate, recover, classify and dead-letter are the same code for both.
 //
 // Both push formats are accepted, told apart by their headers:
 //
@@ -57,13 +57,11 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
-	"runtime/debug"
 	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
-	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/bus"
 )
 
@@ -115,13 +113,10 @@ type Config struct {
 // pattern with a {subscription} wildcard, or on "/push/" (the subscription
 // is then the rest of the path). It is safe for concurrent use.
 type Receiver struct {
-	handlers   map[string]bus.Handler
-	decoders   map[string]bus.Decoder
-	validate   func(event.Event) error
-	deadLetter DeadLetterFunc
-	maxBody    int64
-	verifier   Verifier
-	log        *slog.Logger
+	routers  map[string]*bus.Router // by subscription id
+	maxBody  int64
+	verifier Verifier
+	log      *slog.Logger
 }
 
 // NewReceiver checks cfg and returns its Receiver.
@@ -149,19 +144,23 @@ func NewReceiver(cfg Config) (*Receiver, error) {
 		return nil, fmt.Errorf("push.NewReceiver: negative MaxBody %d", cfg.MaxBody)
 	}
 	rc := &Receiver{
-		handlers:   maps.Clone(cfg.Handlers),
-		decoders:   maps.Clone(cfg.Decoders),
-		validate:   cfg.Validate,
-		deadLetter: cfg.DeadLetter,
-		maxBody:    cfg.MaxBody,
-		verifier:   cfg.Verifier,
-		log:        cfg.Logger,
+		routers:  make(map[string]*bus.Router, len(cfg.Handlers)),
+		maxBody:  cfg.MaxBody,
+		verifier: cfg.Verifier,
+		log:      cfg.Logger,
 	}
 	if rc.maxBody == 0 {
 		rc.maxBody = DefaultMaxBody
 	}
 	if rc.log == nil {
 		rc.log = slog.New(slog.DiscardHandler)
+	}
+	deadLetter := cfg.DeadLetter
+	sink := func(ctx context.Context, d bus.Delivery, reason error) error {
+		return deadLetter(ctx, d.Subscription, d.Data, maps.Clone(d.Attributes), reason)
+	}
+	for sub, h := range cfg.Handlers {
+		rc.routers[sub] = &bus.Router{Decode: cfg.Decoders[sub], Validate: cfg.Validate, Handler: h, DeadLetter: sink, Logger: rc.log}
 	}
 	return rc, nil
 }
@@ -206,7 +205,7 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	sub := subscriptionFromPath(r)
-	h, ok := rc.handlers[sub]
+	router, ok := rc.routers[sub]
 	if !ok {
 		rc.log.WarnContext(r.Context(), "push: unknown subscription", slog.String("subscription", truncate(sub, 128)))
 		writeError(w, http.StatusNotFound, "not_found", "unknown subscription")
@@ -230,81 +229,51 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	logAttrs := []any{slog.String("subscription", sub)}
 	msg, err := decodePush(r.Header, body)
 	if err != nil {
 		ctx := context.WithValue(r.Context(), deliveryKey{}, Delivery{Subscription: sub})
-		rc.finishDeadLetter(ctx, w, sub, body, map[string]string{AttrUndecodedBody: "true"}, err, logAttrs)
+		d := bus.Delivery{Subscription: sub, Data: body, Attributes: map[string]string{AttrUndecodedBody: "true"}}
+		writeResult(w, router.Reject(ctx, d, err))
 		return
 	}
 	msg.Subscription = sub
-	logAttrs = append(logAttrs, slog.String("message_id", msg.MessageID))
 	if msg.SubscriptionName != "" {
 		if named, _ := shortSubscriptionName(msg.SubscriptionName); named != sub {
 			rc.log.ErrorContext(r.Context(), "push: delivery names another subscription; check the push endpoint",
-				append(logAttrs, slog.String("named", truncate(named, 128)))...)
+				slog.String("subscription", sub), slog.String("message_id", msg.MessageID), slog.String("named", truncate(named, 128)))
 			writeError(w, http.StatusBadRequest, "misrouted", "delivery is for another subscription")
 			return
 		}
 	}
 	ctx := context.WithValue(r.Context(), deliveryKey{}, msg.Delivery)
-
-	decode := rc.decoders[sub]
-	if decode == nil {
-		decode = bus.FromMessage
+	res := router.Dispatch(ctx, bus.Delivery{
+		Subscription:    sub,
+		MessageID:       msg.MessageID,
+		Data:            msg.Data,
+		Attributes:      msg.Attributes,
+		DeliveryAttempt: msg.DeliveryAttempt,
+	})
+	if res.Outcome == bus.OutcomeRetry && !res.Panicked && res.DeadLetterErr == nil {
+		rc.log.WarnContext(ctx, "push: handler failed, nacking",
+			slog.String("subscription", sub), slog.String("message_id", msg.MessageID), slog.String("error", res.Err.Error()))
 	}
-	e, err := bus.Decode(decode, msg.Data, msg.Attributes)
-	if err == nil {
-		logAttrs = append(logAttrs, slog.String("event_id", e.ID()), slog.String("event_type", e.Type()))
-		if rc.validate != nil {
-			if verr := rc.validate(e); verr != nil {
-				err = events.Permanent(fmt.Errorf("push: validate: %w", verr))
-			}
-		}
-		if err == nil {
-			var panicked bool
-			panicked, err = rc.runHandler(ctx, h, e, logAttrs)
-			if panicked {
-				writeError(w, http.StatusInternalServerError, "internal", "handler failed")
-				return
-			}
-		}
-	}
+	writeResult(w, res)
+}
 
-	switch bus.Classify(err) {
-	case bus.OutcomeAck, bus.OutcomeDrop:
+// writeResult answers a routed delivery: 204 acknowledges (done, dropped or
+// dead-lettered), 500 nacks a panic or a failed dead-letter copy, 503 any
+// other retry.
+func writeResult(w http.ResponseWriter, res bus.Result) {
+	switch {
+	case res.Outcome != bus.OutcomeRetry:
 		w.WriteHeader(http.StatusNoContent)
-	case bus.OutcomeDeadLetter:
-		rc.finishDeadLetter(ctx, w, sub, msg.Data, msg.Attributes, err, logAttrs)
+	case res.Panicked:
+		writeError(w, http.StatusInternalServerError, "internal", "handler failed")
+	case res.DeadLetterErr != nil:
+		writeError(w, http.StatusInternalServerError, "internal", "dead-letter copy failed")
 	default:
-		rc.log.WarnContext(ctx, "push: handler failed, nacking", append(logAttrs, slog.String("error", err.Error()))...)
 		writeError(w, http.StatusServiceUnavailable, "retry", "temporary failure")
 	}
-}
-
-// finishDeadLetter copies a poison message away and acknowledges it, or
-// nacks it when the copy fails so that nothing is lost.
-func (rc *Receiver) finishDeadLetter(ctx context.Context, w http.ResponseWriter, sub string, data []byte, attrs map[string]string, reason error, logAttrs []any) {
-	logAttrs = append(logAttrs, slog.String("reason", reason.Error()))
-	if err := rc.deadLetter(ctx, sub, data, maps.Clone(attrs), reason); err != nil {
-		rc.log.ErrorContext(ctx, "push: dead-letter copy failed, nacking", append(logAttrs, slog.String("error", err.Error()))...)
-		writeError(w, http.StatusInternalServerError, "internal", "dead-letter copy failed")
-		return
-	}
-	rc.log.WarnContext(ctx, "push: message dead-lettered", logAttrs...)
-	w.WriteHeader(http.StatusNoContent)
-}
-
-// runHandler runs h, turning a panic into a nack: a bug must not take the
-// instance down, and the message stays for a fixed build.
-func (rc *Receiver) runHandler(ctx context.Context, h bus.Handler, e event.Event, logAttrs []any) (panicked bool, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			rc.log.ErrorContext(ctx, "push: handler panicked", append(logAttrs, slog.Any("panic", p), slog.String("stack", string(debug.Stack())))...)
-			panicked, err = true, fmt.Errorf("push: handler panicked: %v", p)
-		}
-	}()
-	return false, h(ctx, e)
 }
 
 // subscriptionFromPath reads {subscription} from the route pattern, or the

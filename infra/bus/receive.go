@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
-	"runtime/debug"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
@@ -82,11 +80,11 @@ func DeliveryAttempt(ctx context.Context) int {
 // nil. Handlers keep a live context for Config.DrainTimeout after ctx is
 // cancelled, so a clean shutdown finishes work instead of redoing it.
 //
-// Per message: decode (FromMessage), validate (Config.Validate), run h, then
-// act on Classify(err). Decode and validation failures are permanent. A
-// dead-letter copy that cannot be published nacks the message instead, so
-// nothing is lost. Receive returns an error when the subscription cannot be
-// read (e.g. it does not exist).
+// Each message goes through a Router: decode (FromMessage), validate
+// (Config.Validate), run h, then act on Classify(err). Decode and
+// validation failures are permanent. A dead-letter copy that cannot be
+// published nacks the message instead, so nothing is lost. Receive returns
+// an error when the subscription cannot be read (e.g. it does not exist).
 func (b *Bus) Receive(ctx context.Context, subscription string, h Handler) error {
 	return b.ReceiveWith(ctx, subscription, FromMessage, h)
 }
@@ -158,8 +156,25 @@ func (b *Bus) ReceiveWith(ctx context.Context, subscription string, decode Decod
 		}
 	}()
 
+	router := &Router{
+		Decode:   decode,
+		Validate: b.cfg.Validate,
+		Handler:  h,
+		Logger:   b.log,
+		DeadLetter: func(ctx context.Context, d Delivery, reason error) error {
+			return b.publishDeadLetter(ctx, dlt, d.Subscription, d.MessageID, d.Data, d.Attributes, reason)
+		},
+	}
 	err = sub.Receive(ctx, func(_ context.Context, m *pubsub.Message) {
-		b.handle(hctx, subID, dlt, m, decode, h)
+		d := Delivery{Subscription: subID, MessageID: m.ID, Data: m.Data, Attributes: m.Attributes}
+		if m.DeliveryAttempt != nil {
+			d.DeliveryAttempt = *m.DeliveryAttempt
+		}
+		if router.Dispatch(hctx, d).Outcome == OutcomeRetry {
+			m.Nack()
+			return
+		}
+		m.Ack()
 	})
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("bus.Receive %s: %w", subscription, err)
@@ -176,43 +191,6 @@ func lastSegment(name string) string {
 	return name
 }
 
-func (b *Bus) handle(ctx context.Context, subID, dlt string, m *pubsub.Message, decode Decoder, h Handler) {
-	attempt := 0
-	if m.DeliveryAttempt != nil {
-		attempt = *m.DeliveryAttempt
-	}
-	ctx = context.WithValue(ctx, deliveryAttemptKey{}, attempt)
-	logAttrs := []any{slog.String("subscription", subID), slog.String("message_id", m.ID)}
-
-	e, err := Decode(decode, m.Data, m.Attributes)
-	if err == nil {
-		logAttrs = append(logAttrs, slog.String("event_id", e.ID()), slog.String("event_type", e.Type()))
-		if b.cfg.Validate != nil {
-			if verr := b.cfg.Validate(e); verr != nil {
-				err = events.Permanent(fmt.Errorf("bus: validate: %w", verr))
-			}
-		}
-		if err == nil {
-			err = b.runHandler(ctx, h, e, logAttrs)
-		}
-	}
-
-	switch Classify(err) {
-	case OutcomeAck, OutcomeDrop:
-		m.Ack()
-	case OutcomeDeadLetter:
-		if derr := b.deadLetter(ctx, subID, dlt, m, err); derr != nil {
-			b.log.Error("bus: dead-letter copy failed, nacking", append(logAttrs, slog.String("reason", err.Error()), slog.String("error", derr.Error()))...)
-			m.Nack()
-			return
-		}
-		b.log.Warn("bus: message dead-lettered", append(logAttrs, slog.String("reason", err.Error()), slog.String("dead_letter_topic", lastSegment(dlt)))...)
-		m.Ack()
-	default:
-		m.Nack()
-	}
-}
-
 // Decode runs decode and makes its failures permanent unless they are
 // drops, so a decoder cannot have a malformed message redelivered forever.
 func Decode(decode Decoder, data []byte, attrs map[string]string) (event.Event, error) {
@@ -221,23 +199,6 @@ func Decode(decode Decoder, data []byte, attrs map[string]string) (event.Event, 
 		err = events.Permanent(err)
 	}
 	return e, err
-}
-
-// runHandler is the last line of defence against panics: a handler that
-// panics without the Recoverer middleware nacks its message instead of
-// crashing the process.
-func (b *Bus) runHandler(ctx context.Context, h Handler, e event.Event, logAttrs []any) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			b.log.Error("bus: handler panicked", append(logAttrs, slog.Any("panic", r), slog.String("stack", string(debug.Stack())))...)
-			err = fmt.Errorf("bus: handler panicked: %v", r)
-		}
-	}()
-	return h(ctx, e)
-}
-
-func (b *Bus) deadLetter(ctx context.Context, subID, dlt string, m *pubsub.Message, reason error) error {
-	return b.publishDeadLetter(ctx, dlt, subID, m.ID, m.Data, m.Attributes, reason)
 }
 
 // DeadLetter copies a poison message, with the reason, to topic's

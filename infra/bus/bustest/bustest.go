@@ -76,6 +76,8 @@ func RunBusTests(t *testing.T, h Harness) {
 		{"ReceiveMissingSubscription", testReceiveMissingSubscription},
 		{"EnsureTopologyIdempotent", testEnsureTopologyIdempotent},
 		{"PingAndClose", testPingAndClose},
+		{"DeadLettersListed", testDeadLettersListed},
+		{"DeadLettersReplayed", testDeadLettersReplayed},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -41,8 +41,8 @@ type Metrics struct {
 	byType map[string]*counters
 }
 
-// Middleware counts the outcome of each call. Place it outermost so it sees
-// what the bus will do (after Recoverer and Retry).
+// Middleware counts the outcome of each call. Place it outside Recoverer
+// and Retry so it sees what the bus will do.
 func (m *Metrics) Middleware(next bus.Handler) bus.Handler {
 	return func(ctx context.Context, e event.Event) error {
 		err := next(ctx, e)

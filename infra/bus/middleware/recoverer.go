@@ -1,9 +1,15 @@
 // Package middleware holds cross-cutting concerns for bus handlers, one per
 // file in the manner of watermill's router middleware: Recoverer, Timeout,
-// Logging, Retry and Metrics. Compose them with bus.Chain; a sensible order
-// is Chain(h, metrics.Middleware, Logging(l), Recoverer(l), Retry(cfg),
-// Timeout(d)), so a panic becomes a retryable error that Retry, Logging and
-// Metrics all see.
+// Logging, Retry and Metrics. Compose them with bus.Chain, the first
+// outermost; lethe run uses
+//
+//	Chain(h, Logging(l), metrics.Middleware, Recoverer(l), Timeout(d), Retry(cfg))
+//
+// so Logging and Metrics see what the bus will do, including a panic turned
+// into a retryable *PanicError; a panic is not retried in process (it
+// passes through Retry to Recoverer, and Pub/Sub redelivers it); and Timeout
+// bounds the whole Retry loop, not each attempt. Without Recoverer the
+// bus.Router still recovers a panic and nacks the message.
 package middleware
 
 import (
