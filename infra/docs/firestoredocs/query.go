@@ -230,27 +230,14 @@ func (s *Store) DeleteUser(ctx context.Context, user string) (int, error) {
 			// One BulkWriter per page: it refuses a second write to a path
 			// for its whole life, and a document recreated meanwhile is
 			// listed again.
-			bw := s.c.BulkWriter(ctx)
-			jobs := make([]*firestore.BulkWriterJob, 0, len(page))
+			refs := make([]*firestore.DocumentRef, 0, len(page))
 			for _, snap := range page {
-				job, err := bw.Delete(snap.Ref, firestore.Exists)
-				if err != nil {
-					bw.End()
-					return n, fmt.Errorf("firestore.BulkWriter.Delete: %w", err)
-				}
-				jobs = append(jobs, job)
+				refs = append(refs, snap.Ref)
 			}
-			bw.End() // sends what is queued and waits
-			for _, job := range jobs {
-				_, err := job.Results()
-				switch status.Code(err) {
-				case codes.OK:
-					n++
-				case codes.NotFound, codes.FailedPrecondition:
-					// Gone already: not ours to count.
-				default:
-					return n, wrap("firestore.BulkWriter.Delete", err)
-				}
+			d, err := s.bulkDelete(ctx, refs)
+			n += d
+			if err != nil {
+				return n, err
 			}
 		}
 	}
@@ -283,27 +270,43 @@ func (s *Store) DeleteMany(ctx context.Context, keys []docs.Key) (int, error) {
 	}
 	n := 0
 	for batch := range slices.Chunk(uniq, docs.MaxBatch) {
-		bw := s.c.BulkWriter(ctx)
-		jobs := make([]*firestore.BulkWriterJob, 0, len(batch))
+		refs := make([]*firestore.DocumentRef, 0, len(batch))
 		for _, k := range batch {
-			job, err := bw.Delete(s.ref(k), firestore.Exists)
-			if err != nil {
-				bw.End()
-				return n, fmt.Errorf("firestore.BulkWriter.Delete: %w", err)
-			}
-			jobs = append(jobs, job)
+			refs = append(refs, s.ref(k))
 		}
-		bw.End() // sends what is queued and waits
-		for _, job := range jobs {
-			_, err := job.Results()
-			switch status.Code(err) {
-			case codes.OK:
-				n++
-			case codes.NotFound, codes.FailedPrecondition:
-				// Gone already: idempotent, not counted.
-			default:
-				return n, wrap("firestore.BulkWriter.Delete", err)
-			}
+		d, err := s.bulkDelete(ctx, refs)
+		n += d
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// bulkDelete deletes refs with one BulkWriter and counts those that
+// existed (each delete requires the document to exist; NotFound means gone
+// already, which is idempotent and not counted).
+func (s *Store) bulkDelete(ctx context.Context, refs []*firestore.DocumentRef) (int, error) {
+	bw := s.c.BulkWriter(ctx)
+	jobs := make([]*firestore.BulkWriterJob, 0, len(refs))
+	for _, ref := range refs {
+		job, err := bw.Delete(ref, firestore.Exists)
+		if err != nil {
+			bw.End()
+			return 0, fmt.Errorf("firestore.BulkWriter.Delete: %w", err)
+		}
+		jobs = append(jobs, job)
+	}
+	bw.End() // sends what is queued and waits
+	n := 0
+	for _, job := range jobs {
+		_, err := job.Results()
+		switch status.Code(err) {
+		case codes.OK:
+			n++
+		case codes.NotFound, codes.FailedPrecondition:
+		default:
+			return n, wrap("firestore.BulkWriter.Delete", err)
 		}
 	}
 	return n, nil
