@@ -77,7 +77,7 @@ type StoreCount struct {
 // Receipt is the proof of one erasure: no content, no raw uid.
 type Receipt struct {
 	ID         string                `json:"id"`
-	StartedAt  time.Time             `json:"started_at"`
+	StartedAt  time.Time             `json:"started_at,omitzero"`
 	FinishedAt time.Time             `json:"finished_at,omitzero"`
 	Stores     map[string]StoreCount `json:"stores"`
 }
