@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/blobs/dirblobs"
 	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs"
+	"github.com/lethe-dev/lethe/infra/breaker"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/docs/firestoredocs"
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
@@ -128,20 +130,20 @@ func openEmbedder(cfg Config) (embed.Embedder, error) {
 	}
 }
 
-func openSTT(cfg Config) (stt.Transcriber, error) {
+func openSTT(cfg Config, logger *slog.Logger) (stt.Transcriber, error) {
 	switch cfg.STT {
 	case "deepgram":
 		t, err := deepgram.New(deepgram.Config{APIKey: cfg.DeepgramAPIKey})
 		if err != nil {
 			return nil, fmt.Errorf("deepgram.New: %w", err)
 		}
-		return t, nil
+		return withBreaker(cfg, logger, "deepgram", t), nil
 	case "openai":
 		t, err := openaistt.New(openaistt.Config{BaseURL: cfg.OpenAIBaseURL, APIKey: cfg.OpenAIAPIKey, Model: cfg.OpenAISTTModel})
 		if err != nil {
 			return nil, fmt.Errorf("openaistt.New: %w", err)
 		}
-		return t, nil
+		return withBreaker(cfg, logger, "openai", t), nil
 	default:
 		ps, err := pocketsphinx.New(pocketsphinx.Config{Keywords: splitList(cfg.STTKeywords)})
 		if err != nil {
@@ -260,4 +262,17 @@ func openSessionRevoker(ctx context.Context, cfg Config) (*firebaserevoke.Revoke
 		return nil, fmt.Errorf("google.DefaultClient (session revocation, LETHE_AUTH=firebase): %w", err)
 	}
 	return &firebaserevoke.Revoker{Client: hc, Project: project}, nil
+}
+
+// withBreaker puts a hosted recogniser behind a circuit breaker: while the
+// provider is down, messages are redelivered later instead of each one
+// spending its retries on it. Changes of state are logged.
+func withBreaker(cfg Config, logger *slog.Logger, provider string, t stt.Transcriber) stt.Transcriber {
+	b := &breaker.Breaker{
+		Threshold: cfg.STTBreakerThreshold, Cooldown: cfg.STTBreakerCooldown, Trips: stt.Unavailable,
+		OnChange: func(from, to breaker.State) {
+			logger.Warn("speech-to-text circuit", "provider", provider, "from", from.String(), "to", to.String())
+		},
+	}
+	return stt.WithBreaker(t, b)
 }

@@ -177,7 +177,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides)
 		}
 	}
 	if a.stt = ov.STT; a.stt == nil {
-		if a.stt, err = openSTT(cfg); err != nil {
+		if a.stt, err = openSTT(cfg, logger); err != nil {
 			return nil, fmt.Errorf("speech-to-text: %w", err)
 		}
 	}

@@ -94,6 +94,11 @@ type Config struct {
 	FirebaseProject       string `envconfig:"LETHE_FIREBASE_PROJECT" desc:"Firebase project whose ID tokens are accepted (LETHE_AUTH=firebase; default LETHE_PROJECT)"`
 	FirebaseAuthEmulator  string `envconfig:"FIREBASE_AUTH_EMULATOR_HOST" desc:"refused in production: the Firebase SDK skips signature checks when it is set"`
 
+	// A hosted recogniser sits behind a circuit breaker: this many
+	// consecutive unavailable answers open it for the cooldown.
+	STTBreakerThreshold int           `envconfig:"LETHE_STT_BREAKER_THRESHOLD" default:"5" desc:"consecutive provider failures that open the speech-to-text circuit"`
+	STTBreakerCooldown  time.Duration `envconfig:"LETHE_STT_BREAKER_COOLDOWN" default:"30s" desc:"how long an open speech-to-text circuit fails fast before a probe"`
+
 	STTKeywords string `envconfig:"LETHE_STT_KEYWORDS" desc:"optional comma-separated phrases to constrain PocketSphinx to"`
 
 	// Retention: the policy of users who set none (PUT /v1/me/retention
@@ -163,6 +168,12 @@ func (c Config) validate() error {
 	}
 	if c.ExportURLTTL < time.Second || c.ExportURLTTL > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("LETHE_EXPORT_URL_TTL=%s: want 1s..24h", c.ExportURLTTL))
+	}
+	if c.STTBreakerThreshold < 1 || c.STTBreakerThreshold > 1000 {
+		errs = append(errs, fmt.Errorf("LETHE_STT_BREAKER_THRESHOLD=%d: want 1..1000", c.STTBreakerThreshold))
+	}
+	if c.STTBreakerCooldown < time.Second || c.STTBreakerCooldown > time.Hour {
+		errs = append(errs, fmt.Errorf("LETHE_STT_BREAKER_COOLDOWN=%s: want 1s..1h", c.STTBreakerCooldown))
 	}
 	if c.MaxInFlight < 1 || c.MaxInFlight > 1000 {
 		errs = append(errs, fmt.Errorf("LETHE_MAX_IN_FLIGHT=%d: want 1..1000", c.MaxInFlight))

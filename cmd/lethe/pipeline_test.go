@@ -43,6 +43,7 @@ func testConfig(t testing.TB) Config {
 		// the first sweep.
 		RetentionAudioDays: 30, RetentionTranscriptDays: 365, RetentionVectorDays: 365, RetentionExportDays: 7,
 		RetentionSweepEvery: time.Hour, ExportMaxBytes: 64 << 20, ExportURLTTL: 15 * time.Minute,
+		STTBreakerThreshold: 5, STTBreakerCooldown: 30 * time.Second,
 	}
 }
 

@@ -30,3 +30,34 @@ type Transcript struct {
 type Transcriber interface {
 	Transcribe(ctx context.Context, pcm audio.PCM) (Transcript, error)
 }
+
+// Breaker is what WithBreaker needs of a circuit breaker (breaker.Breaker).
+type Breaker interface {
+	Do(ctx context.Context, fn func(context.Context) error) error
+}
+
+// WithBreaker calls t through b: while a hosted provider is down the
+// breaker fails calls fast (a transient error the bus redelivers) instead
+// of every message spending its own retries on it.
+func WithBreaker(t Transcriber, b Breaker) Transcriber { return breakerTranscriber{t, b} }
+
+type breakerTranscriber struct {
+	t Transcriber
+	b Breaker
+}
+
+func (bt breakerTranscriber) Transcribe(ctx context.Context, pcm audio.PCM) (Transcript, error) {
+	var out Transcript
+	err := bt.b.Do(ctx, func(ctx context.Context) error {
+		var err error
+		out, err = bt.t.Transcribe(ctx, pcm)
+		return err
+	})
+	return out, err
+}
+
+// Unavailable reports whether err says the provider is down (what trips a
+// breaker): its own ErrUnavailable, or a call that ran out of time.
+func Unavailable(err error) bool {
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
+}
