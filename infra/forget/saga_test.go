@@ -225,10 +225,11 @@ func TestEraseUserEverywhereKeepsOthers(t *testing.T) {
 	}
 }
 
-// failingBlobs fails DeletePrefix after deleting one object, once: a crash
-// in the middle of the delete step.
+// failingBlobs is a driver that fails DeletePrefix after deleting one
+// object, once: a crash in the middle of the delete step.
 type failingBlobs struct {
-	blobs.Bucket
+	blobs.Driver
+	Bucket blobs.Bucket // the same store, undecorated
 	mu     sync.Mutex
 	failed bool
 }
@@ -237,7 +238,7 @@ func (f *failingBlobs) DeletePrefix(ctx context.Context, prefix string) (int, er
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failed {
-		return f.Bucket.DeletePrefix(ctx, prefix)
+		return f.Driver.DeletePrefix(ctx, prefix)
 	}
 	f.failed = true
 	objs, err := f.Bucket.List(ctx, prefix)
@@ -254,7 +255,7 @@ func TestEraseResumesAfterAFailureMidStep(t *testing.T) {
 	e := newEnv(t)
 	e.populate(alice, 4)
 	ctx := t.Context()
-	e.saga.Blobs = &failingBlobs{Bucket: e.blobs}
+	e.saga.Blobs = blobs.New(&failingBlobs{Driver: e.blobs.Driver(), Bucket: e.blobs})
 	req, err := e.saga.Request(ctx, alice, audit.ActorOperator)
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,7 @@ func (h *harness) MakeBucket(context.Context) (blobs.Bucket, error) { return dir
 
 func (h *harness) Reopen(_ context.Context, b blobs.Bucket) (blobs.Bucket, error) {
 	if err := b.Close(); err != nil {
-		return nil, err
+		return blobs.Bucket{}, err
 	}
 	return dirblobs.Open(h.dir)
 }

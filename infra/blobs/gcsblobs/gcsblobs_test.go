@@ -54,7 +54,7 @@ func (h *harness) MakeBucket(ctx context.Context) (blobs.Bucket, error) {
 
 func (h *harness) Reopen(ctx context.Context, b blobs.Bucket) (blobs.Bucket, error) {
 	if err := b.Close(); err != nil {
-		return nil, err
+		return blobs.Bucket{}, err
 	}
 	return gcsblobs.Open(ctx, h.cfg)
 }
