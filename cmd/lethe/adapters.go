@@ -70,17 +70,17 @@ func openVectors(cfg Config, paths dataPaths) (vectors.Index, io.Closer, error) 
 	case "pinecone":
 		pc, err := pinecone.NewClient(pinecone.NewClientParams{ApiKey: cfg.PineconeAPIKey, SourceTag: "lethe"})
 		if err != nil {
-			return nil, nil, fmt.Errorf("pinecone.NewClient (PINECONE_API_KEY): %w", err)
+			return vectors.Index{}, nil, fmt.Errorf("pinecone.NewClient (PINECONE_API_KEY): %w", err)
 		}
 		dp, err := pineconevectors.NewSDKDataPlane(pc, cfg.PineconeIndexHost)
 		if err != nil {
-			return nil, nil, fmt.Errorf("pineconevectors.NewSDKDataPlane (LETHE_PINECONE_INDEX_HOST): %w", err)
+			return vectors.Index{}, nil, fmt.Errorf("pineconevectors.NewSDKDataPlane (LETHE_PINECONE_INDEX_HOST): %w", err)
 		}
 		return pineconevectors.New(dp, pineconevectors.Options{Dim: embedDim(cfg)}), dp, nil
 	default:
 		idx, err := flatvectors.Open(paths.vectors())
 		if err != nil {
-			return nil, nil, fmt.Errorf("flatvectors.Open: %w", err)
+			return vectors.Index{}, nil, fmt.Errorf("flatvectors.Open: %w", err)
 		}
 		return idx, idx, nil
 	}

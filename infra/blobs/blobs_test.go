@@ -27,4 +27,3 @@ func FuzzValidateKey(f *testing.F) {
 		}
 	})
 }
-

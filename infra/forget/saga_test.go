@@ -39,7 +39,7 @@ type env struct {
 	dir    string
 	docs   *sqlitedocs.Store
 	blobs  blobs.Bucket
-	vecs   *flatvectors.Index
+	vecs   vectors.Index
 	keys   *keys.Keyring
 	rates  *memlimit.Limiter
 	bus    *recordingBus
@@ -279,7 +279,7 @@ func TestEraseResumesAfterAFailureMidStep(t *testing.T) {
 // laggingVectors is an eventually consistent index that has not yet
 // applied the namespace delete: Count still sees the vectors.
 type laggingVectors struct {
-	vectors.Index
+	vectors.Driver
 	lagRounds int
 	calls     int
 }
@@ -289,7 +289,7 @@ func (l *laggingVectors) DeleteNamespace(ctx context.Context, ns string) error {
 	if l.calls <= l.lagRounds {
 		return nil
 	}
-	return l.Index.DeleteNamespace(ctx, ns)
+	return l.Driver.DeleteNamespace(ctx, ns)
 }
 
 func TestEraseVerifiesAndGoesRoundUntilNothingIsLeft(t *testing.T) {
@@ -304,7 +304,7 @@ func TestEraseVerifiesAndGoesRoundUntilNothingIsLeft(t *testing.T) {
 			e := newEnv(t)
 			e.populate(alice, 2)
 			ctx := t.Context()
-			e.saga.Vectors = &laggingVectors{Index: e.vecs, lagRounds: tc.lag}
+			e.saga.Vectors = vectors.New(&laggingVectors{Driver: e.vecs.Driver(), lagRounds: tc.lag})
 			req, err := e.saga.Request(ctx, alice, audit.ActorOperator)
 			if err != nil {
 				t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
-
 )
 
 // The key rules are blobs.ValidateKey's, checked by blobs.Bucket before

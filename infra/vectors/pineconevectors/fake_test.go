@@ -82,7 +82,7 @@ func TestFakeEnforcesLimits(t *testing.T) {
 			}
 		})
 	}
-	for _, ns := range []string{"", defaultNamespace} {
+	for _, ns := range []string{"", vectors.DefaultNamespace} {
 		_, _, lerr := dp.List(ctx, ns, "", 1, "")
 		_, qerr := dp.Query(ctx, ns, []float32{1, 1, 1, 1}, 1, nil)
 		_, cerr := dp.NamespaceCount(ctx, ns)

@@ -21,7 +21,7 @@ type harness struct{ dp *FakeDataPlane }
 func (h *harness) MakeIndex(context.Context) (vectors.Index, error) { return New(h.dp, Options{}), nil }
 func (h *harness) Reopen(_ context.Context, idx vectors.Index) (vectors.Index, error) {
 	if err := idx.Close(); err != nil {
-		return nil, err
+		return vectors.Index{}, err
 	}
 	return New(h.dp, Options{}), nil
 }
@@ -224,7 +224,7 @@ func TestNamespaceRefused(t *testing.T) {
 	ctx := context.Background()
 	dp := NewFakeDataPlane(0)
 	idx := New(dp, Options{})
-	for _, ns := range []string{"", defaultNamespace, "a b", strings.Repeat("a", 65)} {
+	for _, ns := range []string{"", vectors.DefaultNamespace, "a b", strings.Repeat("a", 65)} {
 		calls := map[string]error{
 			"upsert":          idx.Upsert(ctx, ns, []vectors.Record{{ID: "a", Values: []float32{1}}}),
 			"delete":          idx.Delete(ctx, ns, []string{"a"}),
@@ -305,9 +305,8 @@ func TestWireFilter(t *testing.T) {
 			}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := wireFilter(tc.conds)
-			if err != nil || !reflect.DeepEqual(got, tc.want) {
-				t.Fatalf("wireFilter = %#v, %v; want %#v", got, err, tc.want)
+			if got := wireFilter(tc.conds); !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("wireFilter = %#v; want %#v", got, tc.want)
 			}
 		})
 	}

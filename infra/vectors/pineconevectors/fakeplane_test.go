@@ -99,7 +99,7 @@ func notFound(ns string) error {
 // checkNamespace: we never use Pinecone's default namespace, so the fake
 // refuses it outright instead of mapping "" to "__default__".
 func checkNamespace(ns string) error {
-	if ns == "" || ns == defaultNamespace {
+	if ns == "" || ns == vectors.DefaultNamespace {
 		return invalid("empty or default namespace")
 	}
 	if !utf8.ValidString(ns) || len(ns) > 512 {
@@ -685,4 +685,14 @@ func compileOp(field, op string, arg any) (predicate, error) {
 		}, nil
 	}
 	return nil, invalid("unknown filter operator %q", op)
+}
+
+// metadataSize is the JSON size of a record's metadata, which is what the
+// 40 KB limit is checked against here.
+func metadataSize(md map[string]any) (int, error) {
+	if len(md) == 0 {
+		return 0, nil
+	}
+	b, err := json.Marshal(md)
+	return len(b), err
 }
