@@ -14,6 +14,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 var (
@@ -40,6 +41,12 @@ const (
 	// MaxList bounds List, which pages internally: a caller that may see
 	// more uses ListPage.
 	MaxList = 100_000
+	// MaxMetadata bounds custom metadata (keys and values), as Cloud
+	// Storage's 8 KiB; MaxContentType a content type.
+	MaxMetadata    = 8 << 10
+	MaxContentType = 256
+	// DefaultContentType is stored when WriteOptions has none.
+	DefaultContentType = "application/octet-stream"
 )
 
 // WriteOptions for Write.
@@ -123,6 +130,12 @@ func (b Bucket) wrap(op string, err error) error {
 func (b Bucket) Write(ctx context.Context, key string, r io.Reader, opts WriteOptions) (Attrs, error) {
 	if err := ValidateKey(key); err != nil {
 		return Attrs{}, err
+	}
+	if err := validateWriteOptions(opts); err != nil {
+		return Attrs{}, err
+	}
+	if opts.ContentType == "" {
+		opts.ContentType = DefaultContentType
 	}
 	if err := ctx.Err(); err != nil {
 		return Attrs{}, fmt.Errorf("blobs.Write: %w", err)
@@ -278,6 +291,25 @@ func (b Bucket) As(target any) bool { return b.d.As(target) }
 
 // Close releases the driver.
 func (b Bucket) Close() error { return b.d.Close() }
+
+// validateWriteOptions bounds what Cloud Storage would refuse anyway, so
+// the error is early and the same on every adapter.
+func validateWriteOptions(o WriteOptions) error {
+	if len(o.ContentType) > MaxContentType || !utf8.ValidString(o.ContentType) || strings.ContainsAny(o.ContentType, "\r\n") {
+		return errors.New("blobs.Write: invalid content type")
+	}
+	total := 0
+	for k, v := range o.Metadata {
+		if k == "" || !utf8.ValidString(k) || !utf8.ValidString(v) || strings.ContainsAny(k, "\r\n") {
+			return errors.New("blobs.Write: invalid metadata")
+		}
+		total += len(k) + len(v)
+	}
+	if total > MaxMetadata {
+		return fmt.Errorf("blobs.Write: metadata larger than %d bytes", MaxMetadata)
+	}
+	return nil
+}
 
 // SegmentChar reports whether c may appear in a key segment.
 func SegmentChar(c byte) bool {

@@ -64,6 +64,7 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"ListPage", testListPage},
 		{"DeletePrefix", testDeletePrefix},
 		{"InvalidKeys", testInvalidKeys},
+		{"InvalidAttrs", testInvalidAttrs},
 		{"Persistence", testPersistence},
 		{"LargeBlob", testLargeBlob},
 	}
@@ -604,6 +605,31 @@ func testListPage(t *testing.T, f *fixture) {
 		if _, _, err := f.b.ListPage(f.ctx, "users/", cursor, 1); !errors.Is(err, blobs.ErrInvalidKey) {
 			t.Errorf("ListPage(cursor %q) = %v, want ErrInvalidKey", cursor, err)
 		}
+	}
+}
+
+// testInvalidAttrs: what Cloud Storage would refuse is refused on every
+// adapter, before anything is stored.
+func testInvalidAttrs(t *testing.T, f *fixture) {
+	for name, opts := range map[string]blobs.WriteOptions{
+		"metadata over 8 KiB":     {Metadata: map[string]string{"k": strings.Repeat("v", blobs.MaxMetadata)}},
+		"empty metadata key":      {Metadata: map[string]string{"": "v"}},
+		"metadata key with CR LF": {Metadata: map[string]string{"a\r\nb": "v"}},
+		"metadata not UTF-8":      {Metadata: map[string]string{"k": "\xff"}},
+		"content type with LF":    {ContentType: "text/plain\nX-Evil: 1"},
+		"content type too long":   {ContentType: "text/" + strings.Repeat("x", blobs.MaxContentType)},
+	} {
+		if _, err := f.b.Write(f.ctx, "users/u1/a", strings.NewReader("x"), opts); err == nil {
+			t.Errorf("Write with %s accepted", name)
+		}
+	}
+	if got := f.listKeys(t, ""); len(got) != 0 {
+		t.Errorf("List = %v after refused writes, want nothing", got)
+	}
+	// Without a content type, the default is stored.
+	a := f.write(t, "users/u1/a", []byte("x"), blobs.WriteOptions{Metadata: map[string]string{"k": strings.Repeat("v", blobs.MaxMetadata-1)}})
+	if a.ContentType != blobs.DefaultContentType {
+		t.Errorf("content type %q, want %q", a.ContentType, blobs.DefaultContentType)
 	}
 }
 

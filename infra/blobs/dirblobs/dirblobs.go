@@ -83,12 +83,6 @@ func (b *Driver) Close() error {
 // Write stores r under key atomically.
 func (b *Driver) Write(ctx context.Context, key string, r io.Reader, opts blobs.WriteOptions) (blobs.Attrs, error) {
 	m := meta{ContentType: opts.ContentType, Metadata: cloneMap(opts.Metadata), Created: time.Now().UTC()}
-	if m.ContentType == "" {
-		m.ContentType = defaultCType
-	}
-	if err := validateMeta(m); err != nil {
-		return blobs.Attrs{}, err
-	}
 	hdr, err := encodeHeader(m)
 	if err != nil {
 		return blobs.Attrs{}, err

@@ -374,7 +374,7 @@ func TestOpenAndNew(t *testing.T) {
 	}
 	// Metadata over Cloud Storage's 8 KiB is refused before any request.
 	big := map[string]string{"k": strings.Repeat("v", 8<<10)}
-	if _, err := e.b.Write(ctx, "big", strings.NewReader("v"), blobs.WriteOptions{Metadata: big}); err == nil {
+	if _, err := blobs.New(e.b).Write(ctx, "big", strings.NewReader("v"), blobs.WriteOptions{Metadata: big}); err == nil {
 		t.Error("Write with 8 KiB+ metadata accepted")
 	}
 }

@@ -146,12 +146,6 @@ func roundUp(n, q int) int { return (n + q - 1) / q * q }
 // must equal ours, or the new generation is deleted and Write fails.
 func (b *Bucket) Write(ctx context.Context, key string, r io.Reader, opts blobs.WriteOptions) (blobs.Attrs, error) {
 	ctype := opts.ContentType
-	if ctype == "" {
-		ctype = defaultCType
-	}
-	if err := validateAttrs(ctype, opts.Metadata); err != nil {
-		return blobs.Attrs{}, err
-	}
 	if err := ctx.Err(); err != nil {
 		return blobs.Attrs{}, fmt.Errorf("gcsblobs.Write: %w", err)
 	}
@@ -340,7 +334,7 @@ func (b *Bucket) ListPage(ctx context.Context, prefix, after string, limit int) 
 			break
 		}
 		if err != nil {
-			return nil, err
+			return nil, mapErr("storage.ObjectIterator.Next", err)
 		}
 		// Keys we never write (another tool's) are not objects of ours.
 		if blobs.ValidateKey(a.Name) != nil || !strings.HasPrefix(a.Name, prefix) || a.Name <= after {
@@ -355,7 +349,9 @@ func (b *Bucket) ListPage(ctx context.Context, prefix, after string, limit int) 
 }
 
 // ErrorCode maps Cloud Storage's answers to the port's sentinels.
-func (b *Bucket) ErrorCode(err error) error {
+func (b *Bucket) ErrorCode(err error) error { return errorCode(err) }
+
+func errorCode(err error) error {
 	if errors.Is(err, storage.ErrObjectNotExist) {
 		return blobs.ErrNotFound
 	}
@@ -469,15 +465,11 @@ func toAttrs(a *storage.ObjectAttrs) blobs.Attrs {
 	return blobs.Attrs{Key: a.Name, Size: a.Size, ContentType: a.ContentType, Metadata: md, Created: a.Created}
 }
 
-// mapErr turns Cloud Storage's answers into the port's sentinels, keeping
-// the original error in the chain for logs and retry decisions.
+// mapErr names the failing call and, for the methods reached through As
+// (Purge, DeleteIfGeneration, ...), puts the port's sentinel in the chain.
 func mapErr(op string, err error) error {
-	if errors.Is(err, storage.ErrObjectNotExist) {
-		return fmt.Errorf("%s: %w: %w", op, blobs.ErrNotFound, err)
-	}
-	var ge *googleapi.Error
-	if errors.As(err, &ge) && ge.Code == http.StatusPreconditionFailed {
-		return fmt.Errorf("%s: %w: %w", op, blobs.ErrPrecondition, err)
+	if code := errorCode(err); code != nil {
+		return fmt.Errorf("%s: %w: %w", op, code, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }

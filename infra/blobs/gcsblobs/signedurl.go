@@ -53,7 +53,7 @@ func (b *Bucket) SignedUploadURL(key, contentType string, maxBytes int64, expire
 	if err := blobs.ValidateKey(key); err != nil {
 		return "", nil, err
 	}
-	if _, _, err := mime.ParseMediaType(contentType); err != nil || strings.ContainsAny(contentType, "\r\n") || len(contentType) > maxCType {
+	if _, _, err := mime.ParseMediaType(contentType); err != nil || strings.ContainsAny(contentType, "\r\n") || len(contentType) > blobs.MaxContentType {
 		return "", nil, errors.New("gcsblobs.SignedUploadURL: invalid content type")
 	}
 	if maxBytes <= 0 {
