@@ -306,3 +306,19 @@ func BenchmarkUpsert(b *testing.B) {
 		}
 	}
 }
+
+func TestAs(t *testing.T) {
+	idx, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idx.Close()
+	var d *Driver
+	if !idx.As(&d) || d == nil || idx.Driver() != vectors.Driver(d) {
+		t.Error("As(**Driver) does not reach the driver")
+	}
+	var other *int
+	if idx.As(&other) {
+		t.Error("As of a foreign type = true")
+	}
+}
