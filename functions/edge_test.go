@@ -26,6 +26,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/audit"
 	"github.com/lethe-dev/lethe/infra/auth/jwtverify"
 	"github.com/lethe-dev/lethe/infra/auth/localissuer"
+	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/blobs/dirblobs"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
@@ -80,7 +81,7 @@ type edge struct {
 	dir    string
 	pseudo *pseudonym.Pseudonymizer
 	logs   *bytes.Buffer
-	blobs  *dirblobs.Bucket
+	blobs  blobs.Bucket
 	keys   *keys.Keyring
 	events *events.Registry
 	saga   *forget.Saga

@@ -41,7 +41,7 @@ func newUploadBucket(t *testing.T) *uploadBucket {
 	srv := fakegcs.Start(t)
 	name := fakegcs.BucketName(t)
 	srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: name, VersioningEnabled: true})
-	b, err := gcsblobs.Open(t.Context(), gcsblobs.Config{Bucket: name, Endpoint: srv.URL()})
+	b, err := gcsblobs.OpenDriver(t.Context(), gcsblobs.Config{Bucket: name, Endpoint: srv.URL()})
 	must(t, err)
 	t.Cleanup(func() { b.Close() })
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -204,7 +204,7 @@ func TestUploadURLPutLandsInBucket(t *testing.T) {
 	if obj.ContentType != "audio/wav" || !bytes.Equal(obj.Content, wav) {
 		t.Fatalf("stored %q, %d bytes; want audio/wav, %d bytes", obj.ContentType, len(obj.Content), len(wav))
 	}
-	if gotUser, gotCID, gotSeq, err := gcsblobs.ParseUploadKey(obj.Name); err != nil || gotUser != user || gotCID != "c1" || gotSeq != 5 {
+	if gotUser, gotCID, gotSeq, err := records.ParseUploadKey(obj.Name); err != nil || gotUser != user || gotCID != "c1" || gotSeq != 5 {
 		t.Fatalf("ParseUploadKey = %s %s %d %v", gotUser, gotCID, gotSeq, err)
 	}
 

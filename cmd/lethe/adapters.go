@@ -72,17 +72,17 @@ func openVectors(cfg Config, paths dataPaths) (vectors.Index, io.Closer, error) 
 	case "pinecone":
 		pc, err := pinecone.NewClient(pinecone.NewClientParams{ApiKey: cfg.PineconeAPIKey, SourceTag: "lethe"})
 		if err != nil {
-			return nil, nil, fmt.Errorf("pinecone.NewClient (PINECONE_API_KEY): %w", err)
+			return vectors.Index{}, nil, fmt.Errorf("pinecone.NewClient (PINECONE_API_KEY): %w", err)
 		}
 		dp, err := pineconevectors.NewSDKDataPlane(pc, cfg.PineconeIndexHost)
 		if err != nil {
-			return nil, nil, fmt.Errorf("pineconevectors.NewSDKDataPlane (LETHE_PINECONE_INDEX_HOST): %w", err)
+			return vectors.Index{}, nil, fmt.Errorf("pineconevectors.NewSDKDataPlane (LETHE_PINECONE_INDEX_HOST): %w", err)
 		}
 		return pineconevectors.New(dp, pineconevectors.Options{Dim: embedDim(cfg)}), dp, nil
 	default:
 		idx, err := flatvectors.Open(paths.vectors())
 		if err != nil {
-			return nil, nil, fmt.Errorf("flatvectors.Open: %w", err)
+			return vectors.Index{}, nil, fmt.Errorf("flatvectors.Open: %w", err)
 		}
 		return idx, idx, nil
 	}
@@ -198,18 +198,20 @@ func (a *app) openVerifier(ctx context.Context, cfg Config) (auth.Verifier, erro
 }
 
 // openBlobs opens the blob store; with Cloud Storage it also returns the
-// bucket as such, for signed uploads and their notifications.
+// driver (reached through blobs.Bucket.As), for signed uploads.
 func openBlobs(ctx context.Context, cfg Config, paths dataPaths) (blobs.Bucket, *gcsblobs.Bucket, error) {
 	if cfg.Blobs == "gcs" {
 		b, err := gcsblobs.Open(ctx, gcsblobs.Config{Bucket: cfg.GCSBucket, Endpoint: cfg.GCSEndpoint})
 		if err != nil {
-			return nil, nil, fmt.Errorf("gcsblobs.Open (LETHE_BLOBS=gcs): %w", err)
+			return blobs.Bucket{}, nil, fmt.Errorf("gcsblobs.Open (LETHE_BLOBS=gcs): %w", err)
 		}
-		return b, b, nil
+		var d *gcsblobs.Bucket
+		b.As(&d)
+		return b, d, nil
 	}
 	b, err := dirblobs.Open(paths.blobs())
 	if err != nil {
-		return nil, nil, fmt.Errorf("dirblobs.Open: %w", err)
+		return blobs.Bucket{}, nil, fmt.Errorf("dirblobs.Open: %w", err)
 	}
 	return b, nil, nil
 }

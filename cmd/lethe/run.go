@@ -119,7 +119,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 	decoders := map[string]bus.Decoder{}
 	if a.gcs != nil {
 		handlers[workerUploads] = (&upload.Worker{
-			Intake: intake, Uploads: a.gcs, Bucket: a.gcs.Name(), Events: a.events,
+			Intake: intake, Uploads: a.blobs, Bucket: a.gcs.Name(), Events: a.events,
 			MaxBytes: cfg.MaxUploadBytes, Logger: logger,
 		}).Handle
 		decoders[workerUploads] = upload.Decoder(a.events, a.gcs.Name(), now)

@@ -39,7 +39,7 @@ type env struct {
 	dir    string
 	docs   *sqlitedocs.Store
 	blobs  blobs.Bucket
-	vecs   *flatvectors.Index
+	vecs   vectors.Index
 	keys   *keys.Keyring
 	rates  *memlimit.Limiter
 	bus    *recordingBus
@@ -225,10 +225,11 @@ func TestEraseUserEverywhereKeepsOthers(t *testing.T) {
 	}
 }
 
-// failingBlobs fails DeletePrefix after deleting one object, once: a crash
-// in the middle of the delete step.
+// failingBlobs is a driver that fails DeletePrefix after deleting one
+// object, once: a crash in the middle of the delete step.
 type failingBlobs struct {
-	blobs.Bucket
+	blobs.Driver
+	Bucket blobs.Bucket // the same store, undecorated
 	mu     sync.Mutex
 	failed bool
 }
@@ -237,7 +238,7 @@ func (f *failingBlobs) DeletePrefix(ctx context.Context, prefix string) (int, er
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failed {
-		return f.Bucket.DeletePrefix(ctx, prefix)
+		return f.Driver.DeletePrefix(ctx, prefix)
 	}
 	f.failed = true
 	objs, err := f.Bucket.List(ctx, prefix)
@@ -254,7 +255,7 @@ func TestEraseResumesAfterAFailureMidStep(t *testing.T) {
 	e := newEnv(t)
 	e.populate(alice, 4)
 	ctx := t.Context()
-	e.saga.Blobs = &failingBlobs{Bucket: e.blobs}
+	e.saga.Blobs = blobs.New(&failingBlobs{Driver: e.blobs.Driver(), Bucket: e.blobs})
 	req, err := e.saga.Request(ctx, alice, audit.ActorOperator)
 	if err != nil {
 		t.Fatal(err)
@@ -278,7 +279,7 @@ func TestEraseResumesAfterAFailureMidStep(t *testing.T) {
 // laggingVectors is an eventually consistent index that has not yet
 // applied the namespace delete: Count still sees the vectors.
 type laggingVectors struct {
-	vectors.Index
+	vectors.Driver
 	lagRounds int
 	calls     int
 }
@@ -288,7 +289,7 @@ func (l *laggingVectors) DeleteNamespace(ctx context.Context, ns string) error {
 	if l.calls <= l.lagRounds {
 		return nil
 	}
-	return l.Index.DeleteNamespace(ctx, ns)
+	return l.Driver.DeleteNamespace(ctx, ns)
 }
 
 func TestEraseVerifiesAndGoesRoundUntilNothingIsLeft(t *testing.T) {
@@ -303,7 +304,7 @@ func TestEraseVerifiesAndGoesRoundUntilNothingIsLeft(t *testing.T) {
 			e := newEnv(t)
 			e.populate(alice, 2)
 			ctx := t.Context()
-			e.saga.Vectors = &laggingVectors{Index: e.vecs, lagRounds: tc.lag}
+			e.saga.Vectors = vectors.New(&laggingVectors{Driver: e.vecs.Driver(), lagRounds: tc.lag})
 			req, err := e.saga.Request(ctx, alice, audit.ActorOperator)
 			if err != nil {
 				t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/audio"
+	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/blobs/dirblobs"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
@@ -68,7 +69,7 @@ func (b *recordingBus) all() []published {
 type fixture struct {
 	in    *ingest.Intake
 	docs  *sqlitedocs.Store
-	blobs *dirblobs.Bucket
+	blobs blobs.Bucket
 	keys  *keys.Keyring
 	bus   *recordingBus
 	now   time.Time

@@ -20,6 +20,7 @@ import (
 
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/audit"
+	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/blobs/dirblobs"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/ingest"
@@ -31,7 +32,7 @@ import (
 
 type env struct {
 	*workertest.Stores
-	blobs *dirblobs.Bucket
+	blobs blobs.Bucket
 	bus   *workertest.RecordingBus
 	w     *export.Worker
 	now   time.Time

@@ -24,10 +24,10 @@ import (
 	"github.com/lethe-dev/lethe/workers/store"
 )
 
-// switchableIndex is the real index with an Upsert that can be made to
-// fail, as a vector service that is down.
+// switchableIndex is the real index's driver with an Upsert that can be
+// made to fail, as a vector service that is down.
 type switchableIndex struct {
-	vectors.Index
+	vectors.Driver
 	mu   sync.Mutex
 	fail error
 }
@@ -39,7 +39,7 @@ func (s *switchableIndex) Upsert(ctx context.Context, ns string, recs []vectors.
 	if err != nil {
 		return err
 	}
-	return s.Index.Upsert(ctx, ns, recs)
+	return s.Driver.Upsert(ctx, ns, recs)
 }
 
 func (s *switchableIndex) SetFail(err error) {
@@ -51,7 +51,8 @@ func (s *switchableIndex) SetFail(err error) {
 type env struct {
 	*workertest.Stores
 	docs *sqlitedocs.Store
-	vecs *switchableIndex
+	vecs vectors.Index
+	sw   *switchableIndex
 	keys *keys.Keyring
 	reg  *events.Registry
 	now  time.Time
@@ -70,11 +71,12 @@ func newEnv(t *testing.T) *env {
 	e := &env{
 		Stores: st,
 		docs:   st.Docs,
-		vecs:   &switchableIndex{Index: idx},
+		sw:     &switchableIndex{Driver: idx.Driver()},
 		keys:   st.Keys,
 		reg:    st.Events,
 		now:    time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC),
 	}
+	e.vecs = vectors.New(e.sw)
 	e.w = &store.Worker{Docs: e.docs, Keys: e.keys, Vectors: e.vecs, Events: e.reg, Now: func() time.Time { return e.now }}
 	return e
 }

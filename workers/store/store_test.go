@@ -438,14 +438,14 @@ func TestHandleFailures(t *testing.T) {
 		user := workertest.UserID(t, "a")
 		e.seedChunk(t, user, cid, 1, records.StatusTranscribed)
 		ev := e.embeddingEvent(t, user, cid, 1, hashembed.Vector(text))
-		e.vecs.SetFail(errors.New("503 from the index"))
+		e.sw.SetFail(errors.New("503 from the index"))
 		if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Retryable {
 			t.Errorf("outcome %s, want retryable", got)
 		}
 		if st := e.chunk(t, user, cid, 1).Status; st != records.StatusTranscribed {
 			t.Errorf("status %q before the vector is stored", st)
 		}
-		e.vecs.SetFail(nil)
+		e.sw.SetFail(nil)
 		if err := e.w.Handle(t.Context(), ev); err != nil {
 			t.Fatalf("redelivery: %v", err)
 		}

@@ -70,7 +70,7 @@ func (f *fakeSTT) lastSamples() int {
 type env struct {
 	*workertest.Stores
 	docs  *sqlitedocs.Store
-	blobs *dirblobs.Bucket
+	blobs blobs.Bucket
 	keys  *keys.Keyring
 	reg   *events.Registry
 	bus   *workertest.RecordingBus

@@ -9,7 +9,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/lethe-dev/lethe/events"
-	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs"
+	"github.com/lethe-dev/lethe/infra/blobs/gcsnotify"
 	"github.com/lethe-dev/lethe/infra/bus"
 )
 
@@ -31,9 +31,9 @@ func Decoder(reg *events.Registry, bucket string, now func() time.Time) bus.Deco
 		now = time.Now
 	}
 	return func(data []byte, attrs map[string]string) (event.Event, error) {
-		n, err := gcsblobs.ParseFinalizeNotification(bucket, attrs, data)
+		n, err := gcsnotify.ParseFinalizeNotification(bucket, attrs, data)
 		switch {
-		case errors.Is(err, gcsblobs.ErrNotFinalize):
+		case errors.Is(err, gcsnotify.ErrNotFinalize):
 			return event.Event{}, fmt.Errorf("upload.Decoder: %w: %w", events.ErrDropped, err)
 		case err != nil:
 			return event.Event{}, events.Permanent(fmt.Errorf("upload.Decoder: %w", err))

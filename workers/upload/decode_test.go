@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/lethe-dev/lethe/events"
-	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs"
+	"github.com/lethe-dev/lethe/infra/blobs/gcsnotify"
 	"github.com/lethe-dev/lethe/infra/bus"
 	"github.com/lethe-dev/lethe/workers/internal/workertest"
 	"github.com/lethe-dev/lethe/workers/upload"
@@ -156,7 +156,7 @@ func TestDecoderDropsOtherEventTypes(t *testing.T) {
 			if got := workertest.Classify(err); got != workertest.Dropped {
 				t.Errorf("Decoder = %v (%s), want dropped", err, got)
 			}
-			if !errors.Is(err, gcsblobs.ErrNotFinalize) {
+			if !errors.Is(err, gcsnotify.ErrNotFinalize) {
 				t.Errorf("Decoder = %v, want ErrNotFinalize in the chain", err)
 			}
 			_, err = bus.Decode(e.decode, mustJSON(t, body), attrs)

@@ -21,14 +21,14 @@ import (
 
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/blobs"
-	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs"
 	"github.com/lethe-dev/lethe/infra/ingest"
 	"github.com/lethe-dev/lethe/infra/records"
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Source is the upload bucket (gcsblobs.*Bucket satisfies it).
+// Source is the upload bucket (blobs.Bucket satisfies it on an adapter with
+// blobs.Generations; elsewhere its calls fail with blobs.ErrUnsupported).
 type Source interface {
 	// ReadGeneration reads one generation; blobs.ErrNotFound when it is gone.
 	ReadGeneration(ctx context.Context, key string, generation int64) (io.ReadCloser, blobs.Attrs, error)
@@ -37,7 +37,7 @@ type Source interface {
 	PurgeGeneration(ctx context.Context, key string, generation int64) error
 }
 
-var _ Source = (*gcsblobs.Bucket)(nil)
+var _ Source = blobs.Bucket{}
 
 // Worker holds what Handle needs.
 type Worker struct {
@@ -73,7 +73,7 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 		log.WarnContext(ctx, "upload refused", slog.String("reason", "bucket mismatch"))
 		return events.Permanentf("upload: event names another bucket than the upload bucket")
 	}
-	if key, err := gcsblobs.UploadKey(p.User, p.ConversationID, p.Seq); err != nil || key != p.Object {
+	if key, err := records.UploadKey(p.User, p.ConversationID, p.Seq); err != nil || key != p.Object {
 		log.WarnContext(ctx, "upload refused", slog.String("reason", "object mismatch"))
 		return events.Permanentf("upload: object name does not match the event's user, conversation and seq")
 	}

@@ -48,7 +48,7 @@ const (
 
 // watched is the real upload bucket, counting what the worker asks of it.
 type watched struct {
-	*gcsblobs.Bucket
+	blobs.Bucket
 	reads, purges atomic.Int64
 }
 
@@ -89,7 +89,7 @@ type env struct {
 	srv     *fakestorage.Server
 	app     *storage.Client // the app's and Cloud Storage's own view
 	bucket  string
-	blobs   *gcsblobs.Bucket
+	blobs   blobs.Bucket
 	uploads *watched
 	bus     *workertest.RecordingBus
 	logs    *logBuffer
@@ -147,7 +147,7 @@ func readTestdata(t *testing.T, name string) []byte {
 
 func uploadKey(t *testing.T, user string, seq int) string {
 	t.Helper()
-	k, err := gcsblobs.UploadKey(user, cid, seq)
+	k, err := records.UploadKey(user, cid, seq)
 	if err != nil {
 		t.Fatalf("UploadKey: %v", err)
 	}

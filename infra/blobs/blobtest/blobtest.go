@@ -61,8 +61,10 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"FailedWriteLeavesNothing", testFailedWrite},
 		{"ObjectAndFolderSameName", testObjectAndFolder},
 		{"List", testList},
+		{"ListPage", testListPage},
 		{"DeletePrefix", testDeletePrefix},
 		{"InvalidKeys", testInvalidKeys},
+		{"InvalidAttrs", testInvalidAttrs},
 		{"Persistence", testPersistence},
 		{"LargeBlob", testLargeBlob},
 	}
@@ -77,6 +79,8 @@ type fixture struct {
 	ctx context.Context
 	h   Harness
 	b   blobs.Bucket
+	// open: b is open (Reopen closed it and may have failed).
+	open bool
 }
 
 func newFixture(t *testing.T, newHarness HarnessMaker) *fixture {
@@ -91,9 +95,9 @@ func newFixture(t *testing.T, newHarness HarnessMaker) *fixture {
 	if err != nil {
 		t.Fatalf("MakeBucket: %v", err)
 	}
-	f := &fixture{ctx: ctx, h: h, b: b}
+	f := &fixture{ctx: ctx, h: h, b: b, open: true}
 	t.Cleanup(func() {
-		if f.b != nil {
+		if f.open {
 			if err := f.b.Close(); err != nil {
 				t.Errorf("Close: %v", err)
 			}
@@ -105,11 +109,11 @@ func newFixture(t *testing.T, newHarness HarnessMaker) *fixture {
 func (f *fixture) reopen(t *testing.T) {
 	t.Helper()
 	b, err := f.h.Reopen(f.ctx, f.b)
-	f.b = nil
+	f.open = false
 	if err != nil {
 		t.Fatalf("Reopen: %v", err)
 	}
-	f.b = b
+	f.b, f.open = b, true
 }
 
 func (f *fixture) write(t *testing.T, key string, data []byte, opts blobs.WriteOptions) blobs.Attrs {
@@ -542,6 +546,91 @@ func testList(t *testing.T, f *fixture) {
 	}
 	k := "users/u1/export/e1.zip"
 	wantAttrs(t, "List", as[0], blobs.Attrs{Key: k, Size: int64(len(k)), ContentType: "text/plain", Metadata: map[string]string{"i": "3"}})
+}
+
+// pageKeys lists prefix page by page, limit at a time.
+func (f *fixture) pageKeys(t *testing.T, prefix string, limit int) []string {
+	t.Helper()
+	var out []string
+	cursor := ""
+	for range len(listKeys) + 2 {
+		page, next, err := f.b.ListPage(f.ctx, prefix, cursor, limit)
+		if err != nil {
+			t.Fatalf("ListPage(%q, %q, %d): %v", prefix, cursor, limit, err)
+		}
+		if len(page) > limit || (next != "" && len(page) != limit) {
+			t.Fatalf("ListPage(%q, %q, %d) = %d objects, next %q", prefix, cursor, limit, len(page), next)
+		}
+		for _, a := range page {
+			out = append(out, a.Key)
+		}
+		if next == "" {
+			return out
+		}
+		cursor = next
+	}
+	t.Fatalf("ListPage(%q, %d) never ends", prefix, limit)
+	return nil
+}
+
+func testListPage(t *testing.T, f *fixture) {
+	seedList(t, f)
+	for _, prefix := range []string{"", "users", "users/", "users/u1", "users/u1/", "users/u1/audio/c1#000", "users/u3/"} {
+		want := f.listKeys(t, prefix)
+		for _, limit := range []int{1, 2, 3, blobs.MaxPage} {
+			if got := f.pageKeys(t, prefix, limit); !equal(got, want) {
+				t.Errorf("pages of %d under %q = %v, want %v", limit, prefix, got, want)
+			}
+		}
+	}
+	// The cursor is a position, not an object: deleting the object it
+	// names between pages loses nothing after it.
+	page, next, err := f.b.ListPage(f.ctx, "users/u1/", "", 1)
+	if err != nil || len(page) != 1 || next == "" {
+		t.Fatalf("first page = %v, %q, %v", page, next, err)
+	}
+	if err := f.b.Delete(f.ctx, page[0].Key); err != nil {
+		t.Fatal(err)
+	}
+	rest, _, err := f.b.ListPage(f.ctx, "users/u1/", next, blobs.MaxPage)
+	if err != nil || len(rest) != 2 || rest[0].Key != "users/u1/audio/c1#0002" {
+		t.Errorf("after the cursor's object went: %v, %v", rest, err)
+	}
+	for _, limit := range []int{0, -1, blobs.MaxPage + 1} {
+		if _, _, err := f.b.ListPage(f.ctx, "users/", "", limit); err == nil {
+			t.Errorf("ListPage(limit %d) accepted", limit)
+		}
+	}
+	for _, cursor := range []string{"other/u1/audio/c1#0001", "../x", "users/"} {
+		if _, _, err := f.b.ListPage(f.ctx, "users/", cursor, 1); !errors.Is(err, blobs.ErrInvalidKey) {
+			t.Errorf("ListPage(cursor %q) = %v, want ErrInvalidKey", cursor, err)
+		}
+	}
+}
+
+// testInvalidAttrs: what Cloud Storage would refuse is refused on every
+// adapter, before anything is stored.
+func testInvalidAttrs(t *testing.T, f *fixture) {
+	for name, opts := range map[string]blobs.WriteOptions{
+		"metadata over 8 KiB":     {Metadata: map[string]string{"k": strings.Repeat("v", blobs.MaxMetadata)}},
+		"empty metadata key":      {Metadata: map[string]string{"": "v"}},
+		"metadata key with CR LF": {Metadata: map[string]string{"a\r\nb": "v"}},
+		"metadata not UTF-8":      {Metadata: map[string]string{"k": "\xff"}},
+		"content type with LF":    {ContentType: "text/plain\nX-Evil: 1"},
+		"content type too long":   {ContentType: "text/" + strings.Repeat("x", blobs.MaxContentType)},
+	} {
+		if _, err := f.b.Write(f.ctx, "users/u1/a", strings.NewReader("x"), opts); err == nil {
+			t.Errorf("Write with %s accepted", name)
+		}
+	}
+	if got := f.listKeys(t, ""); len(got) != 0 {
+		t.Errorf("List = %v after refused writes, want nothing", got)
+	}
+	// Without a content type, the default is stored.
+	a := f.write(t, "users/u1/a", []byte("x"), blobs.WriteOptions{Metadata: map[string]string{"k": strings.Repeat("v", blobs.MaxMetadata-1)}})
+	if a.ContentType != blobs.DefaultContentType {
+		t.Errorf("content type %q, want %q", a.ContentType, blobs.DefaultContentType)
+	}
 }
 
 func testDeletePrefix(t *testing.T, f *fixture) {

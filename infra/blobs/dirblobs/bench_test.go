@@ -12,7 +12,7 @@ import (
 
 const benchSize = 1 << 20
 
-func benchBucket(b *testing.B) *dirblobs.Bucket {
+func benchBucket(b *testing.B) blobs.Bucket {
 	b.Helper()
 	bk, err := dirblobs.Open(b.TempDir())
 	if err != nil {

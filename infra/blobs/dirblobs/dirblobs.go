@@ -31,19 +31,29 @@ import (
 	"github.com/lethe-dev/lethe/infra/blobs"
 )
 
-// Bucket is a blobs.Bucket on a directory.
-type Bucket struct {
+// Driver is the blobs.Driver on a directory.
+type Driver struct {
 	root *os.Root
 }
 
-var _ blobs.Bucket = (*Bucket)(nil)
+var _ blobs.Driver = (*Driver)(nil)
 
 // staleTemp: temp files older than this are debris of a crash and removed
 // by Open (a younger one may belong to a write in progress elsewhere).
 const staleTemp = time.Hour
 
 // Open opens (creating if needed, 0700) the directory dir as a bucket.
-func Open(dir string) (*Bucket, error) {
+func Open(dir string) (blobs.Bucket, error) {
+	d, err := OpenDriver(dir)
+	if err != nil {
+		return blobs.Bucket{}, err
+	}
+	return blobs.New(d), nil
+}
+
+// OpenDriver opens the directory's driver (for decorators; callers use
+// Open).
+func OpenDriver(dir string) (*Driver, error) {
 	if dir == "" {
 		return nil, errors.New("dirblobs.Open: empty directory")
 	}
@@ -54,7 +64,7 @@ func Open(dir string) (*Bucket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("os.OpenRoot: %w", err)
 	}
-	b := &Bucket{root: root}
+	b := &Driver{root: root}
 	if err := b.removeStaleTemps(); err != nil {
 		root.Close()
 		return nil, err
@@ -63,7 +73,7 @@ func Open(dir string) (*Bucket, error) {
 }
 
 // Close releases the directory.
-func (b *Bucket) Close() error {
+func (b *Driver) Close() error {
 	if err := b.root.Close(); err != nil {
 		return fmt.Errorf("os.Root.Close: %w", err)
 	}
@@ -71,20 +81,8 @@ func (b *Bucket) Close() error {
 }
 
 // Write stores r under key atomically.
-func (b *Bucket) Write(ctx context.Context, key string, r io.Reader, opts blobs.WriteOptions) (blobs.Attrs, error) {
-	if err := validateKey(key); err != nil {
-		return blobs.Attrs{}, err
-	}
-	if err := ctx.Err(); err != nil {
-		return blobs.Attrs{}, err
-	}
+func (b *Driver) Write(ctx context.Context, key string, r io.Reader, opts blobs.WriteOptions) (blobs.Attrs, error) {
 	m := meta{ContentType: opts.ContentType, Metadata: cloneMap(opts.Metadata), Created: time.Now().UTC()}
-	if m.ContentType == "" {
-		m.ContentType = defaultCType
-	}
-	if err := validateMeta(m); err != nil {
-		return blobs.Attrs{}, err
-	}
 	hdr, err := encodeHeader(m)
 	if err != nil {
 		return blobs.Attrs{}, err
@@ -127,7 +125,7 @@ func (b *Bucket) Write(ctx context.Context, key string, r io.Reader, opts blobs.
 
 // createTemp creates a fresh temp file in dir (making dir). A concurrent
 // Delete may prune dir between MkdirAll and the create: try again.
-func (b *Bucket) createTemp(dir string) (string, *os.File, error) {
+func (b *Driver) createTemp(dir string) (string, *os.File, error) {
 	var last error
 	for range 5 {
 		if dir != "." {
@@ -190,13 +188,7 @@ func (c ctxReader) Read(p []byte) (int, error) {
 // Read returns the object's bytes and attributes; blobs.ErrNotFound when
 // absent. The reader keeps the version it opened even if the object is
 // replaced or deleted meanwhile.
-func (b *Bucket) Read(ctx context.Context, key string) (io.ReadCloser, blobs.Attrs, error) {
-	if err := validateKey(key); err != nil {
-		return nil, blobs.Attrs{}, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, blobs.Attrs{}, err
-	}
+func (b *Driver) Read(ctx context.Context, key string) (io.ReadCloser, blobs.Attrs, error) {
 	f, a, hlen, err := b.open(key)
 	if err != nil {
 		return nil, blobs.Attrs{}, err
@@ -212,13 +204,7 @@ type objectReader struct {
 func (o *objectReader) Close() error { return o.f.Close() }
 
 // Attrs returns the object's attributes; blobs.ErrNotFound when absent.
-func (b *Bucket) Attrs(ctx context.Context, key string) (blobs.Attrs, error) {
-	if err := validateKey(key); err != nil {
-		return blobs.Attrs{}, err
-	}
-	if err := ctx.Err(); err != nil {
-		return blobs.Attrs{}, err
-	}
+func (b *Driver) Attrs(ctx context.Context, key string) (blobs.Attrs, error) {
 	f, a, _, err := b.open(key)
 	if err != nil {
 		return blobs.Attrs{}, err
@@ -228,7 +214,7 @@ func (b *Bucket) Attrs(ctx context.Context, key string) (blobs.Attrs, error) {
 }
 
 // open opens key's file and reads its header.
-func (b *Bucket) open(key string) (*os.File, blobs.Attrs, int64, error) {
+func (b *Driver) open(key string) (*os.File, blobs.Attrs, int64, error) {
 	f, err := b.root.OpenFile(objectPath(key), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if errors.Is(err, fs.ErrNotExist) || isNotDir(err) || errors.Is(err, syscall.ELOOP) {
 		return nil, blobs.Attrs{}, 0, blobs.ErrNotFound
@@ -273,17 +259,11 @@ func cloneMap(m map[string]string) map[string]string {
 }
 
 // Delete unlinks the object; blobs.ErrNotFound when absent.
-func (b *Bucket) Delete(ctx context.Context, key string) error {
-	if err := validateKey(key); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
+func (b *Driver) Delete(ctx context.Context, key string) error {
 	return b.delete(key)
 }
 
-func (b *Bucket) delete(key string) error {
+func (b *Driver) delete(key string) error {
 	p := objectPath(key)
 	if err := b.root.Remove(p); err != nil {
 		if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
@@ -305,7 +285,7 @@ func (b *Bucket) delete(key string) error {
 }
 
 // prune removes dir and its parents while they are empty.
-func (b *Bucket) prune(dir string) {
+func (b *Driver) prune(dir string) {
 	for d := dir; d != "." && d != "/"; d = path.Dir(d) {
 		if err := b.root.Remove(d); err != nil {
 			return // not empty (or already gone): stop
@@ -314,9 +294,12 @@ func (b *Bucket) prune(dir string) {
 	}
 }
 
-// List returns the objects whose key starts with prefix, sorted by key.
-func (b *Bucket) List(ctx context.Context, prefix string) ([]blobs.Attrs, error) {
-	keys, err := b.keys(ctx, prefix)
+// ListPage returns up to limit objects under prefix after the key after,
+// sorted by key. The walk visits directories in key order and skips those
+// wholly before after, so a page costs the directories on its path, not
+// the whole tree.
+func (b *Driver) ListPage(ctx context.Context, prefix, after string, limit int) ([]blobs.Attrs, error) {
+	keys, err := b.keys(ctx, prefix, after, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -335,21 +318,36 @@ func (b *Bucket) List(ctx context.Context, prefix string) ([]blobs.Attrs, error)
 	return out, nil
 }
 
-// DeletePrefix deletes every object whose key starts with prefix and
-// returns how many. An empty prefix (the whole bucket) is refused with
-// blobs.ErrInvalidKey: one missing variable must not wipe every user.
-func (b *Bucket) DeletePrefix(ctx context.Context, prefix string) (int, error) {
-	if prefix == "" {
-		return 0, fmt.Errorf("%w: empty prefix", blobs.ErrInvalidKey)
+// ErrorCode: the driver returns the port's sentinels itself.
+func (b *Driver) ErrorCode(err error) error {
+	for _, code := range []error{blobs.ErrNotFound, blobs.ErrPrecondition, blobs.ErrInvalidKey} {
+		if errors.Is(err, code) {
+			return code
+		}
 	}
-	keys, err := b.keys(ctx, prefix)
+	return nil
+}
+
+// As sets a **Driver target.
+func (b *Driver) As(target any) bool {
+	if p, ok := target.(**Driver); ok {
+		*p = b
+		return true
+	}
+	return false
+}
+
+// DeletePrefix deletes every object whose key starts with prefix (never
+// empty: blobs.Bucket refuses that) and returns how many.
+func (b *Driver) DeletePrefix(ctx context.Context, prefix string) (int, error) {
+	keys, err := b.keys(ctx, prefix, "", -1)
 	if err != nil {
 		return 0, err
 	}
 	// A prefix that names a whole directory (an erased user's) goes in one
 	// RemoveAll: unlinks relative to open directories, not a path walk
 	// per object.
-	if dir, partial, _ := splitPrefix(prefix); partial == "" && dir != "." {
+	if dir, partial := splitPrefix(prefix); partial == "" && dir != "." {
 		if err := b.root.RemoveAll(dir); err != nil {
 			return 0, fmt.Errorf("os.Root.RemoveAll: %w", err)
 		}
@@ -387,7 +385,7 @@ func (b *Bucket) DeletePrefix(ctx context.Context, prefix string) (int, error) {
 // that are now empty, deepest first, then fsyncs once each directory that
 // survives and saw an entry go: what per-object deletes would do with one
 // fsync per directory instead of two per object.
-func (b *Bucket) pruneAndSync(changed map[string]bool) error {
+func (b *Driver) pruneAndSync(changed map[string]bool) error {
 	candidates := map[string]bool{}
 	for d := range changed {
 		for x := d; x != "." && x != "/" && !candidates[x]; x = path.Dir(x) {
@@ -418,42 +416,46 @@ func (b *Bucket) pruneAndSync(changed map[string]bool) error {
 	return nil
 }
 
-// keys walks the tree under prefix and returns the matching keys sorted.
-func (b *Bucket) keys(ctx context.Context, prefix string) ([]string, error) {
-	dir, partial, err := splitPrefix(prefix)
-	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	var out []string
+// keys walks the tree under prefix and returns, sorted, the matching keys
+// after after, at most limit of them (all with limit < 0).
+func (b *Driver) keys(ctx context.Context, prefix, after string, limit int) ([]string, error) {
+	dir, partial := splitPrefix(prefix)
+	w := &walker{b: b, after: after, limit: limit}
 	keyDir := ""
 	if dir != "." {
 		keyDir = dir + "/"
 	}
-	if err := b.walk(ctx, dir, keyDir, partial, &out); err != nil {
+	if err := w.walk(ctx, dir, keyDir, partial); err != nil {
 		return nil, err
 	}
-	sort.Strings(out)
-	return out, nil
+	return w.out, nil
 }
 
-// walk appends the keys under dir (whose keys start with keyDir) whose
-// next segment starts with partial ("" below the first level).
-func (b *Bucket) walk(ctx context.Context, dir, keyDir, partial string, out *[]string) error {
+type walker struct {
+	b     *Driver
+	after string
+	limit int
+	out   []string
+}
+
+func (w *walker) full() bool { return w.limit >= 0 && len(w.out) >= w.limit }
+
+// walk appends, in key order, the keys under dir (whose keys start with
+// keyDir) whose next segment starts with partial ("" below the first
+// level) and that sort after w.after.
+func (w *walker) walk(ctx context.Context, dir, keyDir, partial string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	// A symlink (or file) where a folder should be holds no objects. The
 	// Root would refuse one leading out anyway; this keeps List quiet.
-	if st, err := b.root.Lstat(dir); err != nil || !st.IsDir() {
+	if st, err := w.b.root.Lstat(dir); err != nil || !st.IsDir() {
 		if err == nil || errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
 			return nil
 		}
 		return fmt.Errorf("os.Root.Lstat: %w", err)
 	}
-	d, err := b.root.OpenFile(dir, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_DIRECTORY, 0)
+	d, err := w.b.root.OpenFile(dir, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_DIRECTORY, 0)
 	if errors.Is(err, fs.ErrNotExist) || isNotDir(err) || errors.Is(err, syscall.ELOOP) {
 		return nil
 	}
@@ -465,29 +467,54 @@ func (b *Bucket) walk(ctx context.Context, dir, keyDir, partial string, out *[]s
 	if err != nil {
 		return fmt.Errorf("os.File.ReadDir: %w", err)
 	}
+	// An entry's keys all start with its sort key: the key of a file, the
+	// folder's path with its "/" for a directory. Sorting those sorts keys.
+	type entry struct {
+		sortKey string
+		name    string
+		isDir   bool
+	}
+	var list []entry
 	for _, e := range entries {
 		name := e.Name()
 		switch {
 		case e.Type().IsDir():
-			if !validSegment(name) || !strings.HasPrefix(name, partial) {
-				continue
-			}
-			if err := b.walk(ctx, path.Join(dir, name), keyDir+name+"/", "", out); err != nil {
-				return err
+			if blobs.ValidSegment(name) && strings.HasPrefix(name, partial) {
+				list = append(list, entry{keyDir + name + "/", name, true})
 			}
 		case e.Type().IsRegular():
 			seg, ok := strings.CutSuffix(name, objSuffix)
-			if !ok || !validSegment(seg) || !strings.HasPrefix(seg, partial) {
-				continue // temp files and strangers
+			if ok && blobs.ValidSegment(seg) && strings.HasPrefix(seg, partial) {
+				list = append(list, entry{keyDir + seg, seg, false})
 			}
-			*out = append(*out, keyDir+seg)
+			// Temp files and strangers are not objects.
 		}
 		// Symlinks and other types are never objects.
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].sortKey < list[j].sortKey })
+	for _, e := range list {
+		if w.full() {
+			return nil
+		}
+		if !e.isDir {
+			if e.sortKey > w.after {
+				w.out = append(w.out, e.sortKey)
+			}
+			continue
+		}
+		// Every key in the folder starts with sortKey: skip it when after
+		// lies beyond all of them.
+		if e.sortKey < w.after && !strings.HasPrefix(w.after, e.sortKey) {
+			continue
+		}
+		if err := w.walk(ctx, path.Join(dir, e.name), e.sortKey, ""); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-func (b *Bucket) syncDir(dir string) error {
+func (b *Driver) syncDir(dir string) error {
 	d, err := b.root.Open(dir)
 	if err != nil {
 		return fmt.Errorf("os.Root.Open: %w", err)
@@ -499,10 +526,10 @@ func (b *Bucket) syncDir(dir string) error {
 	return nil
 }
 
-func (b *Bucket) removeQuietly(name string) { _ = b.root.Remove(name) }
+func (b *Driver) removeQuietly(name string) { _ = b.root.Remove(name) }
 
 // removeStaleTemps deletes temp files left by a crash mid-write.
-func (b *Bucket) removeStaleTemps() error {
+func (b *Driver) removeStaleTemps() error {
 	err := fs.WalkDir(b.root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err

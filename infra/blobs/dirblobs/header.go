@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"time"
-	"unicode/utf8"
 )
 
 // An object file is a header followed by the object's bytes, so data and
@@ -21,9 +20,6 @@ const (
 	magic         = "LETHEBL1"
 	fixedHeader   = len(magic) + 8 + 4
 	maxMetaJSON   = 64 << 10
-	maxMetadata   = 8 << 10 // bytes of keys+values, as Cloud Storage
-	maxCType      = 256
-	defaultCType  = "application/octet-stream"
 	sizeFieldSpot = len(magic)
 )
 
@@ -34,23 +30,6 @@ type meta struct {
 }
 
 var errCorrupt = errors.New("dirblobs: corrupt object file")
-
-func validateMeta(m meta) error {
-	if len(m.ContentType) > maxCType || !utf8.ValidString(m.ContentType) {
-		return errors.New("dirblobs: invalid content type")
-	}
-	total := 0
-	for k, v := range m.Metadata {
-		if k == "" || !utf8.ValidString(k) || !utf8.ValidString(v) {
-			return errors.New("dirblobs: invalid metadata")
-		}
-		total += len(k) + len(v)
-	}
-	if total > maxMetadata {
-		return fmt.Errorf("dirblobs: metadata larger than %d bytes", maxMetadata)
-	}
-	return nil
-}
 
 // encodeHeader returns the header with size 0; patchSize fills it in.
 func encodeHeader(m meta) ([]byte, error) {

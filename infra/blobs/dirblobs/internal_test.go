@@ -226,7 +226,7 @@ func FuzzValidateKey(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, key string) {
-		if validateKey(key) != nil {
+		if blobs.ValidateKey(key) != nil {
 			return
 		}
 		// Accepted keys are clean relative paths with no special names.
@@ -235,8 +235,8 @@ func FuzzValidateKey(f *testing.F) {
 			t.Fatalf("accepted %q", key)
 		}
 		// Every valid key is a valid prefix that lists it.
-		if _, partial, err := splitPrefix(key); err != nil || !strings.HasSuffix(key, partial) {
-			t.Fatalf("splitPrefix(%q) = %q, %v", key, partial, err)
+		if dir, partial := splitPrefix(key); !strings.HasSuffix(key, partial) || (dir != "." && !strings.HasPrefix(key, dir+"/")) {
+			t.Fatalf("splitPrefix(%q) = %q, %q", key, dir, partial)
 		}
 	})
 }

@@ -40,7 +40,7 @@ func newEnv(t *testing.T, versioned bool, tune func(*gcsblobs.Config)) *env {
 	if tune != nil {
 		tune(&cfg)
 	}
-	b, err := gcsblobs.Open(t.Context(), cfg)
+	b, err := gcsblobs.OpenDriver(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -358,7 +358,7 @@ func TestOpenAndNew(t *testing.T) {
 		}
 	}
 	e := newEnv(t, false, nil)
-	b := gcsblobs.New(e.client, e.name)
+	b := blobs.New(gcsblobs.New(e.client, e.name))
 	if _, err := b.Write(ctx, "k", strings.NewReader("v"), blobs.WriteOptions{CreateOnly: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -374,7 +374,7 @@ func TestOpenAndNew(t *testing.T) {
 	}
 	// Metadata over Cloud Storage's 8 KiB is refused before any request.
 	big := map[string]string{"k": strings.Repeat("v", 8<<10)}
-	if _, err := e.b.Write(ctx, "big", strings.NewReader("v"), blobs.WriteOptions{Metadata: big}); err == nil {
+	if _, err := blobs.New(e.b).Write(ctx, "big", strings.NewReader("v"), blobs.WriteOptions{Metadata: big}); err == nil {
 		t.Error("Write with 8 KiB+ metadata accepted")
 	}
 }

@@ -63,7 +63,8 @@ type Config struct {
 	ClientOptions []option.ClientOption
 }
 
-// Bucket is a blobs.Bucket on one Cloud Storage bucket.
+// Bucket is the blobs.Driver on one Cloud Storage bucket; callers reach it
+// through blobs.Bucket.As.
 type Bucket struct {
 	client        *storage.Client
 	ownsClient    bool
@@ -75,12 +76,24 @@ type Bucket struct {
 	closeErr      error
 }
 
-var _ blobs.Bucket = (*Bucket)(nil)
+var (
+	_ blobs.Driver      = (*Bucket)(nil)
+	_ blobs.Generations = (*Bucket)(nil)
+)
 
 // Open makes a client for cfg and returns the bucket; Close closes the
 // client. It does not check that the bucket exists: that needs
 // storage.buckets.get, which the object-only service accounts lack.
-func Open(ctx context.Context, cfg Config) (*Bucket, error) {
+func Open(ctx context.Context, cfg Config) (blobs.Bucket, error) {
+	d, err := OpenDriver(ctx, cfg)
+	if err != nil {
+		return blobs.Bucket{}, err
+	}
+	return blobs.New(d), nil
+}
+
+// OpenDriver is Open's driver, for decorators.
+func OpenDriver(ctx context.Context, cfg Config) (*Bucket, error) {
 	if !validBucketName(cfg.Bucket) {
 		return nil, errors.New("gcsblobs.Open: invalid bucket name")
 	}
@@ -110,7 +123,8 @@ func Open(ctx context.Context, cfg Config) (*Bucket, error) {
 	return b, nil
 }
 
-// New wraps an existing client; Close leaves the client open.
+// New wraps an existing client in a driver (blobs.New makes the port of
+// it); Close leaves the client open.
 func New(client *storage.Client, bucket string) *Bucket {
 	return &Bucket{
 		client:        client,
@@ -131,16 +145,7 @@ func roundUp(n, q int) int { return (n + q - 1) / q * q }
 // stored; larger ones stream. Either way the CRC32C Cloud Storage reports
 // must equal ours, or the new generation is deleted and Write fails.
 func (b *Bucket) Write(ctx context.Context, key string, r io.Reader, opts blobs.WriteOptions) (blobs.Attrs, error) {
-	if err := validateKey(key); err != nil {
-		return blobs.Attrs{}, err
-	}
 	ctype := opts.ContentType
-	if ctype == "" {
-		ctype = defaultCType
-	}
-	if err := validateAttrs(ctype, opts.Metadata); err != nil {
-		return blobs.Attrs{}, err
-	}
 	if err := ctx.Err(); err != nil {
 		return blobs.Attrs{}, fmt.Errorf("gcsblobs.Write: %w", err)
 	}
@@ -206,9 +211,6 @@ func (b *Bucket) Write(ctx context.Context, key string, r io.Reader, opts blobs.
 // their generation, so metadata and bytes always belong together; if the
 // object is replaced in between, Read starts over.
 func (b *Bucket) Read(ctx context.Context, key string) (io.ReadCloser, blobs.Attrs, error) {
-	if err := validateKey(key); err != nil {
-		return nil, blobs.Attrs{}, err
-	}
 	var lastErr error
 	for range readRetries {
 		a, err := b.bkt.Object(key).Attrs(ctx)
@@ -231,12 +233,6 @@ func (b *Bucket) Read(ctx context.Context, key string) (io.ReadCloser, blobs.Att
 // ReadGeneration reads one generation (live or noncurrent), as named by a
 // finalize notification: a later upload to the same name is another event.
 func (b *Bucket) ReadGeneration(ctx context.Context, key string, generation int64) (io.ReadCloser, blobs.Attrs, error) {
-	if err := validateKey(key); err != nil {
-		return nil, blobs.Attrs{}, err
-	}
-	if generation <= 0 {
-		return nil, blobs.Attrs{}, errors.New("gcsblobs.ReadGeneration: generation must be positive")
-	}
 	o := b.bkt.Object(key).Generation(generation)
 	a, err := o.Attrs(ctx)
 	if err != nil {
@@ -251,9 +247,6 @@ func (b *Bucket) ReadGeneration(ctx context.Context, key string, generation int6
 
 // Attrs returns ErrNotFound when absent.
 func (b *Bucket) Attrs(ctx context.Context, key string) (blobs.Attrs, error) {
-	if err := validateKey(key); err != nil {
-		return blobs.Attrs{}, err
-	}
 	a, err := b.bkt.Object(key).Attrs(ctx)
 	if err != nil {
 		return blobs.Attrs{}, mapErr("storage.ObjectHandle.Attrs", err)
@@ -263,7 +256,7 @@ func (b *Bucket) Attrs(ctx context.Context, key string) (blobs.Attrs, error) {
 
 // Generation returns the live generation of key, for DeleteIfGeneration.
 func (b *Bucket) Generation(ctx context.Context, key string) (int64, error) {
-	if err := validateKey(key); err != nil {
+	if err := blobs.ValidateKey(key); err != nil {
 		return 0, err
 	}
 	a, err := b.bkt.Object(key).Attrs(ctx)
@@ -276,9 +269,6 @@ func (b *Bucket) Generation(ctx context.Context, key string) (int64, error) {
 // Delete removes the live object; on a versioned bucket it becomes
 // noncurrent until the lifecycle rule deletes it (Purge removes it now).
 func (b *Bucket) Delete(ctx context.Context, key string) error {
-	if err := validateKey(key); err != nil {
-		return err
-	}
 	if err := b.bkt.Object(key).Delete(ctx); err != nil {
 		return mapErr("storage.ObjectHandle.Delete", err)
 	}
@@ -288,11 +278,8 @@ func (b *Bucket) Delete(ctx context.Context, key string) error {
 // DeleteIfGeneration deletes the live object only if its generation is
 // generation: ErrPrecondition if it was replaced, ErrNotFound if absent.
 func (b *Bucket) DeleteIfGeneration(ctx context.Context, key string, generation int64) error {
-	if err := validateKey(key); err != nil {
+	if err := blobs.ValidateKey(key); err != nil {
 		return err
-	}
-	if generation <= 0 {
-		return errors.New("gcsblobs.DeleteIfGeneration: generation must be positive")
 	}
 	err := b.bkt.Object(key).If(storage.Conditions{GenerationMatch: generation}).Delete(ctx)
 	if err != nil {
@@ -305,12 +292,6 @@ func (b *Bucket) DeleteIfGeneration(ctx context.Context, key string, generation 
 // (a plaintext upload once it is sealed elsewhere): deleting by generation
 // leaves no noncurrent copy. ErrNotFound if that generation is gone.
 func (b *Bucket) PurgeGeneration(ctx context.Context, key string, generation int64) error {
-	if err := validateKey(key); err != nil {
-		return err
-	}
-	if generation <= 0 {
-		return errors.New("gcsblobs.PurgeGeneration: generation must be positive")
-	}
 	if err := b.bkt.Object(key).Generation(generation).Delete(ctx); err != nil {
 		return mapErr("storage.ObjectHandle.Delete", err)
 	}
@@ -320,7 +301,7 @@ func (b *Bucket) PurgeGeneration(ctx context.Context, key string, generation int
 // Purge permanently deletes key with all its noncurrent versions and
 // returns how many generations went; ErrNotFound if there were none.
 func (b *Bucket) Purge(ctx context.Context, key string) (int, error) {
-	if err := validateKey(key); err != nil {
+	if err := blobs.ValidateKey(key); err != nil {
 		return 0, err
 	}
 	gens, err := b.listGenerations(ctx, key, func(name string) bool { return name == key })
@@ -337,18 +318,17 @@ func (b *Bucket) Purge(ctx context.Context, key string) (int, error) {
 	return n, err
 }
 
-// List returns the live objects whose key starts with prefix, by key.
-func (b *Bucket) List(ctx context.Context, prefix string) ([]blobs.Attrs, error) {
-	if err := validatePrefix(prefix); err != nil {
-		return nil, err
-	}
-	q := &storage.Query{Prefix: prefix, Projection: storage.ProjectionNoACL}
+// ListPage returns up to limit live objects under prefix after after, by
+// key. Cloud Storage lists in byte order and StartOffset is inclusive.
+func (b *Bucket) ListPage(ctx context.Context, prefix, after string, limit int) ([]blobs.Attrs, error) {
+	q := &storage.Query{Prefix: prefix, StartOffset: after, Projection: storage.ProjectionNoACL}
 	if err := q.SetAttrSelection([]string{"Name", "Size", "ContentType", "Metadata", "Created"}); err != nil {
 		return nil, fmt.Errorf("storage.Query.SetAttrSelection: %w", err)
 	}
 	var out []blobs.Attrs
 	it := b.bkt.Objects(ctx, q)
-	for {
+	it.PageInfo().MaxSize = limit
+	for len(out) < limit {
 		a, err := it.Next()
 		if errors.Is(err, iterator.Done) {
 			break
@@ -357,27 +337,49 @@ func (b *Bucket) List(ctx context.Context, prefix string) ([]blobs.Attrs, error)
 			return nil, mapErr("storage.ObjectIterator.Next", err)
 		}
 		// Keys we never write (another tool's) are not objects of ours.
-		if validateKey(a.Name) != nil || !strings.HasPrefix(a.Name, prefix) {
+		if blobs.ValidateKey(a.Name) != nil || !strings.HasPrefix(a.Name, prefix) || a.Name <= after {
 			continue
 		}
 		out = append(out, toAttrs(a))
 	}
-	// Cloud Storage lists in byte order already; sorting states the
-	// contract rather than trusting every fake to keep it.
+	// Sorting states the contract rather than trusting every fake to
+	// keep Cloud Storage's order.
 	slices.SortFunc(out, func(x, y blobs.Attrs) int { return strings.Compare(x.Key, y.Key) })
 	return out, nil
+}
+
+// ErrorCode maps Cloud Storage's answers to the port's sentinels.
+func (b *Bucket) ErrorCode(err error) error { return errorCode(err) }
+
+func errorCode(err error) error {
+	if errors.Is(err, storage.ErrObjectNotExist) {
+		return blobs.ErrNotFound
+	}
+	var ge *googleapi.Error
+	if errors.As(err, &ge) && ge.Code == http.StatusPreconditionFailed {
+		return blobs.ErrPrecondition
+	}
+	return nil
+}
+
+// As sets a **Bucket target (signed URLs, Purge, generations) or a
+// *blobs.Generations one.
+func (b *Bucket) As(target any) bool {
+	switch p := target.(type) {
+	case **Bucket:
+		*p = b
+	case *blobs.Generations:
+		*p = b
+	default:
+		return false
+	}
+	return true
 }
 
 // DeletePrefix permanently deletes every generation, live and noncurrent,
 // of every object under prefix, and returns how many live objects went.
 // The empty prefix is refused: the whole bucket is never one call away.
 func (b *Bucket) DeletePrefix(ctx context.Context, prefix string) (int, error) {
-	if prefix == "" {
-		return 0, fmt.Errorf("%w: empty prefix", blobs.ErrInvalidKey)
-	}
-	if err := validatePrefix(prefix); err != nil {
-		return 0, err
-	}
 	gens, err := b.listGenerations(ctx, prefix, func(name string) bool { return strings.HasPrefix(name, prefix) })
 	if err != nil {
 		return 0, err
@@ -463,15 +465,11 @@ func toAttrs(a *storage.ObjectAttrs) blobs.Attrs {
 	return blobs.Attrs{Key: a.Name, Size: a.Size, ContentType: a.ContentType, Metadata: md, Created: a.Created}
 }
 
-// mapErr turns Cloud Storage's answers into the port's sentinels, keeping
-// the original error in the chain for logs and retry decisions.
+// mapErr names the failing call and, for the methods reached through As
+// (Purge, DeleteIfGeneration, ...), puts the port's sentinel in the chain.
 func mapErr(op string, err error) error {
-	if errors.Is(err, storage.ErrObjectNotExist) {
-		return fmt.Errorf("%s: %w: %w", op, blobs.ErrNotFound, err)
-	}
-	var ge *googleapi.Error
-	if errors.As(err, &ge) && ge.Code == http.StatusPreconditionFailed {
-		return fmt.Errorf("%s: %w: %w", op, blobs.ErrPrecondition, err)
+	if code := errorCode(err); code != nil {
+		return fmt.Errorf("%s: %w: %w", op, code, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }

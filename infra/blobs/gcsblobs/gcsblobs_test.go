@@ -2,6 +2,9 @@ package gcsblobs_test
 
 import (
 	"context"
+	"errors"
+	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,7 +57,7 @@ func (h *harness) MakeBucket(ctx context.Context) (blobs.Bucket, error) {
 
 func (h *harness) Reopen(ctx context.Context, b blobs.Bucket) (blobs.Bucket, error) {
 	if err := b.Close(); err != nil {
-		return nil, err
+		return blobs.Bucket{}, err
 	}
 	return gcsblobs.Open(ctx, h.cfg)
 }
@@ -89,4 +92,53 @@ func TestConformance(t *testing.T) {
 	t.Run("Streaming", func(t *testing.T) {
 		conformance(t, true, func(c *gcsblobs.Config) { c.SingleShotMax = 64 << 10; c.ChunkSize = 256 << 10 })
 	})
+}
+
+// TestGenerationsThroughThePort: the port reaches Cloud Storage's
+// generations through As, with its own key rules in front.
+func TestGenerationsThroughThePort(t *testing.T) {
+	ctx := t.Context()
+	srv := fakegcs.Start(t)
+	name := fakegcs.BucketName(t)
+	srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: name, VersioningEnabled: true})
+	b, err := gcsblobs.Open(ctx, gcsblobs.Config{Bucket: name, Endpoint: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var d *gcsblobs.Bucket
+	var g blobs.Generations
+	if !b.As(&d) || d == nil || !b.As(&g) {
+		t.Fatal("As does not reach the Cloud Storage driver and its generations")
+	}
+	if _, err := b.Write(ctx, "uploads/a", strings.NewReader("one"), blobs.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	gen, err := d.Generation(ctx, "uploads/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := b.ReadGeneration(ctx, "uploads/a", gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(r)
+	r.Close()
+	if string(body) != "one" {
+		t.Fatalf("ReadGeneration = %q", body)
+	}
+	if err := b.PurgeGeneration(ctx, "uploads/a", gen); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.PurgeGeneration(ctx, "uploads/a", gen); !errors.Is(err, blobs.ErrNotFound) {
+		t.Errorf("second PurgeGeneration = %v, want ErrNotFound", err)
+	}
+	for _, key := range []string{"../a", "", "a//b"} {
+		if _, _, err := b.ReadGeneration(ctx, key, 1); !errors.Is(err, blobs.ErrInvalidKey) {
+			t.Errorf("ReadGeneration(%q) = %v, want ErrInvalidKey", key, err)
+		}
+	}
+	if _, _, err := b.ReadGeneration(ctx, "uploads/a", 0); err == nil {
+		t.Error("ReadGeneration(generation 0) accepted")
+	}
 }

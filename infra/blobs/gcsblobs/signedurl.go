@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"cloud.google.com/go/storage"
+
+	"github.com/lethe-dev/lethe/infra/blobs"
+	"github.com/lethe-dev/lethe/infra/records"
 )
 
 // MaxSignedURLExpiry is V4 signing's limit: Cloud Storage refuses longer.
@@ -47,10 +50,10 @@ func (s Signer) isZero() bool {
 // an emulator endpoint. A zero signer signs with the client's credentials
 // (see Signer).
 func (b *Bucket) SignedUploadURL(key, contentType string, maxBytes int64, expires time.Duration, signer Signer) (string, map[string]string, error) {
-	if err := validateKey(key); err != nil {
+	if err := blobs.ValidateKey(key); err != nil {
 		return "", nil, err
 	}
-	if _, _, err := mime.ParseMediaType(contentType); err != nil || strings.ContainsAny(contentType, "\r\n") || len(contentType) > maxCType {
+	if _, _, err := mime.ParseMediaType(contentType); err != nil || strings.ContainsAny(contentType, "\r\n") || len(contentType) > blobs.MaxContentType {
 		return "", nil, errors.New("gcsblobs.SignedUploadURL: invalid content type")
 	}
 	if maxBytes <= 0 {
@@ -103,9 +106,9 @@ func (u UploadSigner) SignUpload(ctx context.Context, userHash, cid string, seq 
 	if u.Bucket == nil {
 		return "", nil, errors.New("gcsblobs.SignUpload: no bucket")
 	}
-	key, err := UploadKey(userHash, cid, seq)
+	key, err := records.UploadKey(userHash, cid, seq)
 	if err != nil {
-		return "", nil, fmt.Errorf("gcsblobs.UploadKey: %w", err)
+		return "", nil, fmt.Errorf("records.UploadKey: %w", err)
 	}
 	url, headers, err := u.Bucket.SignedUploadURL(key, contentType, maxBytes, ttl, u.Signer)
 	if err != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs"
 	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs/fakegcs"
+	"github.com/lethe-dev/lethe/infra/records"
 )
 
 const testAccessID = "uploader@lethe-test.iam.gserviceaccount.com"
@@ -438,7 +439,7 @@ func TestUploadSignerPutToFake(t *testing.T) {
 	srv := fakegcs.Start(t)
 	name := fakegcs.BucketName(t)
 	srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: name, VersioningEnabled: true})
-	b, err := gcsblobs.Open(t.Context(), gcsblobs.Config{Bucket: name, Endpoint: srv.URL()})
+	b, err := gcsblobs.OpenDriver(t.Context(), gcsblobs.Config{Bucket: name, Endpoint: srv.URL()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,7 +472,7 @@ func TestUploadSignerPutToFake(t *testing.T) {
 	if obj.ContentType != "audio/wav" || !bytes.Equal(obj.Content, body) {
 		t.Fatalf("stored %q (%d bytes), want audio/wav (%d bytes)", obj.ContentType, len(obj.Content), len(body))
 	}
-	gotUser, gotCID, gotSeq, err := gcsblobs.ParseUploadKey(obj.Name)
+	gotUser, gotCID, gotSeq, err := records.ParseUploadKey(obj.Name)
 	if err != nil || gotUser != user || gotCID != "c1" || gotSeq != 7 {
 		t.Fatalf("ParseUploadKey(%q) = %s %s %d %v", obj.Name, gotUser, gotCID, gotSeq, err)
 	}

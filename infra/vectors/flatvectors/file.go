@@ -7,6 +7,8 @@ import (
 	"hash/crc32"
 	"math"
 	"slices"
+
+	"github.com/lethe-dev/lethe/infra/vectors"
 )
 
 // On-disk layout of one namespace, little-endian:
@@ -163,7 +165,7 @@ func decodeSnapshot(data []byte) (*snapshot, error) {
 		return nil, corrupt(fmt.Sprintf("unsupported version %d", v))
 	}
 	dim, count := int(r.u32()), int(r.u32())
-	if dim < 1 || dim > MaxDimension {
+	if dim < 1 || dim > vectors.MaxDimension {
 		return nil, corrupt("dimension out of range")
 	}
 	// Each record takes at least 2+1+4*dim+4+2 bytes: bound count before
@@ -183,7 +185,7 @@ func decodeSnapshot(data []byte) (*snapshot, error) {
 		if r.err != nil {
 			return nil, r.err
 		}
-		if validID(id) != nil {
+		if vectors.ValidateID(id) != nil {
 			return nil, corrupt("invalid id")
 		}
 		if _, dup := seen[id]; dup {
@@ -198,7 +200,7 @@ func decodeSnapshot(data []byte) (*snapshot, error) {
 		for j := range vec {
 			vec[j] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*j:]))
 		}
-		if _, err := checkVector(vec); err != nil {
+		if err := vectors.ValidateVector(vec); err != nil {
 			return nil, corrupt("invalid vector")
 		}
 		mr := &reader{b: r.take(int(r.u32()))}
@@ -266,7 +268,7 @@ func readMeta(r *reader) (map[string]any, error) {
 	if len(r.b) != 0 {
 		return nil, corrupt("trailing metadata bytes")
 	}
-	if _, err := copyMetadata(md); err != nil {
+	if _, err := vectors.CopyMetadata(md); err != nil {
 		return nil, corrupt("invalid metadata")
 	}
 	return md, nil

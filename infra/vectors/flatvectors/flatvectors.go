@@ -36,8 +36,9 @@ const (
 	parallelWork = 1 << 18
 )
 
-// Index is an exact cosine index persisted under one directory.
-type Index struct {
+// Driver is the vectors.Driver of an exact cosine index persisted under
+// one directory.
+type Driver struct {
 	dir string
 
 	life   sync.RWMutex // shared by every call, exclusive in Close
@@ -47,7 +48,7 @@ type Index struct {
 	spaces map[string]*space
 }
 
-var _ vectors.Index = (*Index)(nil)
+var _ vectors.Driver = (*Driver)(nil)
 
 // space is one namespace. vecs holds len(ids)*dim normalised floats, row i
 // belonging to ids[i].
@@ -65,7 +66,16 @@ type space struct {
 
 // Open opens (creating with mode 0700) the index directory and removes temp
 // files left by a crash mid-write, which may hold deleted records.
-func Open(dir string) (*Index, error) {
+func Open(dir string) (vectors.Index, error) {
+	d, err := OpenDriver(dir)
+	if err != nil {
+		return vectors.Index{}, err
+	}
+	return vectors.New(d), nil
+}
+
+// OpenDriver is Open's driver, for decorators and this package's tests.
+func OpenDriver(dir string) (*Driver, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("os.MkdirAll: %w", err)
 	}
@@ -80,12 +90,12 @@ func Open(dir string) (*Index, error) {
 			}
 		}
 	}
-	return &Index{dir: dir, spaces: map[string]*space{}}, nil
+	return &Driver{dir: dir, spaces: map[string]*space{}}, nil
 }
 
 // Close releases memory; later calls return ErrClosed. Writes are
 // synchronous, so there is nothing to flush.
-func (x *Index) Close() error {
+func (x *Driver) Close() error {
 	x.life.Lock()
 	defer x.life.Unlock()
 	x.closed = true
@@ -95,13 +105,10 @@ func (x *Index) Close() error {
 	return nil
 }
 
-// enter validates the call's common arguments and pins the index open;
-// the caller must call x.life.RUnlock.
-func (x *Index) enter(ctx context.Context, ns string) (*space, error) {
+// enter pins the index open and returns ns's space (the port validated
+// ns: it is a safe file name); the caller must call x.life.RUnlock.
+func (x *Driver) enter(ctx context.Context, ns string) (*space, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := validNamespace(ns); err != nil {
 		return nil, err
 	}
 	x.life.RLock()
@@ -243,10 +250,7 @@ func syncDir(dir string) error {
 
 // Upsert creates or replaces records by id. The batch is validated whole
 // before anything changes; within a batch the last record for an id wins.
-func (x *Index) Upsert(ctx context.Context, ns string, recs []vectors.Record) error {
-	if len(recs) > MaxUpsertRecords {
-		return fmt.Errorf("%w: %d records, limit %d", vectors.ErrInvalid, len(recs), MaxUpsertRecords)
-	}
+func (x *Driver) Upsert(ctx context.Context, ns string, recs []vectors.Record) error {
 	type prepared struct {
 		id   string
 		vec  []float32
@@ -255,27 +259,13 @@ func (x *Index) Upsert(ctx context.Context, ns string, recs []vectors.Record) er
 	batch := make([]prepared, len(recs))
 	dim := 0
 	for i, r := range recs {
-		if err := validID(r.ID); err != nil {
-			return err
-		}
-		norm, err := checkVector(r.Values)
-		if err != nil {
-			return err
-		}
-		if dim == 0 {
-			dim = len(r.Values)
-		} else if len(r.Values) != dim {
-			return fmt.Errorf("%w: %d and %d in one batch", vectors.ErrDimension, dim, len(r.Values))
-		}
-		md, err := copyMetadata(r.Metadata)
-		if err != nil {
-			return err
-		}
+		dim = len(r.Values)
+		n := norm(r.Values)
 		vec := make([]float32, dim)
 		for j, v := range r.Values {
-			vec[j] = float32(float64(v) / norm)
+			vec[j] = float32(float64(v) / n)
 		}
-		batch[i] = prepared{id: r.ID, vec: vec, meta: md}
+		batch[i] = prepared{id: r.ID, vec: vec, meta: r.Metadata}
 	}
 	s, err := x.enter(ctx, ns)
 	if err != nil {
@@ -308,12 +298,7 @@ func (x *Index) Upsert(ctx context.Context, ns string, recs []vectors.Record) er
 }
 
 // Delete removes ids; absent ids are ignored.
-func (x *Index) Delete(ctx context.Context, ns string, ids []string) error {
-	for _, id := range ids {
-		if err := validID(id); err != nil {
-			return err
-		}
-	}
+func (x *Driver) Delete(ctx context.Context, ns string, ids []string) error {
 	s, err := x.enter(ctx, ns)
 	if err != nil {
 		return err
@@ -349,7 +334,7 @@ func (x *Index) Delete(ctx context.Context, ns string, ids []string) error {
 }
 
 // DeleteNamespace unlinks the namespace file and forgets its contents.
-func (x *Index) DeleteNamespace(ctx context.Context, ns string) error {
+func (x *Driver) DeleteNamespace(ctx context.Context, ns string) error {
 	s, err := x.enter(ctx, ns)
 	if err != nil {
 		return err
@@ -367,7 +352,7 @@ func (x *Index) DeleteNamespace(ctx context.Context, ns string) error {
 }
 
 // Count returns the number of records in the namespace.
-func (x *Index) Count(ctx context.Context, ns string) (int, error) {
+func (x *Driver) Count(ctx context.Context, ns string) (int, error) {
 	s, err := x.enter(ctx, ns)
 	if err != nil {
 		return 0, err
@@ -380,45 +365,44 @@ func (x *Index) Count(ctx context.Context, ns string) (int, error) {
 	return len(s.ids), nil
 }
 
-// ListIDs returns every id starting with prefix (a plain string prefix),
-// sorted.
-func (x *Index) ListIDs(ctx context.Context, ns, prefix string) ([]string, error) {
-	if len(prefix) > MaxIDBytes {
-		return nil, fmt.Errorf("%w: prefix length %d", vectors.ErrInvalid, len(prefix))
-	}
+// ListIDs returns, sorted, up to limit ids starting with prefix (a plain
+// string prefix) after cursor, which is the last id of the previous page.
+func (x *Driver) ListIDs(ctx context.Context, ns, prefix, cursor string, limit int) ([]string, string, error) {
 	s, err := x.enter(ctx, ns)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer x.life.RUnlock()
 	if err := s.rlock(); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer s.mu.RUnlock()
 	var out []string
 	for _, id := range s.ids {
-		if strings.HasPrefix(id, prefix) {
+		if strings.HasPrefix(id, prefix) && id > cursor {
 			out = append(out, id)
 		}
 	}
 	slices.Sort(out)
-	return out, nil
+	if len(out) <= limit {
+		return out, "", nil
+	}
+	return out[:limit], out[limit-1], nil
+}
+
+// As sets a **Driver target.
+func (x *Driver) As(target any) bool {
+	if p, ok := target.(**Driver); ok {
+		*p = x
+		return true
+	}
+	return false
 }
 
 // Query returns the k records most similar to vector among those matching
 // every condition, by score descending, then id ascending.
-func (x *Index) Query(ctx context.Context, ns string, vector []float32, k int, conds []vectors.Condition) ([]vectors.Match, error) {
-	if k < 1 || k > MaxTopK {
-		return nil, fmt.Errorf("%w: k=%d, want 1..%d", vectors.ErrInvalid, k, MaxTopK)
-	}
-	norm, err := checkVector(vector)
-	if err != nil {
-		return nil, err
-	}
-	f, err := compileFilter(conds)
-	if err != nil {
-		return nil, err
-	}
+func (x *Driver) Query(ctx context.Context, ns string, vector []float32, k int, conds []vectors.Condition) ([]vectors.Match, error) {
+	n, f := norm(vector), filter(conds)
 	s, err := x.enter(ctx, ns)
 	if err != nil {
 		return nil, err
@@ -436,7 +420,7 @@ func (x *Index) Query(ctx context.Context, ns string, vector []float32, k int, c
 	}
 	q := make([]float32, len(vector))
 	for i, v := range vector {
-		q[i] = float32(float64(v) / norm)
+		q[i] = float32(float64(v) / n)
 	}
 	hits := s.search(q, k, f)
 	out := make([]vectors.Match, len(hits))

@@ -25,7 +25,7 @@ type harness struct{ dir string }
 func (h *harness) MakeIndex(context.Context) (vectors.Index, error) { return Open(h.dir) }
 func (h *harness) Reopen(_ context.Context, idx vectors.Index) (vectors.Index, error) {
 	if err := idx.Close(); err != nil {
-		return nil, err
+		return vectors.Index{}, err
 	}
 	return Open(h.dir)
 }
@@ -227,7 +227,7 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	})
 }
 
-func randomIndex(b *testing.B, n, dim int) (*Index, [][]float32) {
+func randomIndex(b *testing.B, n, dim int) (vectors.Index, [][]float32) {
 	b.Helper()
 	idx, err := Open(b.TempDir())
 	if err != nil {
@@ -246,9 +246,9 @@ func randomIndex(b *testing.B, n, dim int) (*Index, [][]float32) {
 		}
 		return v
 	}
-	for i := 0; i < n; i += MaxUpsertRecords {
+	for i := 0; i < n; i += vectors.MaxUpsertRecords {
 		var recs []vectors.Record
-		for j := i; j < min(n, i+MaxUpsertRecords); j++ {
+		for j := i; j < min(n, i+vectors.MaxUpsertRecords); j++ {
 			recs = append(recs, vectors.Record{ID: fmt.Sprintf("c%d#%d", j/100, j%100), Values: rv(), Metadata: map[string]any{"expires": int64(j)}})
 		}
 		if err := idx.Upsert(context.Background(), nsA, recs); err != nil {
@@ -304,5 +304,21 @@ func BenchmarkUpsert(b *testing.B) {
 		if err := idx.Upsert(ctx, nsA, recs); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestAs(t *testing.T) {
+	idx, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idx.Close()
+	var d *Driver
+	if !idx.As(&d) || d == nil || idx.Driver() != vectors.Driver(d) {
+		t.Error("As(**Driver) does not reach the driver")
+	}
+	var other *int
+	if idx.As(&other) {
+		t.Error("As of a foreign type = true")
 	}
 }

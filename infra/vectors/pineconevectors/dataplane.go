@@ -115,13 +115,3 @@ func vectorSizes(v Vector) (jsonBytes, protoBytes int, err error) {
 	}
 	return len(j), p, nil
 }
-
-// metadataSize is the JSON size of a record's metadata, which is what the
-// 40 KB limit is checked against here.
-func metadataSize(md map[string]any) (int, error) {
-	if len(md) == 0 {
-		return 0, nil
-	}
-	b, err := json.Marshal(md)
-	return len(b), err
-}

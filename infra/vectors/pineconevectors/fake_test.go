@@ -82,7 +82,7 @@ func TestFakeEnforcesLimits(t *testing.T) {
 			}
 		})
 	}
-	for _, ns := range []string{"", defaultNamespace} {
+	for _, ns := range []string{"", vectors.DefaultNamespace} {
 		_, _, lerr := dp.List(ctx, ns, "", 1, "")
 		_, qerr := dp.Query(ctx, ns, []float32{1, 1, 1, 1}, 1, nil)
 		_, cerr := dp.NamespaceCount(ctx, ns)
@@ -248,4 +248,85 @@ func FuzzListToken(f *testing.F) {
 			t.Fatal("accepted a token without a position")
 		}
 	})
+}
+
+// TestFakeEventualConsistency: with a lag, a write reaches reads only
+// after that many reads, in order, while validation sees it at once.
+func TestFakeEventualConsistency(t *testing.T) {
+	ctx := context.Background()
+	const lag = 3
+	dp := NewFakeDataPlane(0)
+	dp.SetConsistency(lag, false)
+	if err := dp.Upsert(ctx, nsA, vecs(4, 2, "a")); err != nil {
+		t.Fatal(err)
+	}
+	// The dimension is the latest state's, visible or not.
+	if err := dp.Upsert(ctx, nsA, vecs(1, 3, "b")); !errors.Is(err, vectors.ErrDimension) {
+		t.Fatalf("Upsert of another dimension before visibility = %v, want ErrDimension", err)
+	}
+	if err := dp.DeleteIDs(ctx, nsA, []string{"a0"}); err != nil {
+		t.Fatalf("DeleteIDs of a record not yet visible: %v", err)
+	}
+	var counts []int
+	for range lag + 2 {
+		n, err := dp.NamespaceCount(ctx, nsA)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			t.Fatal(err)
+		}
+		counts = append(counts, n)
+	}
+	// Reads 1 and 2 see nothing; read 3 both writes, in order (the delete
+	// applied before the upsert would leave 4).
+	if want := []int{0, 0, 3, 3, 3}; !slices.Equal(counts, want) {
+		t.Fatalf("counts over reads = %v, want %v", counts, want)
+	}
+}
+
+// TestFakeApproximate: approximate scores stay within approxScoreError of
+// the exact ones, are stable for one query, and a large namespace misses
+// some records the exact ranking would return.
+func TestFakeApproximate(t *testing.T) {
+	ctx := context.Background()
+	exact, approx := NewFakeDataPlane(0), NewFakeDataPlane(0)
+	approx.SetConsistency(0, true)
+	recs := vecs(approxMissFrom*3, 4, "r")
+	for i := range recs {
+		recs[i].Values[i%4] += float32(i)
+	}
+	for _, dp := range []*FakeDataPlane{exact, approx} {
+		if err := dp.Upsert(ctx, nsA, recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q := []float32{1, 2, 3, 4}
+	want, err := exact.Query(ctx, nsA, q, len(recs), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := approx.Query(ctx, nsA, q, len(recs), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := approx.Query(ctx, nsA, q, len(recs), nil)
+	if !slices.EqualFunc(got, again, func(a, b ScoredVector) bool { return a.ID == b.ID && a.Score == b.Score }) {
+		t.Fatal("approximate answers differ for one query")
+	}
+	if len(got) >= len(want) || len(got) < len(want)*9/10 {
+		t.Fatalf("approximate query returned %d of %d records, want a few missed", len(got), len(want))
+	}
+	exactScore := map[string]float32{}
+	for _, m := range want {
+		exactScore[m.ID] = m.Score
+	}
+	differ := false
+	for _, m := range got {
+		d := float64(m.Score - exactScore[m.ID])
+		if d > approxScoreError+1e-6 || d < -approxScoreError-1e-6 {
+			t.Fatalf("score of %s off by %v", m.ID, d)
+		}
+		differ = differ || d != 0
+	}
+	if !differ {
+		t.Fatal("approximate scores equal the exact ones")
+	}
 }

@@ -4,16 +4,21 @@
 //
 // Pinecone's data plane is gRPC, so the adapter talks to it through the
 // narrow DataPlane interface: NewSDKDataPlane implements it with
-// github.com/pinecone-io/go-pinecone/v5, and NewFakeDataPlane with an
-// in-memory fake that enforces Pinecone's documented limits, so the
-// conformance suite proves the adapter's batching and pagination.
+// github.com/pinecone-io/go-pinecone/v5; the tests' FakeDataPlane
+// (fakeplane_test.go, never in the binary) is an in-memory fake that
+// enforces Pinecone's documented limits and can be eventually consistent
+// and approximate as Pinecone is, so the conformance suite proves the
+// adapter's batching and pagination.
+//
+// The rules on ids, namespaces, vectors, metadata and filters are the
+// port's (vectors.Index checks them); this driver translates and batches
+// by Pinecone's request size.
 //
 // Metadata is stored in Pinecone unencrypted: callers must put no user
 // content in it (ids, sequence numbers, timestamps only).
 package pineconevectors
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,8 +46,8 @@ type Options struct {
 	MaxRequestBytes int
 }
 
-// Index implements vectors.Index over a DataPlane.
-type Index struct {
+// Driver implements vectors.Driver over a DataPlane.
+type Driver struct {
 	dp       DataPlane
 	dim      int
 	maxBytes int
@@ -51,33 +56,41 @@ type Index struct {
 	closed bool
 }
 
-var _ vectors.Index = (*Index)(nil)
+var _ vectors.Driver = (*Driver)(nil)
 
-// New returns an Index over dp. The caller keeps ownership of dp (Close
+// New returns the Index over dp. The caller keeps ownership of dp (Close
 // does not close it), so several Index values may share one connection.
-func New(dp DataPlane, opts Options) *Index {
+func New(dp DataPlane, opts Options) vectors.Index { return vectors.New(NewDriver(dp, opts)) }
+
+// NewDriver is New's driver, for decorators and this package's tests.
+func NewDriver(dp DataPlane, opts Options) *Driver {
 	mb := opts.MaxRequestBytes
 	if mb <= 0 || mb > MaxUpsertBytes {
 		mb = MaxUpsertBytes
 	}
-	return &Index{dp: dp, dim: opts.Dim, maxBytes: mb}
+	return &Driver{dp: dp, dim: opts.Dim, maxBytes: mb}
 }
 
 // Close makes later calls fail with ErrClosed.
-func (x *Index) Close() error {
+func (x *Driver) Close() error {
 	x.mu.Lock()
 	x.closed = true
 	x.mu.Unlock()
 	return nil
 }
 
-// enter checks the arguments every call shares and pins the index open;
-// the caller must call x.mu.RUnlock.
-func (x *Index) enter(ctx context.Context, ns string) error {
-	if err := ctx.Err(); err != nil {
-		return err
+// As sets a **Driver target.
+func (x *Driver) As(target any) bool {
+	if p, ok := target.(**Driver); ok {
+		*p = x
+		return true
 	}
-	if err := validNamespace(ns); err != nil {
+	return false
+}
+
+// enter pins the index open; the caller must call x.mu.RUnlock.
+func (x *Driver) enter(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	x.mu.RLock()
@@ -88,42 +101,21 @@ func (x *Index) enter(ctx context.Context, ns string) error {
 	return nil
 }
 
-// Upsert validates the whole batch before sending anything, so an invalid
-// record writes nothing. A valid batch larger than one request allows is
-// sent as several; if one fails, earlier ones stay written (upserts are
-// idempotent, so the caller's retry converges).
-func (x *Index) Upsert(ctx context.Context, ns string, recs []vectors.Record) error {
-	if err := x.enter(ctx, ns); err != nil {
+// Upsert sends a batch the port validated; larger than one request
+// allows, it goes as several, and if one fails, earlier ones stay written
+// (upserts are idempotent, so the caller's retry converges).
+func (x *Driver) Upsert(ctx context.Context, ns string, recs []vectors.Record) error {
+	if err := x.enter(ctx); err != nil {
 		return err
 	}
 	defer x.mu.RUnlock()
-	if len(recs) > MaxUpsertRecords {
-		return fmt.Errorf("%w: %d records, limit %d", vectors.ErrInvalid, len(recs), MaxUpsertRecords)
-	}
-	if len(recs) == 0 {
-		return nil
-	}
 	vecs := make([]Vector, len(recs))
 	costs := make([]int, len(recs))
-	dim := x.dim
-	if dim == 0 {
-		dim = len(recs[0].Values)
-	}
 	for i, r := range recs {
-		if err := validID(r.ID); err != nil {
-			return err
+		if x.dim != 0 && len(r.Values) != x.dim {
+			return fmt.Errorf("%w: vector length %d, want %d", vectors.ErrDimension, len(r.Values), x.dim)
 		}
-		if err := checkVector(r.Values); err != nil {
-			return err
-		}
-		if len(r.Values) != dim {
-			return fmt.Errorf("%w: vector length %d, want %d", vectors.ErrDimension, len(r.Values), dim)
-		}
-		md, err := wireMetadata(r.Metadata)
-		if err != nil {
-			return err
-		}
-		vecs[i] = Vector{ID: r.ID, Values: slices.Clone(r.Values), Metadata: md}
+		vecs[i] = Vector{ID: r.ID, Values: r.Values, Metadata: wireMetadata(r.Metadata)}
 		j, p, err := vectorSizes(vecs[i])
 		if err != nil {
 			return fmt.Errorf("%w: record encoding: %v", vectors.ErrInvalid, err)
@@ -162,25 +154,15 @@ func planBatches(costs []int, maxItems, maxCost int) [][2]int {
 
 // Query returns the k nearest records satisfying filter. An absent
 // namespace yields no matches.
-func (x *Index) Query(ctx context.Context, ns string, vector []float32, k int, filter []vectors.Condition) ([]vectors.Match, error) {
-	if err := x.enter(ctx, ns); err != nil {
+func (x *Driver) Query(ctx context.Context, ns string, vector []float32, k int, filter []vectors.Condition) ([]vectors.Match, error) {
+	if err := x.enter(ctx); err != nil {
 		return nil, err
 	}
 	defer x.mu.RUnlock()
-	if k <= 0 || k > MaxQueryK {
-		return nil, fmt.Errorf("%w: k = %d, want 1..%d", vectors.ErrInvalid, k, MaxQueryK)
-	}
-	if err := checkVector(vector); err != nil {
-		return nil, err
-	}
 	if x.dim != 0 && len(vector) != x.dim {
 		return nil, fmt.Errorf("%w: vector length %d, want %d", vectors.ErrDimension, len(vector), x.dim)
 	}
-	f, err := wireFilter(filter)
-	if err != nil {
-		return nil, err
-	}
-	res, err := x.dp.Query(ctx, ns, vector, k, f)
+	res, err := x.dp.Query(ctx, ns, vector, k, wireFilter(filter))
 	if errors.Is(err, ErrNotFound) {
 		return nil, nil
 	}
@@ -191,67 +173,34 @@ func (x *Index) Query(ctx context.Context, ns string, vector []float32, k int, f
 	for i, m := range res {
 		out[i] = vectors.Match{ID: m.ID, Score: m.Score, Metadata: m.Metadata}
 	}
-	// Pinecone orders by score; ties by id make results deterministic.
-	slices.SortStableFunc(out, func(a, b vectors.Match) int {
-		if c := cmp.Compare(b.Score, a.Score); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.ID, b.ID)
-	})
-	if len(out) > k {
-		out = out[:k]
-	}
 	return out, nil
 }
 
-// ListIDs pages through every id with the prefix and returns them sorted.
-func (x *Index) ListIDs(ctx context.Context, ns, prefix string) ([]string, error) {
-	if err := x.enter(ctx, ns); err != nil {
-		return nil, err
+// ListIDs returns one page of Pinecone's list; the cursor is its
+// pagination token.
+func (x *Driver) ListIDs(ctx context.Context, ns, prefix, cursor string, limit int) ([]string, string, error) {
+	if err := x.enter(ctx); err != nil {
+		return nil, "", err
 	}
 	defer x.mu.RUnlock()
-	var ids []string
-	token := ""
-	seen := map[string]bool{}
-	for {
-		page, next, err := x.dp.List(ctx, ns, prefix, MaxListLimit, token)
-		if errors.Is(err, ErrNotFound) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("pinecone.List: %w", err)
-		}
-		ids = append(ids, page...)
-		if next == "" {
-			break
-		}
-		// A server handing back a token it already gave would loop forever.
-		if seen[next] {
-			return nil, fmt.Errorf("pinecone.List: pagination token repeated")
-		}
-		seen[next] = true
-		token = next
+	ids, next, err := x.dp.List(ctx, ns, prefix, min(limit, MaxListLimit), cursor)
+	if errors.Is(err, ErrNotFound) {
+		return nil, "", nil
 	}
-	slices.Sort(ids)
-	return slices.Compact(ids), nil
+	if err != nil {
+		return nil, "", fmt.Errorf("pinecone.List: %w", err)
+	}
+	return ids, next, nil
 }
 
-// Delete removes ids in requests of at most MaxDeleteIDs; absent ids and
-// an absent namespace are not errors.
-func (x *Index) Delete(ctx context.Context, ns string, ids []string) error {
-	if err := x.enter(ctx, ns); err != nil {
+// Delete removes at most MaxDeleteIDs ids (the port splits larger
+// deletes); absent ids and an absent namespace are not errors.
+func (x *Driver) Delete(ctx context.Context, ns string, ids []string) error {
+	if err := x.enter(ctx); err != nil {
 		return err
 	}
 	defer x.mu.RUnlock()
-	for _, id := range ids {
-		if err := validID(id); err != nil {
-			return err
-		}
-	}
-	uniq := slices.Clone(ids)
-	slices.Sort(uniq)
-	uniq = slices.Compact(uniq)
-	for chunk := range slices.Chunk(uniq, MaxDeleteIDs) {
+	for chunk := range slices.Chunk(ids, MaxDeleteIDs) {
 		err := x.dp.DeleteIDs(ctx, ns, chunk)
 		if errors.Is(err, ErrNotFound) {
 			// The namespace is gone (or never was): nothing left to delete.
@@ -265,8 +214,8 @@ func (x *Index) Delete(ctx context.Context, ns string, ids []string) error {
 }
 
 // DeleteNamespace removes the namespace; absent is not an error.
-func (x *Index) DeleteNamespace(ctx context.Context, ns string) error {
-	if err := x.enter(ctx, ns); err != nil {
+func (x *Driver) DeleteNamespace(ctx context.Context, ns string) error {
+	if err := x.enter(ctx); err != nil {
 		return err
 	}
 	defer x.mu.RUnlock()
@@ -278,8 +227,8 @@ func (x *Index) DeleteNamespace(ctx context.Context, ns string) error {
 
 // Count returns the namespace's record count, 0 if absent. Pinecone's
 // counts are eventually consistent: right after a write they may lag.
-func (x *Index) Count(ctx context.Context, ns string) (int, error) {
-	if err := x.enter(ctx, ns); err != nil {
+func (x *Driver) Count(ctx context.Context, ns string) (int, error) {
+	if err := x.enter(ctx); err != nil {
 		return 0, err
 	}
 	defer x.mu.RUnlock()

@@ -9,29 +9,52 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lethe-dev/lethe/infra/vectors"
 	"github.com/lethe-dev/lethe/infra/vectors/vectortest"
 )
 
 // harness runs the adapter over one fake index per test; Reopen keeps the
-// fake (Pinecone's storage) and replaces the adapter.
-type harness struct{ dp *FakeDataPlane }
+// fake (Pinecone's storage) and replaces the adapter. caps says how the
+// fake was set to behave.
+type harness struct {
+	dp   *FakeDataPlane
+	caps vectortest.Capabilities
+}
 
 func (h *harness) MakeIndex(context.Context) (vectors.Index, error) { return New(h.dp, Options{}), nil }
 func (h *harness) Reopen(_ context.Context, idx vectors.Index) (vectors.Index, error) {
 	if err := idx.Close(); err != nil {
-		return nil, err
+		return vectors.Index{}, err
 	}
 	return New(h.dp, Options{}), nil
 }
-func (h *harness) Capabilities() vectortest.Capabilities { return vectortest.Capabilities{Exact: true} }
+func (h *harness) Capabilities() vectortest.Capabilities { return h.caps }
 func (h *harness) Close()                                {}
 
+// TestConformance runs the suite with the fake immediately consistent and
+// exact, and as Pinecone really is: eventually consistent (a write shows
+// after some reads) and approximate.
 func TestConformance(t *testing.T) {
-	vectortest.RunConformanceTests(t, func(_ context.Context, t *testing.T) (vectortest.Harness, error) {
-		return &harness{dp: NewFakeDataPlane(0)}, nil
-	})
+	for _, tc := range []struct {
+		name   string
+		lag    int
+		approx bool
+	}{
+		{"Consistent", 0, false},
+		{"EventuallyConsistent", 7, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vectortest.RunConformanceTests(t, func(_ context.Context, t *testing.T) (vectortest.Harness, error) {
+				dp := NewFakeDataPlane(0)
+				dp.SetConsistency(tc.lag, tc.approx)
+				return &harness{dp: dp, caps: vectortest.Capabilities{
+					Exact: !tc.approx, EventuallyConsistent: tc.lag > 0, Settle: 5 * time.Second,
+				}}, nil
+			})
+		})
+	}
 }
 
 const nsA = "0123456789abcdef0123456789abcdef"
@@ -224,7 +247,7 @@ func TestNamespaceRefused(t *testing.T) {
 	ctx := context.Background()
 	dp := NewFakeDataPlane(0)
 	idx := New(dp, Options{})
-	for _, ns := range []string{"", defaultNamespace, "a b", strings.Repeat("a", 65)} {
+	for _, ns := range []string{"", vectors.DefaultNamespace, "a b", strings.Repeat("a", 65)} {
 		calls := map[string]error{
 			"upsert":          idx.Upsert(ctx, ns, []vectors.Record{{ID: "a", Values: []float32{1}}}),
 			"delete":          idx.Delete(ctx, ns, []string{"a"}),
@@ -305,9 +328,8 @@ func TestWireFilter(t *testing.T) {
 			}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := wireFilter(tc.conds)
-			if err != nil || !reflect.DeepEqual(got, tc.want) {
-				t.Fatalf("wireFilter = %#v, %v; want %#v", got, err, tc.want)
+			if got := wireFilter(tc.conds); !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("wireFilter = %#v; want %#v", got, tc.want)
 			}
 		})
 	}

@@ -64,7 +64,7 @@ func (d *SDKDataPlane) Close() error {
 }
 
 func (d *SDKDataPlane) conn(ns string) (*pinecone.IndexConnection, error) {
-	if ns == "" || ns == defaultNamespace {
+	if ns == "" || ns == vectors.DefaultNamespace {
 		return nil, fmt.Errorf("%w: empty or default namespace", vectors.ErrInvalid)
 	}
 	d.mu.Lock()

@@ -199,7 +199,7 @@ func (h *sdkHarness) MakeIndex(context.Context) (vectors.Index, error) {
 }
 func (h *sdkHarness) Reopen(_ context.Context, idx vectors.Index) (vectors.Index, error) {
 	if err := idx.Close(); err != nil {
-		return nil, err
+		return vectors.Index{}, err
 	}
 	return New(h.sdk, Options{}), nil
 }
@@ -265,7 +265,7 @@ func TestSDKDataPlaneSendsAPIKey(t *testing.T) {
 
 func TestSDKDataPlaneRefusesDefaultNamespace(t *testing.T) {
 	dp := newSDKPlane(t, startBridge(t, NewFakeDataPlane(0)))
-	for _, ns := range []string{"", defaultNamespace} {
+	for _, ns := range []string{"", vectors.DefaultNamespace} {
 		if err := dp.DeleteNamespace(context.Background(), ns); !errors.Is(err, vectors.ErrInvalid) {
 			t.Fatalf("DeleteNamespace(%q): %v", ns, err)
 		}

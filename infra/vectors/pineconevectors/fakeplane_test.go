@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"math"
 	"slices"
@@ -24,14 +26,101 @@ import (
 // nested metadata, unknown filter operators and foreign pagination
 // tokens; it answers NotFound for deletes in and descriptions of absent
 // namespaces; a namespace ceases to exist with its last record. It is
-// exact (ties broken by id) and, unlike Pinecone, immediately consistent.
-// Safe for concurrent use.
+// exact (ties broken by id) and immediately consistent unless
+// SetConsistency makes it behave as Pinecone does: eventually consistent
+// and approximate. Safe for concurrent use.
 type FakeDataPlane struct {
 	dim int
 
-	mu     sync.RWMutex
-	spaces map[string]*fakeSpace
-	log    []FakeRequest
+	mu sync.RWMutex
+	// spaces is the latest state: writes apply to it at once and are
+	// validated against it (dimensions, absent namespaces). visible is
+	// what reads see: the same map when consistent; otherwise each write
+	// reaches it once lag more reads have been served.
+	spaces  map[string]*fakeSpace
+	visible map[string]*fakeSpace
+	lag     uint64
+	reads   uint64
+	pending []pendingWrite
+	approx  bool
+	log     []FakeRequest
+}
+
+type pendingWrite struct {
+	due   uint64
+	apply func(map[string]*fakeSpace)
+}
+
+// Approximation of SetConsistency(_, true): scores are off by up to
+// approxScoreError, and in namespaces larger than approxMissFrom records
+// about one candidate in approxMissOneIn is missed, as by an ANN index.
+const (
+	approxScoreError = 1e-3
+	approxMissFrom   = 100
+	approxMissOneIn  = 50
+)
+
+// SetConsistency makes writes (upserts and deletes) visible to queries,
+// lists and counts only after lag further reads, and, with approximate,
+// queries rank approximately (see approxScoreError). Call before use.
+func (f *FakeDataPlane) SetConsistency(lag int, approximate bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lag, f.approx = uint64(max(lag, 0)), approximate
+	if f.lag > 0 {
+		f.visible = cloneSpaces(f.spaces)
+	}
+}
+
+func cloneSpaces(m map[string]*fakeSpace) map[string]*fakeSpace {
+	out := make(map[string]*fakeSpace, len(m))
+	for ns, s := range m {
+		out[ns] = &fakeSpace{dim: s.dim, recs: maps.Clone(s.recs)}
+	}
+	return out
+}
+
+// write applies a mutation to the latest state now and to the visible
+// one now or, when eventually consistent, after lag reads. Records are
+// never mutated in place, so both states may share them.
+func (f *FakeDataPlane) write(apply func(map[string]*fakeSpace)) {
+	apply(f.spaces)
+	if f.lag > 0 {
+		f.pending = append(f.pending, pendingWrite{due: f.reads + f.lag, apply: apply})
+	}
+}
+
+// read serves one read: writes that are due become visible.
+func (f *FakeDataPlane) read() map[string]*fakeSpace {
+	if f.lag == 0 {
+		return f.spaces
+	}
+	f.reads++
+	n := 0
+	for _, p := range f.pending {
+		if p.due > f.reads {
+			break
+		}
+		p.apply(f.visible)
+		n++
+	}
+	f.pending = f.pending[n:]
+	return f.visible
+}
+
+// approximate returns the score an ANN index might report for id, and
+// whether it misses id altogether: fixed for one (id, query), so a query
+// repeated answers the same.
+func approximate(id string, query []float32, score float64, size int) (float64, bool) {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	for _, x := range query {
+		binary.Write(h, binary.LittleEndian, x)
+	}
+	v := h.Sum64()
+	miss := size > approxMissFrom && v%approxMissOneIn == 0
+	frac := float64(v>>11)/float64(1<<53)*2 - 1 // [-1, 1)
+	return score + frac*approxScoreError, miss
 }
 
 // FakeRequest records one call, accepted or refused, for tests.
@@ -61,7 +150,9 @@ var _ DataPlane = (*FakeDataPlane)(nil)
 // dimension of its first upsert: Pinecone has no such mode, but the port's
 // conformance suite uses several dimensions in one index.
 func NewFakeDataPlane(dim int) *FakeDataPlane {
-	return &FakeDataPlane{dim: dim, spaces: map[string]*fakeSpace{}}
+	f := &FakeDataPlane{dim: dim, spaces: map[string]*fakeSpace{}}
+	f.visible = f.spaces
+	return f
 }
 
 // Requests returns a copy of the calls made so far.
@@ -99,7 +190,7 @@ func notFound(ns string) error {
 // checkNamespace: we never use Pinecone's default namespace, so the fake
 // refuses it outright instead of mapping "" to "__default__".
 func checkNamespace(ns string) error {
-	if ns == "" || ns == defaultNamespace {
+	if ns == "" || ns == vectors.DefaultNamespace {
 		return invalid("empty or default namespace")
 	}
 	if !utf8.ValidString(ns) || len(ns) > 512 {
@@ -273,14 +364,16 @@ func (f *FakeDataPlane) Upsert(ctx context.Context, ns string, vecs []Vector) er
 		}
 		staged[v.ID] = &fakeRecord{values: slices.Clone(v.Values), norm: norm, meta: md}
 	}
-	s := f.spaces[ns]
-	if s == nil {
-		s = &fakeSpace{dim: want, recs: map[string]*fakeRecord{}}
-		f.spaces[ns] = s
-	}
-	for _, id := range order {
-		s.recs[id] = staged[id]
-	}
+	f.write(func(spaces map[string]*fakeSpace) {
+		s := spaces[ns]
+		if s == nil {
+			s = &fakeSpace{dim: want, recs: map[string]*fakeRecord{}}
+			spaces[ns] = s
+		}
+		for _, id := range order {
+			s.recs[id] = staged[id]
+		}
+	})
 	return f.record(req, nil)
 }
 
@@ -306,7 +399,7 @@ func (f *FakeDataPlane) Query(ctx context.Context, ns string, values []float32, 
 	if err != nil {
 		return nil, f.record(req, err)
 	}
-	s := f.spaces[ns]
+	s := f.read()[ns]
 	if s == nil {
 		return nil, f.record(req, nil)
 	}
@@ -324,7 +417,14 @@ func (f *FakeDataPlane) Query(ctx context.Context, ns string, values []float32, 
 		for i, x := range r.values {
 			dot += float64(x) * float64(values[i])
 		}
-		hits = append(hits, hit{id, dot / (r.norm * qnorm), r})
+		score := dot / (r.norm * qnorm)
+		if f.approx {
+			var miss bool
+			if score, miss = approximate(id, values, score, len(s.recs)); miss {
+				continue
+			}
+		}
+		hits = append(hits, hit{id, score, r})
 	}
 	slices.SortFunc(hits, func(a, b hit) int {
 		if c := cmp.Compare(b.score, a.score); c != 0 {
@@ -396,7 +496,7 @@ func (f *FakeDataPlane) List(ctx context.Context, ns, prefix string, limit int, 
 			return nil, "", f.record(req, err)
 		}
 	}
-	s := f.spaces[ns]
+	s := f.read()[ns]
 	if s == nil {
 		return nil, "", f.record(req, nil)
 	}
@@ -434,16 +534,22 @@ func (f *FakeDataPlane) DeleteIDs(ctx context.Context, ns string, ids []string) 
 	if len(ids) > MaxDeleteIDs {
 		return f.record(req, overLimit("%d ids in one delete, limit %d", len(ids), MaxDeleteIDs))
 	}
-	s := f.spaces[ns]
-	if s == nil {
+	if f.spaces[ns] == nil {
 		return f.record(req, notFound(ns))
 	}
-	for _, id := range ids {
-		delete(s.recs, id)
-	}
-	if len(s.recs) == 0 {
-		delete(f.spaces, ns)
-	}
+	ids = slices.Clone(ids)
+	f.write(func(spaces map[string]*fakeSpace) {
+		s := spaces[ns]
+		if s == nil {
+			return
+		}
+		for _, id := range ids {
+			delete(s.recs, id)
+		}
+		if len(s.recs) == 0 {
+			delete(spaces, ns)
+		}
+	})
 	return f.record(req, nil)
 }
 
@@ -463,7 +569,7 @@ func (f *FakeDataPlane) DeleteNamespace(ctx context.Context, ns string) error {
 		return f.record(req, notFound(ns))
 	}
 	req.Items = len(s.recs)
-	delete(f.spaces, ns)
+	f.write(func(spaces map[string]*fakeSpace) { delete(spaces, ns) })
 	return f.record(req, nil)
 }
 
@@ -478,7 +584,7 @@ func (f *FakeDataPlane) NamespaceCount(ctx context.Context, ns string) (int, err
 	if err := checkNamespace(ns); err != nil {
 		return 0, f.record(req, err)
 	}
-	s := f.spaces[ns]
+	s := f.read()[ns]
 	if s == nil {
 		return 0, f.record(req, notFound(ns))
 	}
@@ -685,4 +791,14 @@ func compileOp(field, op string, arg any) (predicate, error) {
 		}, nil
 	}
 	return nil, invalid("unknown filter operator %q", op)
+}
+
+// metadataSize is the JSON size of a record's metadata, which is what the
+// 40 KB limit is checked against here.
+func metadataSize(md map[string]any) (int, error) {
+	if len(md) == 0 {
+		return 0, nil
+	}
+	b, err := json.Marshal(md)
+	return len(b), err
 }

@@ -1,4 +1,4 @@
-package gcsblobs_test
+package gcsnotify_test
 
 import (
 	"bytes"
@@ -23,8 +23,11 @@ import (
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs"
 	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs/fakegcs"
+	"github.com/lethe-dev/lethe/infra/blobs/gcsnotify"
 	"github.com/lethe-dev/lethe/infra/records"
 )
+
+const testAccessID = "uploader@lethe-test.iam.gserviceaccount.com"
 
 const (
 	testBucket = "lethe-uploads"
@@ -69,11 +72,11 @@ func validNotification() (map[string]string, map[string]any) {
 func TestParseFinalizeNotification(t *testing.T) {
 	attrs, body := validNotification()
 	data, _ := json.Marshal(body)
-	n, err := gcsblobs.ParseFinalizeNotification(testBucket, attrs, data)
+	n, err := gcsnotify.ParseFinalizeNotification(testBucket, attrs, data)
 	if err != nil {
 		t.Fatalf("valid notification: %v", err)
 	}
-	want := gcsblobs.FinalizeNotification{
+	want := gcsnotify.FinalizeNotification{
 		Bucket: testBucket, Object: testObject, Generation: 1731234567890123, Size: 123456,
 		ContentType: "audio/ogg; codecs=opus", CRC32C: 0, Metadata: map[string]string{"sample_rate": "16000"},
 		UserHash: testUser, ConversationID: "conv-1_a", Seq: 42,
@@ -119,44 +122,44 @@ func TestParseFinalizeNotification(t *testing.T) {
 	var cases []mut
 	for name, o := range layoutCases {
 		a, b := both(o)
-		cases = append(cases, mut{name: name, attr: a, body: b, want: gcsblobs.ErrInvalidNotification, quiet: true})
+		cases = append(cases, mut{name: name, attr: a, body: b, want: gcsnotify.ErrInvalidNotification, quiet: true})
 	}
 	cases = append(cases, []mut{
-		{name: "delete event", attr: func(a map[string]string) { a["eventType"] = "OBJECT_DELETE" }, want: gcsblobs.ErrNotFinalize},
-		{name: "archive event", attr: func(a map[string]string) { a["eventType"] = "OBJECT_ARCHIVE" }, want: gcsblobs.ErrNotFinalize},
-		{name: "metadata event", attr: func(a map[string]string) { a["eventType"] = "OBJECT_METADATA_UPDATE" }, want: gcsblobs.ErrNotFinalize},
-		{name: "unknown event", attr: func(a map[string]string) { a["eventType"] = "OBJECT_FINALIZE " }, want: gcsblobs.ErrInvalidNotification},
-		{name: "no event", attr: func(a map[string]string) { delete(a, "eventType") }, want: gcsblobs.ErrInvalidNotification},
-		{name: "payload NONE", attr: func(a map[string]string) { a["payloadFormat"] = "NONE" }, want: gcsblobs.ErrInvalidNotification},
-		{name: "other bucket attr", attr: func(a map[string]string) { a["bucketId"] = "evil" }, want: gcsblobs.ErrInvalidNotification},
-		{name: "other bucket body", body: func(b map[string]any) { b["bucket"] = "evil" }, want: gcsblobs.ErrInvalidNotification},
-		{name: "expected bucket empty", bkt: "-", want: gcsblobs.ErrInvalidNotification},
-		{name: "name disagrees", body: func(b map[string]any) { b["name"] = "uploads/" + testUser + "/c/0000001" }, want: gcsblobs.ErrInvalidNotification},
-		{name: "generation disagrees", body: func(b map[string]any) { b["generation"] = "1731234567890124" }, want: gcsblobs.ErrInvalidNotification},
-		{name: "generation zero", attr: func(a map[string]string) { a["objectGeneration"] = "0" }, body: func(b map[string]any) { b["generation"] = "0" }, want: gcsblobs.ErrInvalidNotification},
-		{name: "generation leading zero", attr: func(a map[string]string) { a["objectGeneration"] = "01731234567890123" }, want: gcsblobs.ErrInvalidNotification},
-		{name: "generation as number", body: func(b map[string]any) { b["generation"] = 1731234567890123 }, want: gcsblobs.ErrInvalidNotification},
-		{name: "generation overflow", attr: func(a map[string]string) { a["objectGeneration"] = "99999999999999999999" }, want: gcsblobs.ErrInvalidNotification},
-		{name: "size zero", body: func(b map[string]any) { b["size"] = "0" }, want: gcsblobs.ErrInvalidNotification},
-		{name: "size negative", body: func(b map[string]any) { b["size"] = "-1" }, want: gcsblobs.ErrInvalidNotification},
-		{name: "size missing", body: func(b map[string]any) { delete(b, "size") }, want: gcsblobs.ErrInvalidNotification},
-		{name: "size as number", body: func(b map[string]any) { b["size"] = 123456 }, want: gcsblobs.ErrInvalidNotification},
-		{name: "no content type", body: func(b map[string]any) { delete(b, "contentType") }, want: gcsblobs.ErrInvalidNotification},
-		{name: "bad content type", body: func(b map[string]any) { b["contentType"] = "audio/ogg; codecs" }, want: gcsblobs.ErrInvalidNotification},
-		{name: "crc missing", body: func(b map[string]any) { delete(b, "crc32c") }, want: gcsblobs.ErrInvalidNotification},
-		{name: "crc wrong length", body: func(b map[string]any) { b["crc32c"] = "AAAAAAA=" }, want: gcsblobs.ErrInvalidNotification},
-		{name: "crc not base64", body: func(b map[string]any) { b["crc32c"] = "!!!!!!==" }, want: gcsblobs.ErrInvalidNotification},
-		{name: "md5 wrong length", body: func(b map[string]any) { b["md5Hash"] = "AAAAAA==" }, want: gcsblobs.ErrInvalidNotification},
+		{name: "delete event", attr: func(a map[string]string) { a["eventType"] = "OBJECT_DELETE" }, want: gcsnotify.ErrNotFinalize},
+		{name: "archive event", attr: func(a map[string]string) { a["eventType"] = "OBJECT_ARCHIVE" }, want: gcsnotify.ErrNotFinalize},
+		{name: "metadata event", attr: func(a map[string]string) { a["eventType"] = "OBJECT_METADATA_UPDATE" }, want: gcsnotify.ErrNotFinalize},
+		{name: "unknown event", attr: func(a map[string]string) { a["eventType"] = "OBJECT_FINALIZE " }, want: gcsnotify.ErrInvalidNotification},
+		{name: "no event", attr: func(a map[string]string) { delete(a, "eventType") }, want: gcsnotify.ErrInvalidNotification},
+		{name: "payload NONE", attr: func(a map[string]string) { a["payloadFormat"] = "NONE" }, want: gcsnotify.ErrInvalidNotification},
+		{name: "other bucket attr", attr: func(a map[string]string) { a["bucketId"] = "evil" }, want: gcsnotify.ErrInvalidNotification},
+		{name: "other bucket body", body: func(b map[string]any) { b["bucket"] = "evil" }, want: gcsnotify.ErrInvalidNotification},
+		{name: "expected bucket empty", bkt: "-", want: gcsnotify.ErrInvalidNotification},
+		{name: "name disagrees", body: func(b map[string]any) { b["name"] = "uploads/" + testUser + "/c/0000001" }, want: gcsnotify.ErrInvalidNotification},
+		{name: "generation disagrees", body: func(b map[string]any) { b["generation"] = "1731234567890124" }, want: gcsnotify.ErrInvalidNotification},
+		{name: "generation zero", attr: func(a map[string]string) { a["objectGeneration"] = "0" }, body: func(b map[string]any) { b["generation"] = "0" }, want: gcsnotify.ErrInvalidNotification},
+		{name: "generation leading zero", attr: func(a map[string]string) { a["objectGeneration"] = "01731234567890123" }, want: gcsnotify.ErrInvalidNotification},
+		{name: "generation as number", body: func(b map[string]any) { b["generation"] = 1731234567890123 }, want: gcsnotify.ErrInvalidNotification},
+		{name: "generation overflow", attr: func(a map[string]string) { a["objectGeneration"] = "99999999999999999999" }, want: gcsnotify.ErrInvalidNotification},
+		{name: "size zero", body: func(b map[string]any) { b["size"] = "0" }, want: gcsnotify.ErrInvalidNotification},
+		{name: "size negative", body: func(b map[string]any) { b["size"] = "-1" }, want: gcsnotify.ErrInvalidNotification},
+		{name: "size missing", body: func(b map[string]any) { delete(b, "size") }, want: gcsnotify.ErrInvalidNotification},
+		{name: "size as number", body: func(b map[string]any) { b["size"] = 123456 }, want: gcsnotify.ErrInvalidNotification},
+		{name: "no content type", body: func(b map[string]any) { delete(b, "contentType") }, want: gcsnotify.ErrInvalidNotification},
+		{name: "bad content type", body: func(b map[string]any) { b["contentType"] = "audio/ogg; codecs" }, want: gcsnotify.ErrInvalidNotification},
+		{name: "crc missing", body: func(b map[string]any) { delete(b, "crc32c") }, want: gcsnotify.ErrInvalidNotification},
+		{name: "crc wrong length", body: func(b map[string]any) { b["crc32c"] = "AAAAAAA=" }, want: gcsnotify.ErrInvalidNotification},
+		{name: "crc not base64", body: func(b map[string]any) { b["crc32c"] = "!!!!!!==" }, want: gcsnotify.ErrInvalidNotification},
+		{name: "md5 wrong length", body: func(b map[string]any) { b["md5Hash"] = "AAAAAA==" }, want: gcsnotify.ErrInvalidNotification},
 		{name: "md5 absent (composite)", body: func(b map[string]any) { delete(b, "md5Hash") }},
 		{name: "no metadata", body: func(b map[string]any) { delete(b, "metadata") }},
-		{name: "metadata not strings", body: func(b map[string]any) { b["metadata"] = map[string]any{"k": 1} }, want: gcsblobs.ErrInvalidNotification},
-		{name: "metadata too big", body: func(b map[string]any) { b["metadata"] = map[string]any{"k": strings.Repeat("v", 9000)} }, want: gcsblobs.ErrInvalidNotification},
-		{name: "wrong kind", body: func(b map[string]any) { b["kind"] = "storage#bucket" }, want: gcsblobs.ErrInvalidNotification},
-		{name: "not JSON", raw: func([]byte) []byte { return []byte("not json") }, want: gcsblobs.ErrInvalidNotification},
-		{name: "empty body", raw: func([]byte) []byte { return nil }, want: gcsblobs.ErrInvalidNotification},
-		{name: "JSON array", raw: func([]byte) []byte { return []byte("[]") }, want: gcsblobs.ErrInvalidNotification},
-		{name: "trailing data", raw: func(d []byte) []byte { return append(d, []byte(`{"x":1}`)...) }, want: gcsblobs.ErrInvalidNotification},
-		{name: "huge body", raw: func(d []byte) []byte { return append(d, bytes.Repeat([]byte(" "), 64<<10)...) }, want: gcsblobs.ErrInvalidNotification},
+		{name: "metadata not strings", body: func(b map[string]any) { b["metadata"] = map[string]any{"k": 1} }, want: gcsnotify.ErrInvalidNotification},
+		{name: "metadata too big", body: func(b map[string]any) { b["metadata"] = map[string]any{"k": strings.Repeat("v", 9000)} }, want: gcsnotify.ErrInvalidNotification},
+		{name: "wrong kind", body: func(b map[string]any) { b["kind"] = "storage#bucket" }, want: gcsnotify.ErrInvalidNotification},
+		{name: "not JSON", raw: func([]byte) []byte { return []byte("not json") }, want: gcsnotify.ErrInvalidNotification},
+		{name: "empty body", raw: func([]byte) []byte { return nil }, want: gcsnotify.ErrInvalidNotification},
+		{name: "JSON array", raw: func([]byte) []byte { return []byte("[]") }, want: gcsnotify.ErrInvalidNotification},
+		{name: "trailing data", raw: func(d []byte) []byte { return append(d, []byte(`{"x":1}`)...) }, want: gcsnotify.ErrInvalidNotification},
+		{name: "huge body", raw: func(d []byte) []byte { return append(d, bytes.Repeat([]byte(" "), 64<<10)...) }, want: gcsnotify.ErrInvalidNotification},
 	}...)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -175,7 +178,7 @@ func TestParseFinalizeNotification(t *testing.T) {
 			if tc.bkt == "-" {
 				bkt = ""
 			}
-			_, err := gcsblobs.ParseFinalizeNotification(bkt, a, d)
+			_, err := gcsnotify.ParseFinalizeNotification(bkt, a, d)
 			switch {
 			case tc.want == nil && err != nil:
 				t.Errorf("refused: %v", err)
@@ -191,32 +194,32 @@ func TestParseFinalizeNotification(t *testing.T) {
 
 func TestUploadKeyLayout(t *testing.T) {
 	for _, seq := range []int{0, 1, 42, records.MaxSeq} {
-		k, err := gcsblobs.UploadKey(testUser, "c_1-x", seq)
+		k, err := records.UploadKey(testUser, "c_1-x", seq)
 		if err != nil {
 			t.Fatal(err)
 		}
-		u, c, s, err := gcsblobs.ParseUploadKey(k)
+		u, c, s, err := records.ParseUploadKey(k)
 		if err != nil || u != testUser || c != "c_1-x" || s != seq {
 			t.Errorf("ParseUploadKey(%q) = %q %q %d %v", k, u, c, s, err)
 		}
 	}
-	if k, _ := gcsblobs.UploadKey(testUser, "c", 7); k != "uploads/"+testUser+"/c/0000007" {
+	if k, _ := records.UploadKey(testUser, "c", 7); k != "uploads/"+testUser+"/c/0000007" {
 		t.Errorf("UploadKey = %q", k)
 	}
 	// The layout's rules are the edge's: they must agree with records.
 	for _, cid := range []string{"a", "A-Z_0-9", strings.Repeat("x", 64), strings.Repeat("x", 65), "", "a.b", "a/b", "é", "a b", "a#1"} {
-		_, err := gcsblobs.UploadKey(testUser, cid, 1)
+		_, err := records.UploadKey(testUser, cid, 1)
 		if (err == nil) != records.ValidConversationID(cid) {
 			t.Errorf("UploadKey accepts cid %q = %v, records says %v", cid, err == nil, records.ValidConversationID(cid))
 		}
 	}
 	for _, seq := range []int{-1, records.MaxSeq + 1} {
-		if _, err := gcsblobs.UploadKey(testUser, "c", seq); !errors.Is(err, blobs.ErrInvalidKey) {
+		if _, err := records.UploadKey(testUser, "c", seq); !errors.Is(err, blobs.ErrInvalidKey) {
 			t.Errorf("UploadKey(seq %d) = %v, want ErrInvalidKey", seq, err)
 		}
 	}
 	for _, u := range []string{"", "0123", strings.ToUpper(testUser), testUser + "0", "g123456789abcdef0123456789abcdef"} {
-		if _, err := gcsblobs.UploadKey(u, "c", 1); !errors.Is(err, blobs.ErrInvalidKey) {
+		if _, err := records.UploadKey(u, "c", 1); !errors.Is(err, blobs.ErrInvalidKey) {
 			t.Errorf("UploadKey(user %q) = %v, want ErrInvalidKey", u, err)
 		}
 	}
@@ -231,15 +234,15 @@ func FuzzParseFinalizeNotification(f *testing.F) {
 	f.Fuzz(func(t *testing.T, objectID, gen string, data []byte) {
 		a, _ := validNotification()
 		a["objectId"], a["objectGeneration"] = objectID, gen
-		n, err := gcsblobs.ParseFinalizeNotification(testBucket, a, data)
+		n, err := gcsnotify.ParseFinalizeNotification(testBucket, a, data)
 		if err != nil {
-			if !errors.Is(err, gcsblobs.ErrInvalidNotification) {
+			if !errors.Is(err, gcsnotify.ErrInvalidNotification) {
 				t.Fatalf("error outside the sentinels: %v", err)
 			}
 			return
 		}
 		// Whatever is accepted is an upload of the layout, whole.
-		k, kerr := gcsblobs.UploadKey(n.UserHash, n.ConversationID, n.Seq)
+		k, kerr := records.UploadKey(n.UserHash, n.ConversationID, n.Seq)
 		if kerr != nil || k != n.Object || n.Object != objectID {
 			t.Fatalf("accepted object %q, layout says %q (%v)", n.Object, k, kerr)
 		}
@@ -285,7 +288,7 @@ func TestSignedUploadNotifiesPipeline(t *testing.T) {
 	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{
 		Scheme: "http", Host: "127.0.0.1",
 		EventOptions: fakestorage.EventManagerOptions{
-			ProjectID: project, TopicName: topic, Bucket: name, ObjectPrefix: gcsblobs.UploadsPrefix,
+			ProjectID: project, TopicName: topic, Bucket: name, ObjectPrefix: records.UploadsPrefix,
 			NotifyOn: fakestorage.EventNotificationOptions{Finalize: true},
 		},
 	})
@@ -294,13 +297,13 @@ func TestSignedUploadNotifiesPipeline(t *testing.T) {
 	}
 	defer srv.Stop()
 	srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: name, VersioningEnabled: true})
-	b, err := gcsblobs.Open(ctx, gcsblobs.Config{Bucket: name, Endpoint: srv.URL()})
+	b, err := gcsblobs.OpenDriver(ctx, gcsblobs.Config{Bucket: name, Endpoint: srv.URL()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 
-	key, err := gcsblobs.UploadKey(testUser, "conv-9", 3)
+	key, err := records.UploadKey(testUser, "conv-9", 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +355,7 @@ func TestSignedUploadNotifiesPipeline(t *testing.T) {
 	if len(msgs) != 1 {
 		t.Fatalf("received %d notifications, want 1 (the upload's)", len(msgs))
 	}
-	n, err := gcsblobs.ParseFinalizeNotification(name, msgs[0].Attributes, msgs[0].Data)
+	n, err := gcsnotify.ParseFinalizeNotification(name, msgs[0].Attributes, msgs[0].Data)
 	if err != nil {
 		t.Fatalf("ParseFinalizeNotification: %v", err)
 	}

@@ -1,4 +1,7 @@
-package gcsblobs
+// Package gcsnotify parses Cloud Storage's Pub/Sub notifications of the
+// upload bucket (the JSON_API_V1 payload). It holds no storage client, so
+// the uploads worker decodes notifications without importing an adapter.
+package gcsnotify
 
 import (
 	"bytes"
@@ -11,42 +14,30 @@ import (
 	"maps"
 	"mime"
 	"strconv"
-	"strings"
 	"unicode/utf8"
 
-	"github.com/lethe-dev/lethe/infra/blobs"
+	"github.com/lethe-dev/lethe/infra/records"
 )
 
-// Upload layout. A large recording is PUT by the app through a signed URL
-// to
-//
-//	uploads/<user-hash>/<conversation-id>/<seq>
-//
-// where user-hash is the user's pseudonym (32 lowercase hex, as
-// pseudonym.User), conversation-id matches [A-Za-z0-9_-]{1,64} (as
-// records.ValidConversationID) and seq is exactly 7 decimal digits,
-// 0000000..1000000 (records.MaxSeq). The bucket's notification (prefix
-// "uploads/", OBJECT_FINALIZE) announces each upload; nothing else is
-// accepted from it. The uid itself never appears: the edge that signs the
-// URL knows it from the caller's token.
+// The upload layout is records.UploadKey's; UploadsPrefix is kept for
+// the notification's object prefix.
 const (
-	UploadsPrefix = "uploads/"
-	userHashLen   = 32
-	maxCIDLen     = 64
-	seqDigits     = 7
-	maxSeq        = 1_000_000
+	UploadsPrefix = records.UploadsPrefix
 	// maxNotification bounds the object resource we parse: metadata is
 	// at most 8 KiB, the rest is a few hundred bytes.
 	maxNotification = 64 << 10
+	// As Cloud Storage bounds them (and gcsblobs before writing).
+	maxCType    = 256
+	maxMetadata = 8 << 10
 )
 
 var (
 	// ErrNotFinalize: a well-formed notification of another event type
 	// (delete, archive, metadata update). Acknowledge and drop it.
-	ErrNotFinalize = errors.New("gcsblobs: not an OBJECT_FINALIZE notification")
+	ErrNotFinalize = errors.New("gcsnotify: not an OBJECT_FINALIZE notification")
 	// ErrInvalidNotification: malformed or outside the upload layout;
 	// a permanent failure (poison), never retried.
-	ErrInvalidNotification = errors.New("gcsblobs: invalid finalize notification")
+	ErrInvalidNotification = errors.New("gcsnotify: invalid finalize notification")
 )
 
 // FinalizeNotification is one completed upload.
@@ -62,59 +53,6 @@ type FinalizeNotification struct {
 	UserHash       string
 	ConversationID string
 	Seq            int
-}
-
-// UploadKey is the object name of an upload.
-func UploadKey(userHash, conversationID string, seq int) (string, error) {
-	if !validUserHash(userHash) || !validCID(conversationID) || seq < 0 || seq > maxSeq {
-		return "", fmt.Errorf("%w: upload key parts", blobs.ErrInvalidKey)
-	}
-	return fmt.Sprintf("%s%s/%s/%0*d", UploadsPrefix, userHash, conversationID, seqDigits, seq), nil
-}
-
-// ParseUploadKey splits an upload object name; it accepts exactly the
-// names UploadKey makes.
-func ParseUploadKey(name string) (userHash, conversationID string, seq int, err error) {
-	rest, ok := strings.CutPrefix(name, UploadsPrefix)
-	parts := strings.Split(rest, "/")
-	if !ok || len(parts) != 3 || !validUserHash(parts[0]) || !validCID(parts[1]) || len(parts[2]) != seqDigits {
-		return "", "", 0, fmt.Errorf("%w: outside the upload layout", blobs.ErrInvalidKey)
-	}
-	for i := 0; i < len(parts[2]); i++ {
-		if c := parts[2][i]; c < '0' || c > '9' {
-			return "", "", 0, fmt.Errorf("%w: outside the upload layout", blobs.ErrInvalidKey)
-		}
-	}
-	seq, _ = strconv.Atoi(parts[2])
-	if seq > maxSeq {
-		return "", "", 0, fmt.Errorf("%w: seq out of range", blobs.ErrInvalidKey)
-	}
-	return parts[0], parts[1], seq, nil
-}
-
-func validUserHash(s string) bool {
-	if len(s) != userHashLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
-func validCID(s string) bool {
-	if s == "" || len(s) > maxCIDLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // objectResource is the part of the JSON_API_V1 payload we use. Cloud
@@ -154,7 +92,7 @@ func ParseFinalizeNotification(bucket string, attributes map[string]string, data
 		return bad("bucketId")
 	}
 	objectID := attributes["objectId"]
-	userHash, cid, seq, err := ParseUploadKey(objectID)
+	userHash, cid, seq, err := records.ParseUploadKey(objectID)
 	if err != nil {
 		return bad("object outside the upload layout")
 	}
