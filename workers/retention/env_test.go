@@ -24,8 +24,9 @@ import (
 // env is the sweeper over real embedded adapters in a fresh directory.
 type env struct {
 	*workertest.Stores
-	blobs *faultyBucket
-	vecs  *flatvectors.Index
+	blobs  blobs.Bucket
+	faulty *faultyDriver // under blobs: fails deletes on demand
+	vecs   vectors.Index
 	w     *retention.Worker
 	t0    time.Time
 }
@@ -43,7 +44,8 @@ func newEnv(t testing.TB) *env {
 		t.Fatalf("flatvectors.Open: %v", err)
 	}
 	t.Cleanup(func() { idx.Close() })
-	e := &env{Stores: st, blobs: &faultyBucket{Bucket: bucket}, vecs: idx,
+	faulty := &faultyDriver{Driver: bucket.Driver()}
+	e := &env{Stores: st, blobs: blobs.New(faulty), faulty: faulty, vecs: idx,
 		t0: time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC)}
 	e.w = &retention.Worker{Docs: st.Docs, Blobs: e.blobs, Vectors: idx, Events: st.Events,
 		Now: func() time.Time { return e.t0 }}
@@ -151,9 +153,9 @@ func (e *env) audits(t testing.TB) []audit.Entry {
 	return out
 }
 
-// faultyBucket fails the failAt-th Delete (counting from 1) once.
-type faultyBucket struct {
-	blobs.Bucket
+// faultyDriver fails the failAt-th Delete (counting from 1) once.
+type faultyDriver struct {
+	blobs.Driver
 	mu      sync.Mutex
 	deletes int
 	failAt  int
@@ -161,7 +163,7 @@ type faultyBucket struct {
 
 var errInjected = errors.New("injected blob store failure")
 
-func (b *faultyBucket) Delete(ctx context.Context, key string) error {
+func (b *faultyDriver) Delete(ctx context.Context, key string) error {
 	b.mu.Lock()
 	b.deletes++
 	fail := b.failAt > 0 && b.deletes == b.failAt
@@ -169,10 +171,10 @@ func (b *faultyBucket) Delete(ctx context.Context, key string) error {
 	if fail {
 		return errInjected
 	}
-	return b.Bucket.Delete(ctx, key)
+	return b.Driver.Delete(ctx, key)
 }
 
-func (b *faultyBucket) failOnce(n int) {
+func (b *faultyDriver) failOnce(n int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.deletes, b.failAt = 0, n

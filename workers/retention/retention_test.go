@@ -159,7 +159,7 @@ func TestSweepResumes(t *testing.T) {
 		e.expire(t, u, records.ClassAudio, records.ChunkID("conv", seq), e.t0.Add(-time.Duration(6-seq)*time.Minute))
 		e.expire(t, u, records.ClassTranscript, records.ChunkID("conv", seq), e.t0.Add(-time.Duration(6-seq)*time.Minute))
 	}
-	e.blobs.failOnce(4) // in the second page of 4 entries (2 chunks each)
+	e.faulty.failOnce(4) // in the second page of 4 entries (2 chunks each)
 	first, err := e.w.Sweep(t.Context(), retention.Options{PageSize: 4})
 	if !errors.Is(err, errInjected) {
 		t.Fatalf("Sweep = %v, want the injected failure", err)
