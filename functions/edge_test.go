@@ -123,6 +123,7 @@ type edgeOptions struct {
 	// deadLetters serves the admin dead-letter routes; nil: 501.
 	deadLetters functions.DeadLetters
 	embedder    embed.Embedder // nil: hashembed
+	noJWKS      bool           // the issuer's keys not served (LETHE_AUTH=firebase)
 }
 
 func newEdgeWith(t testing.TB, o edgeOptions) *edge {
@@ -157,6 +158,10 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 		RateKeys: functions.RateLimitKeys, Audit: trail, Bus: bus, Events: reg}
 	e.sessions = &revokedSessions{}
 	e.blobs, e.events, e.keys = bucket, reg, keyring
+	jwks := iss.JWKS()
+	if o.noJWKS {
+		jwks = nil
+	}
 	var embedder embed.Embedder = hashembed.New()
 	if o.embedder != nil {
 		embedder = o.embedder
@@ -169,7 +174,7 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 		Vectors: idx, Embedder: embedder, Bus: bus, Events: reg,
 		Logger:        logging.New(&lockedWriter{w: logs}, logging.Options{Level: slog.LevelDebug}),
 		LogUsers:      logging.NewUserHasher(1, []byte("0123456789abcdef0123456789abcdef")),
-		MaxChunkBytes: o.maxChunk, JWKS: iss.JWKS(),
+		MaxChunkBytes: o.maxChunk, JWKS: jwks,
 		Limiter: limiter,
 		Limits:  o.limits,
 		Uploads: o.uploads, MaxUploadBytes: o.maxUpload, UploadURLTTL: o.ttl,

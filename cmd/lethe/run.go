@@ -201,7 +201,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			Logger: logger, LogUsers: a.logUsers, MaxChunkBytes: cfg.MaxChunkBytes,
 			Limiter: a.limiter, Limits: cfg.limits(),
 			Uploads: a.uploadSigner, MaxUploadBytes: cfg.MaxUploadBytes, UploadURLTTL: cfg.UploadURLTTL,
-			Ready: a.ready, JWKS: a.issuer.JWKS(), Now: now,
+			Ready: a.ready, JWKS: servedJWKS(cfg, a.issuer), Now: now,
 			Erasures: saga, Conversations: a.conversations(now), Audit: a.audit, Sessions: a.sessions,
 			// Export downloads: the edge's own signed URLs.
 			ExportURLKey: a.exportURLKey, ExportURLTTL: cfg.ExportURLTTL,
