@@ -30,6 +30,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/blobs/dirblobs"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
+	"github.com/lethe-dev/lethe/infra/embed"
 	"github.com/lethe-dev/lethe/infra/embed/hashembed"
 	"github.com/lethe-dev/lethe/infra/forget"
 	"github.com/lethe-dev/lethe/infra/keys"
@@ -122,6 +123,8 @@ type edgeOptions struct {
 	retention records.Retention // defaults of users who set none
 	// deadLetters serves the admin dead-letter routes; nil: 501.
 	deadLetters functions.DeadLetters
+	embedder    embed.Embedder // nil: hashembed
+	noJWKS      bool           // the issuer's keys not served (LETHE_AUTH=firebase)
 }
 
 func newEdgeWith(t testing.TB, o edgeOptions) *edge {
@@ -156,15 +159,23 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 		RateKeys: functions.RateLimitKeys, Audit: trail, Bus: bus, Events: reg}
 	e.sessions = &revokedSessions{}
 	e.blobs, e.events, e.keys = bucket, reg, keyring
+	jwks := iss.JWKS()
+	if o.noJWKS {
+		jwks = nil
+	}
+	var embedder embed.Embedder = hashembed.New()
+	if o.embedder != nil {
+		embedder = o.embedder
+	}
 	srv := functions.New(functions.Deps{
 		Erasures: e.saga, Conversations: &forget.Conversations{Docs: store, Blobs: bucket, Vectors: idx, Audit: trail},
 		Audit: trail, Sessions: e.sessions,
 		Verifier: ver, Pseudonyms: e.pseudo, Docs: store, Blobs: bucket,
 		Keys:    keyring,
-		Vectors: idx, Embedder: hashembed.New(), Bus: bus, Events: reg,
+		Vectors: idx, Embedder: embedder, Bus: bus, Events: reg,
 		Logger:        logging.New(&lockedWriter{w: logs}, logging.Options{Level: slog.LevelDebug}),
 		LogUsers:      logging.NewUserHasher(1, []byte("0123456789abcdef0123456789abcdef")),
-		MaxChunkBytes: o.maxChunk, JWKS: iss.JWKS(),
+		MaxChunkBytes: o.maxChunk, JWKS: jwks,
 		Limiter: limiter,
 		Limits:  o.limits,
 		Uploads: o.uploads, MaxUploadBytes: o.maxUpload, UploadURLTTL: o.ttl,

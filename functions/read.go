@@ -2,6 +2,7 @@ package functions
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
@@ -189,7 +190,11 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	vecs, err := s.d.Embedder.Embed(ctx, []string{q}, embed.Query)
-	if err != nil || len(vecs) != 1 {
+	if err == nil && (len(vecs) != 1 || len(vecs[0]) != vs.Dim) {
+		// A misbehaving embedder is a dependency failure, not a panic.
+		err = fmt.Errorf("got %d vectors, want 1 of %d dims", len(vecs), vs.Dim)
+	}
+	if err != nil {
 		s.unavailable(w, r, "embedder.Embed", err)
 		return
 	}

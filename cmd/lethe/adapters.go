@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/pinecone-io/go-pinecone/v5/pinecone"
-	"github.com/tink-crypto/tink-go/v2/tink"
 	"golang.org/x/oauth2/google"
 	"google.golang.org/api/option"
 
@@ -31,6 +30,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/embed/hashembed"
 	"github.com/lethe-dev/lethe/infra/embed/openaiembed"
 	"github.com/lethe-dev/lethe/infra/embed/pineconeembed"
+	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/keys/filekek"
 	"github.com/lethe-dev/lethe/infra/keys/gcpkek"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
@@ -96,7 +96,7 @@ func embedDim(cfg Config) int {
 	return cfg.EmbedDim
 }
 
-func openKEK(ctx context.Context, cfg Config, paths dataPaths, kmsOpts ...option.ClientOption) (tink.AEAD, error) {
+func openKEK(ctx context.Context, cfg Config, paths dataPaths, kmsOpts ...option.ClientOption) (keys.KEK, error) {
 	if cfg.KEK == "file" {
 		kek, err := filekek.Open(paths.kek())
 		if err != nil {

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/tink-crypto/tink-go/v2/tink"
 	"google.golang.org/api/option"
 
 	"github.com/lethe-dev/lethe/events"
@@ -213,7 +212,7 @@ const secretVersion = 1
 // URL key. They live in the documents store wrapped by the KEK, so every
 // instance and every restart derive the same values: per-process keys
 // would scatter one user's data and hide it from erasure.
-func (a *app) openIdentity(ctx context.Context, kek tink.AEAD) error {
+func (a *app) openIdentity(ctx context.Context, kek keys.KEK) error {
 	store := secrets.New(a.docs, kek)
 	uid, err := store.Get(ctx, secrets.UIDHMAC, secretVersion)
 	if err != nil {

@@ -99,6 +99,11 @@ type Config struct {
 	STTBreakerThreshold int           `envconfig:"LETHE_STT_BREAKER_THRESHOLD" default:"5" desc:"consecutive provider failures that open the speech-to-text circuit"`
 	STTBreakerCooldown  time.Duration `envconfig:"LETHE_STT_BREAKER_COOLDOWN" default:"30s" desc:"how long an open speech-to-text circuit fails fast before a probe"`
 
+	// StorageEmulatorHost is read only to be refused in production: the
+	// Cloud Storage client honours it without lethe's say, sending every
+	// blob, unauthenticated, to that host.
+	StorageEmulatorHost string `envconfig:"STORAGE_EMULATOR_HOST" desc:"refused in production: the Cloud Storage client sends blobs to it without credentials"`
+
 	STTKeywords string `envconfig:"LETHE_STT_KEYWORDS" desc:"optional comma-separated phrases to constrain PocketSphinx to"`
 
 	// Retention: the policy of users who set none (PUT /v1/me/retention
@@ -259,6 +264,9 @@ func (c Config) guardProduction() error {
 	}
 	if c.FirestoreEmulatorHost != "" || c.GCSEndpoint != "" {
 		errs = append(errs, errors.New("FIRESTORE_EMULATOR_HOST or LETHE_GCS_ENDPOINT is set: emulators are refused when LETHE_ENV=production"))
+	}
+	if c.StorageEmulatorHost != "" {
+		errs = append(errs, errors.New("STORAGE_EMULATOR_HOST is set: the Cloud Storage client would send blobs to it; refused when LETHE_ENV=production"))
 	}
 	if c.Delivery == "push" && c.PushServiceAccount == "" {
 		errs = append(errs, errors.New("LETHE_DELIVERY=push without LETHE_PUSH_SERVICE_ACCOUNT: anyone could push events; refused when LETHE_ENV=production"))

@@ -20,6 +20,7 @@ import (
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/functions"
 	"github.com/lethe-dev/lethe/infra/bus"
+	"github.com/lethe-dev/lethe/internal/emulators"
 )
 
 // deadLetterChunk dead-letters a chunk event on the audio topic, as the
@@ -192,13 +193,7 @@ func TestDLQProcess(t *testing.T) {
 // `lethe dlq list` and `lethe dlq replay --all` in their own process see and
 // replay what another process dead-lettered.
 func TestDLQProcessOnEmulator(t *testing.T) {
-	host := os.Getenv("PUBSUB_EMULATOR_HOST")
-	if host == "" {
-		if os.Getenv("LETHE_REQUIRE_EMULATORS") == "1" {
-			t.Fatal("PUBSUB_EMULATOR_HOST is required (LETHE_REQUIRE_EMULATORS=1)")
-		}
-		t.Skip("no Pub/Sub emulator: set PUBSUB_EMULATOR_HOST")
-	}
+	host := emulators.Require(t, emulators.PubSub)
 	cfg := testConfig(t)
 	cfg.ProjectID = fmt.Sprintf("dlq-%d", time.Now().UnixNano())
 	cfg.Bus, cfg.PubSubEmulatorHost = "gcp", host

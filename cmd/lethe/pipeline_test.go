@@ -25,6 +25,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/logging"
 	"github.com/lethe-dev/lethe/infra/records"
 	"github.com/lethe-dev/lethe/infra/stt"
+	"github.com/lethe-dev/lethe/internal/emulators"
 )
 
 // testConfig is the embedded configuration with a private data dir and an
@@ -209,19 +210,11 @@ func TestEndToEndOnEmulators(t *testing.T) {
 	}
 }
 
-// requireEmulators returns the Pub/Sub and Firestore emulator addresses;
-// without them the test skips, or fails under LETHE_REQUIRE_EMULATORS=1
-// (as in CI).
+// requireEmulators returns the Pub/Sub and Firestore emulator addresses
+// (see emulators.Require).
 func requireEmulators(t *testing.T) (pubsub, firestore string) {
 	t.Helper()
-	pubsub, firestore = os.Getenv("PUBSUB_EMULATOR_HOST"), os.Getenv("FIRESTORE_EMULATOR_HOST")
-	if pubsub == "" || firestore == "" {
-		if os.Getenv("LETHE_REQUIRE_EMULATORS") == "1" {
-			t.Fatal("PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST are required (LETHE_REQUIRE_EMULATORS=1)")
-		}
-		t.Skip("no emulators: set PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST (make test starts them)")
-	}
-	return pubsub, firestore
+	return emulators.Require(t, emulators.PubSub), emulators.Require(t, emulators.Firestore)
 }
 
 // runSlice uploads two recordings as alice, waits for their transcripts,

@@ -211,6 +211,8 @@ func TestProductionGuard(t *testing.T) {
 		{"pubsub emulator", func(c *Config) { c.PubSubEmulatorHost = "127.0.0.1:8085" }, "PUBSUB_EMULATOR_HOST"},
 		{"firestore emulator", func(c *Config) { c.FirestoreEmulatorHost = "127.0.0.1:8086" }, "FIRESTORE_EMULATOR_HOST"},
 		{"auth emulator", func(c *Config) { c.FirebaseAuthEmulator = "127.0.0.1:9099" }, "FIREBASE_AUTH_EMULATOR_HOST"},
+		{"storage emulator", func(c *Config) { c.StorageEmulatorHost = "127.0.0.1:4443" }, "STORAGE_EMULATOR_HOST"},
+		{"gcs endpoint", func(c *Config) { c.GCSEndpoint = "http://127.0.0.1:4443" }, "LETHE_GCS_ENDPOINT"},
 		{"local issuer", func(c *Config) { c.Auth = "local" }, "LETHE_AUTH=local"},
 		{"local KEK", func(c *Config) { c.KEK = "file" }, "LETHE_KEK=file"},
 		{"sqlite", func(c *Config) { c.Documents = "sqlite" }, "LETHE_DOCUMENTS=sqlite"},

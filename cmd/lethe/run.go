@@ -103,9 +103,11 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 		)
 	}
 	handlers := map[string]bus.Handler{
-		workerTranscribe: (&transcribe.Worker{Docs: a.docs, Blobs: a.blobs, Keys: a.keys, STT: a.stt, Bus: pub, Events: a.events, Now: now, Retention: cfg.retention()}).Handle,
-		workerEmbed:      (&embed.Worker{Docs: a.docs, Keys: a.keys, Embedder: a.embedder, Bus: pub, Events: a.events}).Handle,
-		workerStore:      (&store.Worker{Docs: a.docs, Keys: a.keys, Vectors: a.vectors, Events: a.events, Now: now, Retention: cfg.retention()}).Handle,
+		workerTranscribe: (&transcribe.Worker{Docs: a.docs, Blobs: a.blobs, Keys: a.keys, STT: a.stt, Bus: pub, Events: a.events, Now: now, Retention: cfg.retention(),
+			// Sealed audio is the largest accepted recording plus the AEAD's overhead.
+			MaxSealedAudio: max(transcribe.DefaultMaxSealedAudio, cfg.MaxUploadBytes+1<<20, cfg.MaxChunkBytes+1<<20)}).Handle,
+		workerEmbed: (&embed.Worker{Docs: a.docs, Keys: a.keys, Embedder: a.embedder, Bus: pub, Events: a.events}).Handle,
+		workerStore: (&store.Worker{Docs: a.docs, Keys: a.keys, Vectors: a.vectors, Events: a.events, Now: now, Retention: cfg.retention()}).Handle,
 	}
 	// lifecycle routes the lifecycle topic's events by type; each feature
 	// (retention, erasure, export) registers the handler of its type.
@@ -201,7 +203,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			Logger: logger, LogUsers: a.logUsers, MaxChunkBytes: cfg.MaxChunkBytes,
 			Limiter: a.limiter, Limits: cfg.limits(),
 			Uploads: a.uploadSigner, MaxUploadBytes: cfg.MaxUploadBytes, UploadURLTTL: cfg.UploadURLTTL,
-			Ready: a.ready, JWKS: a.issuer.JWKS(), Now: now,
+			Ready: a.ready, JWKS: servedJWKS(cfg, a.issuer), Now: now,
 			Erasures: saga, Conversations: a.conversations(now), Audit: a.audit, Sessions: a.sessions,
 			// Export downloads: the edge's own signed URLs.
 			ExportURLKey: a.exportURLKey, ExportURLTTL: cfg.ExportURLTTL,

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/bus"
+	"github.com/lethe-dev/lethe/internal/emulators"
 )
 
 // emulatorPushWait bounds how long a test waits for the emulator to push.
@@ -27,18 +27,11 @@ const emulatorPushWait = 60 * time.Second
 // emulator redelivers a nacked push after about a second.
 const emulatorQuiet = 3 * time.Second
 
-// openEmulator connects to the gcloud Pub/Sub emulator named by
-// PUBSUB_EMULATOR_HOST. Without it the test is skipped, unless
-// LETHE_REQUIRE_EMULATORS=1 (CI), where a missing emulator fails.
+// openEmulator connects to the gcloud Pub/Sub emulator (see
+// emulators.Require).
 func openEmulator(t *testing.T) *bus.Bus {
 	t.Helper()
-	host := os.Getenv("PUBSUB_EMULATOR_HOST")
-	if host == "" {
-		if os.Getenv("LETHE_REQUIRE_EMULATORS") == "1" {
-			t.Fatal("PUBSUB_EMULATOR_HOST is not set but LETHE_REQUIRE_EMULATORS=1")
-		}
-		t.Skip("PUBSUB_EMULATOR_HOST not set; start the gcloud Pub/Sub emulator to run")
-	}
+	host := emulators.Require(t, emulators.PubSub)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	b, err := bus.Open(ctx, bus.Config{ProjectID: "lethe-test", EmulatorHost: host})

@@ -2,11 +2,11 @@ package bus_test
 
 import (
 	"context"
-	"os"
 	"testing"
 
 	"github.com/lethe-dev/lethe/infra/bus"
 	"github.com/lethe-dev/lethe/infra/bus/bustest"
+	"github.com/lethe-dev/lethe/internal/emulators"
 )
 
 // TestEmbedded runs the suite on the in-process pstest server, one server
@@ -33,14 +33,7 @@ func TestEmbedded(t *testing.T) {
 // With LETHE_REQUIRE_EMULATORS=1 (as CI sets) a missing emulator fails the
 // test instead of skipping it.
 func TestEmulator(t *testing.T) {
-	host := os.Getenv("PUBSUB_EMULATOR_HOST")
-	if host == "" {
-		if os.Getenv("LETHE_REQUIRE_EMULATORS") == "1" {
-			t.Fatal("PUBSUB_EMULATOR_HOST is not set but LETHE_REQUIRE_EMULATORS=1: start the emulator with " +
-				"`gcloud beta emulators pubsub start --host-port=127.0.0.1:8085` and export PUBSUB_EMULATOR_HOST=127.0.0.1:8085")
-		}
-		t.Skip("PUBSUB_EMULATOR_HOST not set: skipping the gcloud Pub/Sub emulator suite (set LETHE_REQUIRE_EMULATORS=1 to make this a failure)")
-	}
+	host := emulators.Require(t, emulators.PubSub)
 	bustest.RunBusTests(t, bustest.Harness{
 		Open: func(t *testing.T, cfg bus.Config) *bus.Bus {
 			cfg.ProjectID = "lethe-test"

@@ -209,6 +209,13 @@ func (in *Intake) retry(ctx context.Context, user string, existing docs.Doc, dig
 		if gone {
 			return Result{}, ErrTombstoned
 		}
+		// The first attempt may have stopped before the conversation
+		// record, which is written before the event: write it now, or the
+		// chunk is transcribed under a conversation that answers 404. With
+		// the chunk's own time, a conversation already there is unchanged.
+		if err := in.touchConversation(ctx, user, chunk.ConversationID, chunk.ReceivedAt); err != nil {
+			return Result{}, fmt.Errorf("docs.Update conversation: %w", err)
+		}
 		if err := in.publish(ctx, user, chunk); err != nil {
 			return Result{}, err
 		}

@@ -509,3 +509,62 @@ func TestAcceptConcurrent(t *testing.T) {
 		t.Fatalf("%d blobs (%v), want 1", len(objs), err)
 	}
 }
+
+// failingConversationStore fails the next conversation write, as a store
+// that times out between the chunk record and the conversation does.
+type failingConversationStore struct {
+	docs.Store
+	mu   sync.Mutex
+	fail int
+}
+
+func (s *failingConversationStore) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc) (*docs.Doc, error)) error {
+	s.mu.Lock()
+	fail := key.Collection == records.Conversations && s.fail > 0
+	if fail {
+		s.fail--
+	}
+	s.mu.Unlock()
+	if fail {
+		return errors.New("firestore: deadline exceeded")
+	}
+	return s.Store.Update(ctx, key, fn)
+}
+
+// TestAcceptRetryRepairsConversation: an accept that stored the chunk
+// record but not its conversation is completed by the retry, so the
+// conversation the chunk belongs to exists before its event is out.
+func TestAcceptRetryRepairsConversation(t *testing.T) {
+	f := newFixture(t)
+	store := &failingConversationStore{Store: f.docs, fail: 1}
+	f.in.Docs = store
+	user := userID(t, "alice")
+	c := ingest.Chunk{User: user, ConversationID: "c1", Seq: 0, ContentType: "audio/wav", Audio: speech(t), Origin: ingest.OriginApp}
+	if _, err := f.in.Accept(t.Context(), c); err == nil {
+		t.Fatal("Accept with the conversation write failing succeeded")
+	}
+	if _, ok := f.chunk(t, user, "c1", 0); !ok {
+		t.Fatal("no chunk record after the failed conversation write: the test does not reach the half-done state")
+	}
+	if n := len(f.bus.all()); n != 0 {
+		t.Fatalf("%d events published before the conversation exists", n)
+	}
+	res, err := f.in.Accept(t.Context(), c)
+	if err != nil || !res.Duplicate {
+		t.Fatalf("retry = %+v, %v; want a duplicate", res, err)
+	}
+	d, err := f.docs.Get(t.Context(), records.ConversationKey(user, "c1"))
+	if err != nil {
+		t.Fatalf("conversation after the retry: %v", err)
+	}
+	conv, err := records.ConversationFrom(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conv.ID != "c1" || !conv.CreatedAt.Equal(f.now) || !conv.UpdatedAt.Equal(f.now) {
+		t.Fatalf("conversation after the retry: %+v, want c1 created and updated at %v", conv, f.now)
+	}
+	if n := len(f.bus.all()); n != 1 {
+		t.Fatalf("%d events after the retry, want 1", n)
+	}
+}

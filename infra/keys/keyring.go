@@ -38,6 +38,26 @@ func MACAD(user string) []byte { return []byte(user + "|digest") }
 // macKeySize is the length of a digest key.
 const macKeySize = 32
 
+// KEK is the key-encryption key wrapping every user's keys (Cloud KMS in
+// production). Each call takes the caller's context, so a slow or
+// unreachable KMS is bounded by the request's deadline and by shutdown.
+// Its method set is tink.AEADWithContext, which Tink's keyset functions
+// take.
+type KEK interface {
+	EncryptWithContext(ctx context.Context, plaintext, associatedData []byte) ([]byte, error)
+	DecryptWithContext(ctx context.Context, ciphertext, associatedData []byte) ([]byte, error)
+}
+
+// kekFailure wraps err from a KEK call, keeping the context's error
+// visible to errors.Is when the call ended because ctx did (Tink and gRPC
+// flatten it into text).
+func kekFailure(ctx context.Context, call string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("%s: %w (%w)", call, cerr, err)
+	}
+	return fmt.Errorf("%s: %w", call, err)
+}
+
 // KeysetStore keeps each user's wrapped keys and the erasure tombstones.
 // It never sees an unwrapped key.
 type KeysetStore interface {
@@ -67,7 +87,7 @@ type Options struct {
 // Keyring is the Sealer: envelope encryption with one Tink AES256-GCM
 // keyset per user, wrapped by the KEK with the user as associated data.
 type Keyring struct {
-	kek   tink.AEAD
+	kek   KEK
 	store KeysetStore
 	max   int
 	ttl   time.Duration
@@ -94,7 +114,7 @@ type userKeys struct {
 }
 
 // NewKeyring returns a Keyring over store, wrapping keysets with kek.
-func NewKeyring(kek tink.AEAD, store KeysetStore, opts Options) *Keyring {
+func NewKeyring(kek KEK, store KeysetStore, opts Options) *Keyring {
 	if opts.CacheSize <= 0 {
 		opts.CacheSize = 1024
 	}
@@ -223,17 +243,17 @@ func (k *Keyring) userKeys(ctx context.Context, user string, create bool) (userK
 	case err != nil:
 		return userKeys{}, fmt.Errorf("KeysetStore.Load: %w", err)
 	}
-	h, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(wrapped.Keyset)), k.kek, []byte(user))
+	h, err := keyset.ReadWithContext(ctx, keyset.NewBinaryReader(bytes.NewReader(wrapped.Keyset)), k.kek, []byte(user))
 	if err != nil {
-		return userKeys{}, fmt.Errorf("keyset.ReadWithAssociatedData: %w", err)
+		return userKeys{}, kekFailure(ctx, "keyset.ReadWithContext", err)
 	}
 	uk := userKeys{}
 	if uk.aead, err = aead.New(h); err != nil {
 		return userKeys{}, fmt.Errorf("aead.New: %w", err)
 	}
 	if wrapped.MAC != nil {
-		if uk.mac, err = k.kek.Decrypt(wrapped.MAC, MACAD(user)); err != nil {
-			return userKeys{}, fmt.Errorf("kek.Decrypt digest key: %w", err)
+		if uk.mac, err = k.kek.DecryptWithContext(ctx, wrapped.MAC, MACAD(user)); err != nil {
+			return userKeys{}, kekFailure(ctx, "kek.Decrypt digest key", err)
 		}
 		if len(uk.mac) != macKeySize {
 			return userKeys{}, fmt.Errorf("keys: digest key of %d bytes", len(uk.mac))
@@ -252,16 +272,16 @@ func (k *Keyring) create(ctx context.Context, user string) (Wrapped, error) {
 		return Wrapped{}, fmt.Errorf("keyset.NewHandle: %w", err)
 	}
 	var buf bytes.Buffer
-	if err := h.WriteWithAssociatedData(keyset.NewBinaryWriter(&buf), k.kek, []byte(user)); err != nil {
-		return Wrapped{}, fmt.Errorf("keyset.WriteWithAssociatedData: %w", err)
+	if err := h.WriteWithContext(ctx, keyset.NewBinaryWriter(&buf), k.kek, []byte(user)); err != nil {
+		return Wrapped{}, kekFailure(ctx, "keyset.WriteWithContext", err)
 	}
 	mac := make([]byte, macKeySize)
 	if _, err := rand.Read(mac); err != nil {
 		return Wrapped{}, fmt.Errorf("rand.Read: %w", err)
 	}
-	wrappedMAC, err := k.kek.Encrypt(mac, MACAD(user))
+	wrappedMAC, err := k.kek.EncryptWithContext(ctx, mac, MACAD(user))
 	if err != nil {
-		return Wrapped{}, fmt.Errorf("kek.Encrypt digest key: %w", err)
+		return Wrapped{}, kekFailure(ctx, "kek.Encrypt digest key", err)
 	}
 	w := Wrapped{Keyset: buf.Bytes(), MAC: wrappedMAC}
 	err = k.store.CreateIfAbsent(ctx, user, w)

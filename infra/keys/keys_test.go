@@ -20,7 +20,6 @@ import (
 	"github.com/lethe-dev/lethe/infra/keys/filekek"
 	"github.com/tink-crypto/tink-go/v2/insecurecleartextkeyset"
 	"github.com/tink-crypto/tink-go/v2/keyset"
-	"github.com/tink-crypto/tink-go/v2/tink"
 )
 
 // memStore is an in-memory KeysetStore.
@@ -190,7 +189,7 @@ var storeCases = []storeCase{
 	}},
 }
 
-func testKEK(t testing.TB) tink.AEAD {
+func testKEK(t testing.TB) *filekek.KEK {
 	t.Helper()
 	kek, err := filekek.Open(filepath.Join(t.TempDir(), "kek"))
 	if err != nil {
@@ -204,7 +203,7 @@ const (
 	bob   = "fedcba9876543210fedcba9876543210"
 )
 
-func forEachStore(t *testing.T, fn func(t *testing.T, store KeysetStore, tombstone func(string), kek tink.AEAD)) {
+func forEachStore(t *testing.T, fn func(t *testing.T, store KeysetStore, tombstone func(string), kek *filekek.KEK)) {
 	for _, sc := range storeCases {
 		t.Run(sc.name, func(t *testing.T) {
 			store, tomb := sc.make()
@@ -214,7 +213,7 @@ func forEachStore(t *testing.T, fn func(t *testing.T, store KeysetStore, tombsto
 }
 
 func TestSealOpen(t *testing.T) {
-	forEachStore(t, func(t *testing.T, store KeysetStore, _ func(string), kek tink.AEAD) {
+	forEachStore(t, func(t *testing.T, store KeysetStore, _ func(string), kek *filekek.KEK) {
 		ctx := context.Background()
 		k := NewKeyring(kek, store, Options{})
 		ad := AD(alice, "conversations", "c1", "transcript")
@@ -248,7 +247,7 @@ func TestSealOpen(t *testing.T) {
 }
 
 func TestWrongAssociatedData(t *testing.T) {
-	forEachStore(t, func(t *testing.T, store KeysetStore, _ func(string), kek tink.AEAD) {
+	forEachStore(t, func(t *testing.T, store KeysetStore, _ func(string), kek *filekek.KEK) {
 		ctx := context.Background()
 		k := NewKeyring(kek, store, Options{})
 		ad := AD(alice, "conversations", "c1", "transcript")
@@ -279,7 +278,7 @@ func TestWrongAssociatedData(t *testing.T) {
 }
 
 func TestCrossUser(t *testing.T) {
-	forEachStore(t, func(t *testing.T, store KeysetStore, _ func(string), kek tink.AEAD) {
+	forEachStore(t, func(t *testing.T, store KeysetStore, _ func(string), kek *filekek.KEK) {
 		ctx := context.Background()
 		k := NewKeyring(kek, store, Options{})
 		ad := []byte("shared-ad")
@@ -309,7 +308,7 @@ func TestCrossUser(t *testing.T) {
 }
 
 func TestKeysetStoredWrapped(t *testing.T) {
-	forEachStore(t, func(t *testing.T, store KeysetStore, _ func(string), kek tink.AEAD) {
+	forEachStore(t, func(t *testing.T, store KeysetStore, _ func(string), kek *filekek.KEK) {
 		ctx := context.Background()
 		if _, err := NewKeyring(kek, store, Options{}).Seal(ctx, alice, []byte("x"), nil); err != nil {
 			t.Fatal(err)
@@ -359,7 +358,7 @@ func TestKeysetStoredWrapped(t *testing.T) {
 }
 
 func TestConcurrentFirstUse(t *testing.T) {
-	forEachStore(t, func(t *testing.T, store KeysetStore, _ func(string), kek tink.AEAD) {
+	forEachStore(t, func(t *testing.T, store KeysetStore, _ func(string), kek *filekek.KEK) {
 		ctx := context.Background()
 		// Two keyrings stand for two processes: their caches are separate,
 		// so only the store can make them agree.
@@ -396,7 +395,7 @@ func TestConcurrentFirstUse(t *testing.T) {
 }
 
 func TestShred(t *testing.T) {
-	forEachStore(t, func(t *testing.T, store KeysetStore, _ func(string), kek tink.AEAD) {
+	forEachStore(t, func(t *testing.T, store KeysetStore, _ func(string), kek *filekek.KEK) {
 		ctx := context.Background()
 		k := NewKeyring(kek, store, Options{})
 		ct, err := k.Seal(ctx, alice, []byte("forget me"), nil)
@@ -430,7 +429,7 @@ func TestShred(t *testing.T) {
 }
 
 func TestTombstone(t *testing.T) {
-	forEachStore(t, func(t *testing.T, store KeysetStore, tombstone func(string), kek tink.AEAD) {
+	forEachStore(t, func(t *testing.T, store KeysetStore, tombstone func(string), kek *filekek.KEK) {
 		ctx := context.Background()
 		k := NewKeyring(kek, store, Options{})
 		ct, err := k.Seal(ctx, alice, []byte("x"), nil)
@@ -575,7 +574,7 @@ func TestDocsKeysetStoreLayout(t *testing.T) {
 }
 
 func TestDigest(t *testing.T) {
-	forEachStore(t, func(t *testing.T, store KeysetStore, tombstone func(string), kek tink.AEAD) {
+	forEachStore(t, func(t *testing.T, store KeysetStore, tombstone func(string), kek *filekek.KEK) {
 		ctx := context.Background()
 		k := NewKeyring(kek, store, Options{})
 		audio := []byte("RIFF....WAVEfmt plaintext audio")

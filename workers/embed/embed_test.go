@@ -2,6 +2,7 @@ package embed_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/lethe-dev/lethe/events"
+	embedport "github.com/lethe-dev/lethe/infra/embed"
 	"github.com/lethe-dev/lethe/infra/embed/hashembed"
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/records"
@@ -392,5 +394,46 @@ func TestHandleSealsOutput(t *testing.T) {
 	}
 	if strings.Contains(string(data), base64.StdEncoding.EncodeToString(events.EncodeVector(hashembed.Vector(text)))[:32]) {
 		t.Error("embedding event carries the vector merely base64-encoded")
+	}
+}
+
+// miscountingEmbedder answers with n vectors of dim floats whatever it is
+// asked, as a provider with a bug or a changed model does.
+type miscountingEmbedder struct {
+	*hashembed.Embedder
+	n, dim int
+}
+
+func (m *miscountingEmbedder) Embed(context.Context, []string, embedport.Kind) ([][]float32, error) {
+	out := make([][]float32, m.n)
+	for i := range out {
+		out[i] = make([]float32, m.dim)
+	}
+	return out, nil
+}
+
+// TestHandleEmbedderWrongShape: a wrong number or size of vectors is a
+// failed dependency (retried, then dead-lettered), never a panic or an
+// embedding of the wrong size.
+func TestHandleEmbedderWrongShape(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		n, dim int
+	}{
+		{"no vectors", 0, hashembed.Dim},
+		{"two vectors", 2, hashembed.Dim},
+		{"short vector", 1, hashembed.Dim - 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.w.Embedder = &miscountingEmbedder{Embedder: hashembed.New(), n: tc.n, dim: tc.dim}
+			ev := e.transcriptEvent(t, workertest.UserID(t, "a"), cid, 1, text)
+			if got := workertest.Classify(e.w.Handle(t.Context(), ev)); got != workertest.Retryable {
+				t.Errorf("outcome %s, want retryable", got)
+			}
+			if n := len(e.bus.All()); n != 0 {
+				t.Errorf("%d events published", n)
+			}
+		})
 	}
 }

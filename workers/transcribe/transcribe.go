@@ -28,8 +28,9 @@ type Publisher interface {
 	Publish(ctx context.Context, topic string, e event.Event) error
 }
 
-// maxSealedAudio bounds what we read back from the blob store.
-const maxSealedAudio = 64 << 20
+// DefaultMaxSealedAudio bounds a sealed audio blob read back: above the
+// default ingest limits (64 MiB signed uploads) plus what sealing adds.
+const DefaultMaxSealedAudio = 96 << 20
 
 // Worker holds the ports the handler needs.
 type Worker struct {
@@ -42,6 +43,9 @@ type Worker struct {
 	Now    func() time.Time
 	// Retention is the policy of users who set none (configuration).
 	Retention records.Retention
+	// MaxSealedAudio bounds the sealed audio read back (0: the default).
+	// A larger blob fails its chunk as too large; it is never truncated.
+	MaxSealedAudio int64
 }
 
 // Handle transcribes one chunk. Idempotent: the segment id and the next
@@ -169,17 +173,31 @@ func (w *Worker) loadAudio(ctx context.Context, in events.ChunkReceived, chunk r
 		// Deleted by a retention sweep: nothing left to transcribe.
 		return audio.PCM{}, fmt.Errorf("transcribe: audio deleted by retention: %w", events.ErrDropped)
 	}
-	rc, _, err := w.Blobs.Read(ctx, chunk.BlobKey)
+	rc, attrs, err := w.Blobs.Read(ctx, chunk.BlobKey)
 	if errors.Is(err, blobs.ErrNotFound) {
 		return audio.PCM{}, fmt.Errorf("transcribe: audio blob gone: %w", events.ErrDropped)
 	}
 	if err != nil {
 		return audio.PCM{}, fmt.Errorf("blobs.Read: %w", err)
 	}
-	sealed, err := io.ReadAll(io.LimitReader(rc, maxSealedAudio))
+	limit := w.MaxSealedAudio
+	if limit <= 0 {
+		limit = DefaultMaxSealedAudio
+	}
+	if attrs.Size > limit {
+		rc.Close()
+		return audio.PCM{}, w.fail(ctx, in, "audio too large")
+	}
+	// One byte over the limit tells a larger blob (whatever its reported
+	// size) from one that fits: cut short, it would fail to open and read
+	// as tampering.
+	sealed, err := io.ReadAll(io.LimitReader(rc, limit+1))
 	rc.Close()
 	if err != nil {
 		return audio.PCM{}, fmt.Errorf("blobs.Read body: %w", err)
+	}
+	if int64(len(sealed)) > limit {
+		return audio.PCM{}, w.fail(ctx, in, "audio too large")
 	}
 	body, err := w.Keys.Open(ctx, in.User, sealed, keys.AD(in.User, "blobs", chunk.BlobKey, "audio"))
 	if err != nil {

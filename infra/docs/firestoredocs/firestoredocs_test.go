@@ -6,27 +6,19 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
-	"os"
 	"testing"
 
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/docs/docstest"
 	"github.com/lethe-dev/lethe/infra/docs/firestoredocs"
+	"github.com/lethe-dev/lethe/internal/emulators"
 )
 
-// emulatorHost returns FIRESTORE_EMULATOR_HOST. Without it the test fails
-// where emulators are required (CI sets LETHE_REQUIRE_EMULATORS=1) and is
-// skipped elsewhere.
+// emulatorHost returns the Firestore emulator's address (see
+// emulators.Require).
 func emulatorHost(tb testing.TB) string {
 	tb.Helper()
-	if h := os.Getenv("FIRESTORE_EMULATOR_HOST"); h != "" {
-		return h
-	}
-	if os.Getenv("LETHE_REQUIRE_EMULATORS") == "1" {
-		tb.Fatal("FIRESTORE_EMULATOR_HOST is not set and LETHE_REQUIRE_EMULATORS=1: start `gcloud emulators firestore start --host-port=127.0.0.1:8086` and set FIRESTORE_EMULATOR_HOST=127.0.0.1:8086")
-	}
-	tb.Skip("Firestore emulator not configured: set FIRESTORE_EMULATOR_HOST (e.g. 127.0.0.1:8086 after `gcloud emulators firestore start --host-port=127.0.0.1:8086`)")
-	return ""
+	return emulators.Require(tb, emulators.Firestore)
 }
 
 // projectFor names a test's own emulator project (the emulator keeps each

@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/lethe-dev/lethe/infra/docs"
+	"github.com/lethe-dev/lethe/internal/emulators"
 )
 
 // offlineStore builds references without a server: the client connects
@@ -103,13 +103,7 @@ func cmpInt(a, b int) int {
 // queries Firestore cannot order) against Firestore's own, on the
 // emulator: values of both types, ties across users and global documents.
 func TestSortMatchesFirestore(t *testing.T) {
-	host := os.Getenv("FIRESTORE_EMULATOR_HOST")
-	if host == "" {
-		if os.Getenv("LETHE_REQUIRE_EMULATORS") == "1" {
-			t.Fatal("FIRESTORE_EMULATOR_HOST is not set and LETHE_REQUIRE_EMULATORS=1")
-		}
-		t.Skip("Firestore emulator not configured: set FIRESTORE_EMULATOR_HOST")
-	}
+	host := emulators.Require(t, emulators.Firestore)
 	ctx := t.Context()
 	const project = "lethe-internal-sort"
 	reset := func() {

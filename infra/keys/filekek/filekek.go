@@ -11,6 +11,7 @@ package filekek
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -27,10 +28,46 @@ import (
 // maxFile bounds what Open reads: a one-key keyset is under 100 bytes.
 const maxFile = 64 << 10
 
+// KEK is the key in the file: a keys.KEK, and a tink.AEAD for Tink's
+// functions that take one. Nothing it does blocks, so the context is only
+// checked, as a remote KEK's would end the call.
+type KEK struct {
+	aead tink.AEAD
+}
+
+var _ tink.AEAD = (*KEK)(nil)
+
+// EncryptWithContext encrypts plaintext bound to associatedData.
+func (k *KEK) EncryptWithContext(ctx context.Context, plaintext, associatedData []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return k.aead.Encrypt(plaintext, associatedData)
+}
+
+// DecryptWithContext decrypts what EncryptWithContext made with the same
+// associatedData.
+func (k *KEK) DecryptWithContext(ctx context.Context, ciphertext, associatedData []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return k.aead.Decrypt(ciphertext, associatedData)
+}
+
+// Encrypt is EncryptWithContext for Tink's functions that take a tink.AEAD.
+func (k *KEK) Encrypt(plaintext, associatedData []byte) ([]byte, error) {
+	return k.aead.Encrypt(plaintext, associatedData)
+}
+
+// Decrypt is DecryptWithContext for Tink's functions that take a tink.AEAD.
+func (k *KEK) Decrypt(ciphertext, associatedData []byte) ([]byte, error) {
+	return k.aead.Decrypt(ciphertext, associatedData)
+}
+
 // Open returns the KEK stored at path, creating the file (0600, directory
 // 0700) with a new AES256-GCM keyset if it does not exist. It refuses a
 // file that group or others can access.
-func Open(path string) (tink.AEAD, error) {
+func Open(path string) (*KEK, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("os.MkdirAll: %w", err)
 	}
@@ -52,7 +89,7 @@ func Open(path string) (tink.AEAD, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aead.New: %w", err)
 	}
-	return a, nil
+	return &KEK{aead: a}, nil
 }
 
 // readPrivate reads path after checking, on the open descriptor, that it is

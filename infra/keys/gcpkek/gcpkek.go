@@ -29,10 +29,11 @@ const tinkPrefix = "gcp-kms://"
 
 const uriShape = "gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K"
 
-// KEK is a Cloud KMS CryptoKey as a tink.AEAD. Close it at shutdown to
-// release its gRPC connection.
+// KEK is a Cloud KMS CryptoKey: a keys.KEK whose calls carry the caller's
+// context to KMS, and a tink.AEAD for Tink's functions that take one.
+// Close it at shutdown to release its gRPC connection.
 type KEK struct {
-	aead   tink.AEAD
+	aead   tink.AEADWithContext
 	client *gcpkms.Client
 }
 
@@ -47,7 +48,7 @@ var _ tink.AEAD = (*KEK)(nil)
 // permission (the caller needs roles/cloudkms.cryptoKeyEncrypterDecrypter)
 // or an unreachable KMS stops the process at startup rather than at the
 // first user.
-func Open(ctx context.Context, keyURI string, opts ...option.ClientOption) (tink.AEAD, error) {
+func Open(ctx context.Context, keyURI string, opts ...option.ClientOption) (*KEK, error) {
 	uri, err := NormalizeURI(keyURI)
 	if err != nil {
 		return nil, err
@@ -63,7 +64,15 @@ func Open(ctx context.Context, keyURI string, opts ...option.ClientOption) (tink
 		client.Close()
 		return nil, fmt.Errorf("gcpkms.GetAEAD: %w", err)
 	}
-	k := &KEK{aead: a, client: client}
+	// Over gRPC, Tink's AEAD takes a context (its plain Encrypt and
+	// Decrypt use context.TODO); without one, calls would escape every
+	// deadline.
+	ac, ok := a.(tink.AEADWithContext)
+	if !ok {
+		client.Close()
+		return nil, errors.New("gcpkek: Tink's Cloud KMS AEAD takes no context")
+	}
+	k := &KEK{aead: ac, client: client}
 	if err := k.probe(ctx); err != nil {
 		client.Close()
 		return nil, err
@@ -71,25 +80,18 @@ func Open(ctx context.Context, keyURI string, opts ...option.ClientOption) (tink
 	return k, nil
 }
 
-// probe round-trips a random value through the key. It uses ctx when
-// Tink's AEAD takes one (its gRPC AEAD does); otherwise the client's own
-// deadline (60 s per call) bounds it.
+// probe round-trips a random value through the key, within ctx.
 func (k *KEK) probe(ctx context.Context) error {
 	pt := make([]byte, 16)
 	if _, err := rand.Read(pt); err != nil {
 		return fmt.Errorf("rand.Read: %w", err)
 	}
 	ad := []byte("lethe/gcpkek/probe")
-	enc, dec := k.Encrypt, k.Decrypt
-	if c, ok := k.aead.(tink.AEADWithContext); ok {
-		enc = func(p, a []byte) ([]byte, error) { return wrap("gcpkms.Encrypt")(c.EncryptWithContext(ctx, p, a)) }
-		dec = func(p, a []byte) ([]byte, error) { return wrap("gcpkms.Decrypt")(c.DecryptWithContext(ctx, p, a)) }
-	}
-	ct, err := enc(pt, ad)
+	ct, err := k.EncryptWithContext(ctx, pt, ad)
 	if err != nil {
 		return fmt.Errorf("gcpkek: probe: %w", err)
 	}
-	got, err := dec(ct, ad)
+	got, err := k.DecryptWithContext(ctx, ct, ad)
 	if err != nil {
 		return fmt.Errorf("gcpkek: probe: %w", err)
 	}
@@ -99,14 +101,28 @@ func (k *KEK) probe(ctx context.Context) error {
 	return nil
 }
 
-// Encrypt encrypts plaintext (at most 64 KiB) bound to associatedData.
-func (k *KEK) Encrypt(plaintext, associatedData []byte) ([]byte, error) {
-	return wrap("gcpkms.Encrypt")(k.aead.Encrypt(plaintext, associatedData))
+// EncryptWithContext encrypts plaintext (at most 64 KiB) bound to
+// associatedData; the KMS call ends when ctx does.
+func (k *KEK) EncryptWithContext(ctx context.Context, plaintext, associatedData []byte) ([]byte, error) {
+	return wrap(ctx, "gcpkms.Encrypt")(k.aead.EncryptWithContext(ctx, plaintext, associatedData))
 }
 
-// Decrypt decrypts ciphertext made by Encrypt with the same associatedData.
+// DecryptWithContext decrypts ciphertext made by Encrypt with the same
+// associatedData; the KMS call ends when ctx does.
+func (k *KEK) DecryptWithContext(ctx context.Context, ciphertext, associatedData []byte) ([]byte, error) {
+	return wrap(ctx, "gcpkms.Decrypt")(k.aead.DecryptWithContext(ctx, ciphertext, associatedData))
+}
+
+// Encrypt is EncryptWithContext without a deadline but the client's own
+// (60 s per call), for Tink's functions that take a tink.AEAD. lethe's
+// keyring uses the context methods.
+func (k *KEK) Encrypt(plaintext, associatedData []byte) ([]byte, error) {
+	return k.EncryptWithContext(context.Background(), plaintext, associatedData)
+}
+
+// Decrypt is DecryptWithContext as Encrypt is EncryptWithContext.
 func (k *KEK) Decrypt(ciphertext, associatedData []byte) ([]byte, error) {
-	return wrap("gcpkms.Decrypt")(k.aead.Decrypt(ciphertext, associatedData))
+	return k.DecryptWithContext(context.Background(), ciphertext, associatedData)
 }
 
 // Close releases the connection to Cloud KMS.
@@ -117,12 +133,18 @@ func (k *KEK) Close() error {
 	return nil
 }
 
-func wrap(call string) func([]byte, error) ([]byte, error) {
+// wrap names the failed call; when the call ended because ctx did, the
+// context's error is wrapped too (gRPC's status error does not match it).
+func wrap(ctx context.Context, call string) func([]byte, error) ([]byte, error) {
 	return func(b []byte, err error) ([]byte, error) {
-		if err != nil {
+		switch {
+		case err == nil:
+			return b, nil
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("%s: %w (%w)", call, ctx.Err(), err)
+		default:
 			return nil, fmt.Errorf("%s: %w", call, err)
 		}
-		return b, nil
 	}
 }
 

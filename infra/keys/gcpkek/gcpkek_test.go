@@ -49,7 +49,7 @@ func open(t testing.TB, srv *fakekms.Server, uri string) *KEK {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	k := a.(*KEK)
+	k := a
 	t.Cleanup(func() { k.Close() })
 	return k
 }
@@ -71,7 +71,7 @@ func (h *harness) OpenKEK(ctx context.Context) (tink.AEAD, error) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.opened = append(h.opened, a.(*KEK))
+	h.opened = append(h.opened, a)
 	return a, nil
 }
 
@@ -409,4 +409,76 @@ func FuzzNormalizeURI(f *testing.F) {
 			t.Fatalf("not idempotent: %q -> %q, %v", got, again, err)
 		}
 	})
+}
+
+// TestCallsHonourContext: with KMS hanging, every path that reaches it
+// (the KEK itself, a keyring creating a key, a keyring unwrapping one, a
+// process-wide secret) returns promptly with the caller's context error,
+// so a request deadline or shutdown is never held up by KMS.
+func TestCallsHonourContext(t *testing.T) {
+	srv, name := startKMS(t)
+	kek := open(t, srv, "gcpkms://"+name)
+	// A user whose keyset exists before KMS hangs, so Open must unwrap it.
+	store := newMemStore()
+	ad := keys.AD("user-old", "conversations", "c1", "transcript")
+	ct, err := keys.NewKeyring(kek, store, keys.Options{}).Seal(context.Background(), "user-old", []byte("x"), ad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapped, err := kek.EncryptWithContext(context.Background(), []byte("secret"), []byte("ad"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Hang(true)
+	calls := []struct {
+		name string
+		call func(ctx context.Context) error
+	}{
+		{"Encrypt", func(ctx context.Context) error {
+			_, err := kek.EncryptWithContext(ctx, []byte("x"), nil)
+			return err
+		}},
+		{"Decrypt", func(ctx context.Context) error {
+			_, err := kek.DecryptWithContext(ctx, wrapped, []byte("ad"))
+			return err
+		}},
+		{"Keyring.Seal creating a key", func(ctx context.Context) error {
+			_, err := keys.NewKeyring(kek, newMemStore(), keys.Options{}).Seal(ctx, "user-new", []byte("x"), nil)
+			return err
+		}},
+		{"Keyring.Open unwrapping a key", func(ctx context.Context) error {
+			_, err := keys.NewKeyring(kek, store, keys.Options{}).Open(ctx, "user-old", ct, ad)
+			return err
+		}},
+	}
+	ends := []struct {
+		name string
+		ctx  func() (context.Context, context.CancelFunc)
+		want error
+	}{
+		{"deadline", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 200*time.Millisecond)
+		}, context.DeadlineExceeded},
+		{"cancel", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(200*time.Millisecond, cancel)
+			return ctx, cancel
+		}, context.Canceled},
+	}
+	for _, c := range calls {
+		for _, end := range ends {
+			t.Run(c.name+"/"+end.name, func(t *testing.T) {
+				ctx, cancel := end.ctx()
+				defer cancel()
+				start := time.Now()
+				err := c.call(ctx)
+				if d := time.Since(start); d > 5*time.Second {
+					t.Fatalf("returned after %v with KMS hanging", d)
+				}
+				if !errors.Is(err, end.want) {
+					t.Fatalf("err = %v, want %v", err, end.want)
+				}
+			})
+		}
+	}
 }

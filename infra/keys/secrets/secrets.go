@@ -16,9 +16,8 @@ import (
 	"regexp"
 	"strconv"
 
-	"github.com/tink-crypto/tink-go/v2/tink"
-
 	"github.com/lethe-dev/lethe/infra/docs"
+	"github.com/lethe-dev/lethe/infra/keys"
 )
 
 // Names of the secrets lethe uses.
@@ -44,11 +43,11 @@ var nameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 // Store loads and creates secrets; safe for concurrent use.
 type Store struct {
 	docs docs.Store
-	kek  tink.AEAD
+	kek  keys.KEK
 }
 
 // New returns a Store keeping secrets in d, wrapped by kek.
-func New(d docs.Store, kek tink.AEAD) *Store { return &Store{docs: d, kek: kek} }
+func New(d docs.Store, kek keys.KEK) *Store { return &Store{docs: d, kek: kek} }
 
 // Key is where the secret name at version is stored.
 func Key(name string, version int) docs.Key {
@@ -84,7 +83,7 @@ func (s *Store) Get(ctx context.Context, name string, version int) ([]byte, erro
 	case err != nil:
 		return nil, fmt.Errorf("docs.Get: %w", err)
 	}
-	return s.unwrap(d, name, version)
+	return s.unwrap(ctx, d, name, version)
 }
 
 func (s *Store) create(ctx context.Context, name string, version int) (docs.Doc, error) {
@@ -92,7 +91,7 @@ func (s *Store) create(ctx context.Context, name string, version int) (docs.Doc,
 	if _, err := rand.Read(fresh); err != nil {
 		return docs.Doc{}, fmt.Errorf("rand.Read: %w", err)
 	}
-	wrapped, err := s.kek.Encrypt(fresh, ad(name, version))
+	wrapped, err := s.kek.EncryptWithContext(ctx, fresh, ad(name, version))
 	if err != nil {
 		return docs.Doc{}, fmt.Errorf("kek.Encrypt: %w", err)
 	}
@@ -115,7 +114,7 @@ func (s *Store) create(ctx context.Context, name string, version int) (docs.Doc,
 	return d, nil
 }
 
-func (s *Store) unwrap(d docs.Doc, name string, version int) ([]byte, error) {
+func (s *Store) unwrap(ctx context.Context, d docs.Doc, name string, version int) ([]byte, error) {
 	var sd secretDoc
 	if err := json.Unmarshal(d.Data, &sd); err != nil {
 		return nil, fmt.Errorf("json.Unmarshal secret %s.v%d: %w", name, version, err)
@@ -123,7 +122,7 @@ func (s *Store) unwrap(d docs.Doc, name string, version int) ([]byte, error) {
 	if sd.V != 1 {
 		return nil, fmt.Errorf("secrets: %s.v%d stored in format %d", name, version, sd.V)
 	}
-	secret, err := s.kek.Decrypt(sd.Wrapped, ad(name, version))
+	secret, err := s.kek.DecryptWithContext(ctx, sd.Wrapped, ad(name, version))
 	if err != nil {
 		return nil, fmt.Errorf("kek.Decrypt secret %s.v%d (another KEK?): %w", name, version, err)
 	}

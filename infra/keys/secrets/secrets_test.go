@@ -8,8 +8,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/tink-crypto/tink-go/v2/tink"
-
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
 	"github.com/lethe-dev/lethe/infra/keys/filekek"
@@ -26,7 +24,7 @@ func openDocs(t *testing.T, path string) docs.Store {
 	return s
 }
 
-func openKEK(t *testing.T, path string) tink.AEAD {
+func openKEK(t *testing.T, path string) *filekek.KEK {
 	t.Helper()
 	kek, err := filekek.Open(path)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/lethe-dev/lethe/infra/ratelimit"
 	"github.com/lethe-dev/lethe/infra/ratelimit/ratelimittest"
+	"github.com/lethe-dev/lethe/internal/emulators"
 )
 
 // redisOptions returns options for the test Redis (LETHE_REDIS_URL, default
@@ -36,10 +37,7 @@ func redisOptions(tb testing.TB) *redis.Options {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := c.Ping(ctx).Err(); err != nil {
-		if os.Getenv("LETHE_REQUIRE_EMULATORS") == "1" {
-			tb.Fatalf("Redis at LETHE_REDIS_URL does not answer and LETHE_REQUIRE_EMULATORS=1: %v", err)
-		}
-		tb.Skipf("Redis does not answer (set LETHE_REDIS_URL; LETHE_REQUIRE_EMULATORS=1 makes this fail): %v", err)
+		emulators.Missing(tb, "Redis at LETHE_REDIS_URL does not answer ("+err.Error()+")")
 	}
 	return opts
 }

@@ -12,8 +12,9 @@ import (
 )
 
 // Start runs fake-gcs-server in-process on a real loopback listener, so
-// the adapter's production HTTP path (JSON uploads, XML reads) is the one
-// tested; it stops at the end of the test.
+// the adapter's production HTTP path (the JSON API for uploads and reads,
+// as gcsblobs.Open configures it) is the one tested; it stops at the end of
+// the test.
 func Start(t testing.TB) *fakestorage.Server {
 	t.Helper()
 	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: "127.0.0.1"})

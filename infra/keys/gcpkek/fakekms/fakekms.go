@@ -64,6 +64,9 @@ type Server struct {
 
 	calls   atomic.Int64
 	corrupt atomic.Bool
+	hang    atomic.Bool
+	stopped chan struct{} // closed by Close
+	stop    sync.Once
 }
 
 type cryptoKey struct {
@@ -77,7 +80,7 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("net.Listen: %w", err)
 	}
-	s := &Server{gs: grpc.NewServer(), lis: lis, keys: map[string]*cryptoKey{}}
+	s := &Server{gs: grpc.NewServer(), lis: lis, keys: map[string]*cryptoKey{}, stopped: make(chan struct{})}
 	kmspb.RegisterKeyManagementServiceServer(s.gs, s)
 	go s.gs.Serve(lis) //nolint:errcheck // returns when Close stops it
 	return s, nil
@@ -98,7 +101,10 @@ func (s *Server) ClientOptions() []option.ClientOption {
 }
 
 // Close stops the server, cutting open connections.
-func (s *Server) Close() { s.gs.Stop() }
+func (s *Server) Close() {
+	s.stop.Do(func() { close(s.stopped) })
+	s.gs.Stop()
+}
 
 // CreateKey creates a symmetric ENCRYPT_DECRYPT CryptoKey with one version;
 // name is projects/P/locations/L/keyRings/R/cryptoKeys/K.
@@ -138,6 +144,24 @@ func (s *Server) Calls() int64 { return s.calls.Load() }
 // without fixing the checksum, as a fault in transit would: a client that
 // checks the CRC32C fields must reject the response.
 func (s *Server) CorruptResponses(on bool) { s.corrupt.Store(on) }
+
+// Hang makes Encrypt and Decrypt answer nothing until the caller gives up
+// (its deadline or cancellation) or the server closes, as a KMS that is
+// overloaded or cut off by the network does.
+func (s *Server) Hang(on bool) { s.hang.Store(on) }
+
+// wait blocks a call while the server hangs.
+func (s *Server) wait(ctx context.Context) error {
+	if !s.hang.Load() {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	case <-s.stopped:
+		return status.Error(codes.Unavailable, "server stopped")
+	}
+}
 
 func (k *cryptoKey) addVersion() error {
 	raw := make([]byte, 32)
@@ -197,8 +221,11 @@ func (s *Server) lookup(name string, allowVersion bool) (gcm cipher.AEAD, keyNam
 }
 
 // Encrypt implements KeyManagementService.Encrypt.
-func (s *Server) Encrypt(_ context.Context, req *kmspb.EncryptRequest) (*kmspb.EncryptResponse, error) {
+func (s *Server) Encrypt(ctx context.Context, req *kmspb.EncryptRequest) (*kmspb.EncryptResponse, error) {
 	s.calls.Add(1)
+	if err := s.wait(ctx); err != nil {
+		return nil, err
+	}
 	if len(req.GetPlaintext()) > maxData {
 		return nil, status.Errorf(codes.InvalidArgument, "The plaintext must be no larger than %d bytes.", maxData)
 	}
@@ -238,8 +265,11 @@ func (s *Server) Encrypt(_ context.Context, req *kmspb.EncryptRequest) (*kmspb.E
 // Decrypt implements KeyManagementService.Decrypt. As in Cloud KMS, the
 // name is the CryptoKey (never a version): the ciphertext says which
 // version made it.
-func (s *Server) Decrypt(_ context.Context, req *kmspb.DecryptRequest) (*kmspb.DecryptResponse, error) {
+func (s *Server) Decrypt(ctx context.Context, req *kmspb.DecryptRequest) (*kmspb.DecryptResponse, error) {
 	s.calls.Add(1)
+	if err := s.wait(ctx); err != nil {
+		return nil, err
+	}
 	if len(req.GetAdditionalAuthenticatedData()) > maxData {
 		return nil, status.Errorf(codes.InvalidArgument, "The additional authenticated data must be no larger than %d bytes.", maxData)
 	}
