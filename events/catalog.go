@@ -5,6 +5,7 @@
 package events
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -12,6 +13,8 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+
+	"github.com/cloudevents/sdk-go/v2/event"
 )
 
 // SchemaBaseURI prefixes every dataschema: DataSchema(t) = SchemaBaseURI + t + ".json".
@@ -155,4 +158,11 @@ func NewID() string {
 	b[6] = (b[6] & 0x0f) | 0x40
 	b[8] = (b[8] & 0x3f) | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// Publisher publishes an event on a topic, durably: it returns once the bus
+// has it. The edge, the workers and the reconciler all publish through it
+// (infra/bus.Bus implements it); it is the one declaration of that need.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, e event.Event) error
 }

@@ -15,8 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/event"
-
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/audit"
 	"github.com/lethe-dev/lethe/infra/auth"
@@ -30,11 +28,6 @@ import (
 	"github.com/lethe-dev/lethe/infra/records"
 	"github.com/lethe-dev/lethe/infra/vectors"
 )
-
-// Publisher publishes events durably (returns once the bus has them).
-type Publisher interface {
-	Publish(ctx context.Context, topic string, e event.Event) error
-}
 
 // Pseudonyms maps a raw uid to the keyed hash every store is keyed by.
 type Pseudonyms interface {
@@ -64,7 +57,7 @@ type Deps struct {
 	Keys       keys.Sealer
 	Vectors    vectors.Index
 	Embedder   embed.Embedder
-	Bus        Publisher
+	Bus        events.Publisher
 	Events     *events.Registry
 	Logger     *slog.Logger
 	LogUsers   *logging.UserHasher

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/event"
 	"google.golang.org/api/option"
 
 	"github.com/lethe-dev/lethe/events"
@@ -83,10 +82,8 @@ type overrides struct {
 	KMSOptions []option.ClientOption
 }
 
-// publisher is what the edge, the workers and the reconciler publish with.
-type publisher interface {
-	Publish(ctx context.Context, topic string, e event.Event) error
-}
+// publisher is events.Publisher, named short for the wiring.
+type publisher = events.Publisher
 
 // dataPaths is the layout of LETHE_DATA_DIR.
 type dataPaths struct{ root string }

@@ -143,11 +143,6 @@ type RateState interface {
 	Held(ctx context.Context, keys ...string) (int, error)
 }
 
-// Publisher publishes events.
-type Publisher interface {
-	Publish(ctx context.Context, topic string, e event.Event) error
-}
-
 // Saga runs user erasures.
 type Saga struct {
 	Docs    docs.Store
@@ -162,7 +157,7 @@ type Saga struct {
 	Rates    RateState
 	RateKeys func(user string) []string
 	Audit    *audit.Log
-	Bus      Publisher
+	Bus      events.Publisher
 	Events   *events.Registry
 	Logger   *slog.Logger
 	Now      func() time.Time

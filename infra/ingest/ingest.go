@@ -16,8 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/event"
-
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/audio"
 	"github.com/lethe-dev/lethe/infra/blobs"
@@ -61,17 +59,12 @@ func AcceptedType(contentType string) bool {
 	return err == nil && acceptedTypes[strings.ToLower(mt)]
 }
 
-// Publisher sends an event to a topic.
-type Publisher interface {
-	Publish(ctx context.Context, topic string, e event.Event) error
-}
-
 // Intake holds what Accept needs.
 type Intake struct {
 	Docs   docs.Store
 	Blobs  blobs.Bucket
 	Keys   keys.Sealer
-	Bus    Publisher
+	Bus    events.Publisher
 	Events *events.Registry
 	Logger *slog.Logger // nil discards
 	Now    func() time.Time

@@ -19,17 +19,12 @@ import (
 	"github.com/lethe-dev/lethe/infra/records"
 )
 
-// Publisher publishes the next event (durably, before returning).
-type Publisher interface {
-	Publish(ctx context.Context, topic string, e event.Event) error
-}
-
 // Worker holds the ports the handler needs.
 type Worker struct {
 	Docs     docs.Store
 	Keys     keys.Sealer
 	Embedder embedport.Embedder
-	Bus      Publisher
+	Bus      events.Publisher
 	Events   *events.Registry
 }
 

@@ -11,24 +11,17 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/event"
-
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/forget"
 	"github.com/lethe-dev/lethe/infra/records"
 )
 
-// Publisher publishes events.
-type Publisher interface {
-	Publish(ctx context.Context, topic string, e event.Event) error
-}
-
 // Worker finds stuck chunks and publishes their chunk event again; the
 // transcribe worker picks up from whatever state the chunk is in.
 type Worker struct {
 	Docs   docs.Store
-	Bus    Publisher
+	Bus    events.Publisher
 	Events *events.Registry
 	Logger *slog.Logger
 	Now    func() time.Time

@@ -27,8 +27,8 @@ type env struct {
 	blobs  blobs.Bucket
 	faulty *faultyDriver // under blobs: fails deletes on demand
 	vecs   vectors.Index
-	w     *retention.Worker
-	t0    time.Time
+	w      *retention.Worker
+	t0     time.Time
 }
 
 func newEnv(t testing.TB) *env {

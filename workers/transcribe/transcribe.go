@@ -23,11 +23,6 @@ import (
 	"github.com/lethe-dev/lethe/infra/stt"
 )
 
-// Publisher publishes the next event (durably, before returning).
-type Publisher interface {
-	Publish(ctx context.Context, topic string, e event.Event) error
-}
-
 // DefaultMaxSealedAudio bounds a sealed audio blob read back: above the
 // default ingest limits (64 MiB signed uploads) plus what sealing adds.
 const DefaultMaxSealedAudio = 96 << 20
@@ -38,7 +33,7 @@ type Worker struct {
 	Blobs  blobs.Bucket
 	Keys   keys.Sealer
 	STT    stt.Transcriber
-	Bus    Publisher
+	Bus    events.Publisher
 	Events *events.Registry
 	Now    func() time.Time
 	// Retention is the policy of users who set none (configuration).
