@@ -22,7 +22,6 @@ const (
 	Chunks        = "chunks"
 	Segments      = "segments"
 	VectorSpaces  = "vectorspace"
-	Tombstones    = "tombstones" // global: ID is the user
 )
 
 // Chunk states. received → transcribed → indexed are the happy path;
@@ -211,10 +210,9 @@ func ConversationFrom(d docs.Doc) (Conversation, error) {
 	return c, nil
 }
 
-// TombstoneKey marks a user who asked to be erased.
-func TombstoneKey(user string) docs.Key {
-	return docs.Key{Collection: Tombstones, ID: user}
-}
+// TombstoneKey marks a user who asked to be erased: the keyring's, which
+// refuses keys to tombstoned users, so there is one.
+func TombstoneKey(user string) docs.Key { return keys.TombstoneKey(user) }
 
 // VectorSpaceKey records which embedder a user's vectors come from, so
 // vectors of different embedders are never mixed in one namespace.
@@ -225,15 +223,11 @@ func VectorSpaceKey(user string) docs.Key {
 // Tombstoned reports whether user asked to be erased. Every handler checks it
 // first: a tombstone beats every late event.
 func Tombstoned(ctx context.Context, store docs.Store, user string) (bool, error) {
-	_, err := store.Get(ctx, TombstoneKey(user))
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, docs.ErrNotFound):
-		return false, nil
-	default:
-		return false, fmt.Errorf("docs.Get tombstone: %w", err)
+	gone, err := keys.NewDocsKeysetStore(store).Tombstoned(ctx, user)
+	if err != nil {
+		return false, fmt.Errorf("records.Tombstoned: %w", err)
 	}
+	return gone, nil
 }
 
 // VectorSpace is what a user's vector namespace holds: vectors of one
