@@ -6,7 +6,6 @@ package functions
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lethe-dev/lethe/events"
+	"github.com/lethe-dev/lethe/functions/internal/reply"
 	"github.com/lethe-dev/lethe/infra/audit"
 	"github.com/lethe-dev/lethe/infra/auth"
 	"github.com/lethe-dev/lethe/infra/blobs"
@@ -338,25 +338,11 @@ func bearer(h string) (string, bool) {
 	return tok, true
 }
 
-type errorBody struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-// writeError answers {"error":{"code","message"}}: no internals, no user data.
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	var b errorBody
-	b.Error.Code, b.Error.Message = code, msg
-	writeJSON(w, status, b)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
+// The edge's answers: one writer for the API and the push receiver.
+var (
+	writeError = reply.Error
+	writeJSON  = reply.JSON
+)
 
 // limited adds a per-user limit of its own to an authenticated route.
 func (s *Server) limited(name string, l ratelimit.Limit, mode ratelimit.Mode, next http.HandlerFunc) http.HandlerFunc {

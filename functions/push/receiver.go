@@ -50,7 +50,6 @@ package push
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -62,6 +61,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
+	"github.com/lethe-dev/lethe/functions/internal/reply"
 	"github.com/lethe-dev/lethe/infra/bus"
 )
 
@@ -290,9 +290,4 @@ func subscriptionFromPath(r *http.Request) string {
 }
 
 // writeError answers in the edge's error shape, with no internals.
-func writeError(w http.ResponseWriter, status int, code, message string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": message}})
-}
+var writeError = reply.Error
