@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/lethe-dev/lethe/infra/ingest"
-	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/app/ingest"
+	"github.com/lethe-dev/lethe/app/records"
 )
 
 type chunkAccepted struct {

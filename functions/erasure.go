@@ -6,9 +6,9 @@ import (
 	"net/http"
 	"regexp"
 
-	"github.com/lethe-dev/lethe/infra/audit"
-	"github.com/lethe-dev/lethe/infra/forget"
-	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/app/audit"
+	"github.com/lethe-dev/lethe/app/forget"
+	"github.com/lethe-dev/lethe/app/records"
 )
 
 // SessionRevoker ends a user's sessions at the identity provider.

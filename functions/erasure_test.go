@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lethe-dev/lethe/infra/audit"
-	"github.com/lethe-dev/lethe/infra/forget"
+	"github.com/lethe-dev/lethe/app/audit"
+	"github.com/lethe-dev/lethe/app/forget"
 )
 
 func (e *edge) adminToken(uid string) string {

@@ -11,11 +11,11 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/lethe-dev/lethe/app/audit"
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/events"
-	"github.com/lethe-dev/lethe/infra/audit"
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/docs"
-	"github.com/lethe-dev/lethe/infra/records"
 )
 
 // Export: POST starts an asynchronous build (the export worker), GET reports

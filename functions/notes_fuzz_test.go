@@ -7,7 +7,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/app/records"
 )
 
 // FuzzParseNoteBody: the parser never panics; whatever it accepts is 1 byte

@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lethe-dev/lethe/infra/audit"
+	"github.com/lethe-dev/lethe/app/audit"
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/docs"
-	"github.com/lethe-dev/lethe/infra/records"
 )
 
 // steppingClock advances by step at every reading, so every note gets its

@@ -14,8 +14,8 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 
-	"github.com/lethe-dev/lethe/infra/audit"
-	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/app/audit"
+	"github.com/lethe-dev/lethe/app/records"
 )
 
 // maxRetentionBody bounds a PUT /v1/me/retention body.

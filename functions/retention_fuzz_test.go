@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/app/records"
 )
 
 // FuzzRetentionBody: the policy parser never panics, and whatever it

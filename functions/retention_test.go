@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lethe-dev/lethe/infra/audit"
+	"github.com/lethe-dev/lethe/app/audit"
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/docs"
-	"github.com/lethe-dev/lethe/infra/records"
 )
 
 var testDefaults = records.Retention{AudioDays: 30, TranscriptDays: 365, VectorDays: 365, ExportDays: 7}

@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/embed"
 	"github.com/lethe-dev/lethe/infra/embed/hashembed"
-	"github.com/lethe-dev/lethe/infra/records"
 )
 
 // miscountingEmbedder is hashembed with a fixed, wrong answer shape: it

@@ -9,9 +9,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/lethe-dev/lethe/app/ingest"
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/docs"
-	"github.com/lethe-dev/lethe/infra/ingest"
-	"github.com/lethe-dev/lethe/infra/records"
 )
 
 // Defaults when Deps leaves MaxUploadBytes or UploadURLTTL zero.

@@ -21,7 +21,7 @@ variable "firestore_database" {
 }
 
 locals {
-  # Every collection group the pipeline writes (infra/records).
+  # Every collection group the pipeline writes (app/records).
   firestore_collections = ["conversations", "chunks", "segments", "vectorspace", "tombstones"]
 }
 

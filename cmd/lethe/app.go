@@ -15,9 +15,10 @@ import (
 
 	"google.golang.org/api/option"
 
+	"github.com/lethe-dev/lethe/app/audit"
+	"github.com/lethe-dev/lethe/app/forget"
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/functions"
-	"github.com/lethe-dev/lethe/infra/audit"
 	"github.com/lethe-dev/lethe/infra/auth"
 	"github.com/lethe-dev/lethe/infra/auth/localissuer"
 	"github.com/lethe-dev/lethe/infra/blobs"
@@ -25,7 +26,6 @@ import (
 	"github.com/lethe-dev/lethe/infra/bus"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/embed"
-	"github.com/lethe-dev/lethe/infra/forget"
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/keys/pseudonym"
 	"github.com/lethe-dev/lethe/infra/keys/secrets"

@@ -9,7 +9,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/lethe-dev/lethe/infra/audit"
+	"github.com/lethe-dev/lethe/app/audit"
 )
 
 // cmdAudit: `lethe audit tail [-n N] [--subject HASH] [--follow]` prints

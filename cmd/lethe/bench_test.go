@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/docs"
-	"github.com/lethe-dev/lethe/infra/records"
 )
 
 // BenchmarkPipelineInstantSTT measures the whole pipeline per chunk — edge,

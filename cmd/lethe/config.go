@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/functions"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
-	"github.com/lethe-dev/lethe/infra/records"
 )
 
 // Config is read once, in main, from the environment, and passed down.

@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lethe-dev/lethe/infra/audit"
-	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/app/audit"
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/workers/export"
 )
 

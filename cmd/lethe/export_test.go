@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/workers/export"
 )
 

@@ -19,11 +19,11 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/audio"
 	"github.com/lethe-dev/lethe/infra/bus"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/logging"
-	"github.com/lethe-dev/lethe/infra/records"
 	"github.com/lethe-dev/lethe/infra/stt"
 	"github.com/lethe-dev/lethe/internal/emulators"
 )

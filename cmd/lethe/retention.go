@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lethe-dev/lethe/app/audit"
 	"github.com/lethe-dev/lethe/events"
-	"github.com/lethe-dev/lethe/infra/audit"
 	"github.com/lethe-dev/lethe/workers/retention"
 )
 

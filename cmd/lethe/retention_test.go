@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lethe-dev/lethe/infra/audit"
+	"github.com/lethe-dev/lethe/app/audit"
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/blobs"
-	"github.com/lethe-dev/lethe/infra/records"
 )
 
 // clock is a settable clock for the whole pipeline.

@@ -11,12 +11,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lethe-dev/lethe/app/ingest"
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/functions"
 	"github.com/lethe-dev/lethe/functions/push"
 	"github.com/lethe-dev/lethe/infra/bus"
 	"github.com/lethe-dev/lethe/infra/bus/middleware"
-	"github.com/lethe-dev/lethe/infra/ingest"
 	"github.com/lethe-dev/lethe/workers/embed"
 	"github.com/lethe-dev/lethe/workers/reconcile"
 	"github.com/lethe-dev/lethe/workers/store"

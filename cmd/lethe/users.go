@@ -10,8 +10,8 @@ import (
 	"sort"
 	"time"
 
-	"github.com/lethe-dev/lethe/infra/audit"
-	"github.com/lethe-dev/lethe/infra/forget"
+	"github.com/lethe-dev/lethe/app/audit"
+	"github.com/lethe-dev/lethe/app/forget"
 )
 
 // uidRE is what the CLI accepts as a uid (Firebase uids are at most 128

@@ -12,11 +12,11 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/docs"
 	embedport "github.com/lethe-dev/lethe/infra/embed"
 	"github.com/lethe-dev/lethe/infra/keys"
-	"github.com/lethe-dev/lethe/infra/records"
 )
 
 // Worker holds the ports the handler needs.

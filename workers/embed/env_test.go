@@ -9,12 +9,12 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
 	embedport "github.com/lethe-dev/lethe/infra/embed"
 	"github.com/lethe-dev/lethe/infra/embed/hashembed"
 	"github.com/lethe-dev/lethe/infra/keys"
-	"github.com/lethe-dev/lethe/infra/records"
 	"github.com/lethe-dev/lethe/workers/embed"
 	"github.com/lethe-dev/lethe/workers/internal/workertest"
 )

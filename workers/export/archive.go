@@ -16,11 +16,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lethe-dev/lethe/infra/audit"
+	"github.com/lethe-dev/lethe/app/audit"
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/keys"
-	"github.com/lethe-dev/lethe/infra/records"
 )
 
 // Names inside the archive.

@@ -11,10 +11,10 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/lethe-dev/lethe/app/forget"
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/docs"
-	"github.com/lethe-dev/lethe/infra/forget"
-	"github.com/lethe-dev/lethe/infra/records"
 )
 
 // Worker finds stuck chunks and publishes their chunk event again; the

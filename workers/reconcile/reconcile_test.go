@@ -11,11 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lethe-dev/lethe/app/forget"
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
-	"github.com/lethe-dev/lethe/infra/forget"
-	"github.com/lethe-dev/lethe/infra/records"
 	"github.com/lethe-dev/lethe/workers/internal/workertest"
 	"github.com/lethe-dev/lethe/workers/reconcile"
 )

@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lethe-dev/lethe/infra/audit"
+	"github.com/lethe-dev/lethe/app/audit"
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/blobs/dirblobs"
 	"github.com/lethe-dev/lethe/infra/docs"
-	"github.com/lethe-dev/lethe/infra/records"
 	"github.com/lethe-dev/lethe/infra/vectors"
 	"github.com/lethe-dev/lethe/infra/vectors/flatvectors"
 	"github.com/lethe-dev/lethe/workers/internal/workertest"

@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/embed/hashembed"
-	"github.com/lethe-dev/lethe/infra/records"
 	"github.com/lethe-dev/lethe/workers/internal/workertest"
 )
 

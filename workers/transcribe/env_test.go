@@ -15,6 +15,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/audio"
 	"github.com/lethe-dev/lethe/infra/blobs"
@@ -22,7 +23,6 @@ import (
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
 	"github.com/lethe-dev/lethe/infra/keys"
-	"github.com/lethe-dev/lethe/infra/records"
 	"github.com/lethe-dev/lethe/infra/stt"
 	"github.com/lethe-dev/lethe/workers/internal/workertest"
 	"github.com/lethe-dev/lethe/workers/transcribe"

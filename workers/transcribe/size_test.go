@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/workers/internal/workertest"
 )
 

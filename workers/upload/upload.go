@@ -19,10 +19,10 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
+	"github.com/lethe-dev/lethe/app/ingest"
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/blobs"
-	"github.com/lethe-dev/lethe/infra/ingest"
-	"github.com/lethe-dev/lethe/infra/records"
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

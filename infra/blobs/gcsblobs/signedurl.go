@@ -11,8 +11,8 @@ import (
 
 	"cloud.google.com/go/storage"
 
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/blobs"
-	"github.com/lethe-dev/lethe/infra/records"
 )
 
 // MaxSignedURLExpiry is V4 signing's limit: Cloud Storage refuses longer.

@@ -25,10 +25,10 @@ import (
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 	"google.golang.org/api/option"
 
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs"
 	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs/fakegcs"
-	"github.com/lethe-dev/lethe/infra/records"
 )
 
 const testAccessID = "uploader@lethe-test.iam.gserviceaccount.com"

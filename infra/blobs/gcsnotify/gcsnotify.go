@@ -16,7 +16,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/app/records"
 )
 
 // The upload layout is records.UploadKey's; UploadsPrefix is kept for

@@ -20,11 +20,11 @@ import (
 	"cloud.google.com/go/pubsub/v2/pstest"
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs"
 	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs/fakegcs"
 	"github.com/lethe-dev/lethe/infra/blobs/gcsnotify"
-	"github.com/lethe-dev/lethe/infra/records"
 )
 
 const testAccessID = "uploader@lethe-test.iam.gserviceaccount.com"

@@ -13,12 +13,12 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/keys/filekek"
-	"github.com/lethe-dev/lethe/infra/records"
 )
 
 // Stores are real embedded adapters in a fresh directory of the test.

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/lethe-dev/lethe/infra/audit"
+	"github.com/lethe-dev/lethe/app/audit"
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/docs"
-	"github.com/lethe-dev/lethe/infra/records"
 	"github.com/lethe-dev/lethe/infra/vectors"
 )
 

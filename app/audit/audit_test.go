@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lethe-dev/lethe/infra/audit"
+	"github.com/lethe-dev/lethe/app/audit"
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
 )
 

@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lethe-dev/lethe/infra/ingest"
-	"github.com/lethe-dev/lethe/infra/records"
+	"github.com/lethe-dev/lethe/app/ingest"
+	"github.com/lethe-dev/lethe/app/records"
 )
 
 // TestAcceptSchedulesAudioExpiry: accepted audio carries its expiry from

@@ -16,12 +16,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/audio"
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/keys"
-	"github.com/lethe-dev/lethe/infra/records"
 )
 
 // Origins of a chunk (the chunk event's origin field).

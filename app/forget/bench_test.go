@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lethe-dev/lethe/infra/audit"
+	"github.com/lethe-dev/lethe/app/audit"
+	"github.com/lethe-dev/lethe/app/forget"
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/blobs"
-	"github.com/lethe-dev/lethe/infra/forget"
-	"github.com/lethe-dev/lethe/infra/records"
 	"github.com/lethe-dev/lethe/infra/vectors"
 )
 
