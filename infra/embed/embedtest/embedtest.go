@@ -6,6 +6,7 @@ package embedtest
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"sync"
 	"testing"
 
@@ -259,4 +260,22 @@ func testConcurrent(t *testing.T, e embed.Embedder, caps Capabilities) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// Jitter perturbs a unit vector slightly, as a hosted model's answers vary
+// from call to call (GPU nondeterminism, batch composition); fakes of hosted
+// providers apply it so that the suite checks them as Deterministic: false,
+// what the real service promises. The cosine to v stays above 0.999.
+func Jitter(v []float32, r *rand.Rand) []float32 {
+	out := make([]float32, len(v))
+	var n float64
+	for i, x := range v {
+		y := float64(x) + r.NormFloat64()*0.01/math.Sqrt(float64(len(v)))
+		out[i] = float32(y)
+		n += y * y
+	}
+	for i := range out {
+		out[i] = float32(float64(out[i]) / math.Sqrt(n))
+	}
+	return out
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/lethe-dev/lethe/infra/embed"
+	"github.com/lethe-dev/lethe/infra/embed/embedtest"
 )
 
 func cos(a, b []float32) float64 {
@@ -204,3 +205,9 @@ func BenchmarkEmbed(b *testing.B) {
 
 // pinned is sum((i+1)*v[i]) for "hello world, hello again" under hashembed-v1-384.
 const pinned = 127.474420
+
+// TestConformance: the embedded embedder passes the same suite as the
+// hosted ones, and promises exact determinism (it is a pure function).
+func TestConformance(t *testing.T) {
+	embedtest.RunConformanceTests(t, New())
+}

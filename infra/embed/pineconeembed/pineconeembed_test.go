@@ -79,6 +79,8 @@ type fake struct {
 	replies []reply
 	n       atomic.Int32
 	mu      sync.Mutex
+	// jitter makes answers vary slightly per call, as the hosted model's do.
+	jitter  *rand.Rand
 	reqs    []embedRequest
 	headers []http.Header
 }
@@ -154,7 +156,7 @@ func (f *fake) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	data := make([]item, len(req.Inputs))
 	for j, in := range req.Inputs {
-		data[j] = item{vectorFor(req.Parameters.InputType, in.Text, dim), "dense"}
+		data[j] = item{f.answer(vectorFor(req.Parameters.InputType, in.Text, dim)), "dense"}
 	}
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"model":       req.Model,
@@ -192,8 +194,10 @@ func newEmbedder(t *testing.T, f *fake, mod func(*Config)) (*Embedder, *sleeps) 
 
 func TestConformance(t *testing.T) {
 	f := newFake(t)
+	// Pinecone's model answers are only approximately repeatable.
+	f.jitter = rand.New(rand.NewPCG(1, 2))
 	e, _ := newEmbedder(t, f, nil)
-	embedtest.RunConformanceTests(t, e)
+	embedtest.RunConformanceTestsWith(t, e, embedtest.Capabilities{Deterministic: false})
 	if e.ID() != "pinecone:llama-text-embed-v2:384" || e.Dim() != 384 {
 		t.Errorf("ID() = %q, Dim() = %d", e.ID(), e.Dim())
 	}
@@ -482,4 +486,14 @@ func FuzzDecodeError(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		_ = decodeError(body)
 	})
+}
+
+// answer is v, jittered when the fake plays a nondeterministic model.
+func (f *fake) answer(v []float32) []float32 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.jitter == nil {
+		return v
+	}
+	return embedtest.Jitter(v, f.jitter)
 }
