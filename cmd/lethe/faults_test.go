@@ -495,3 +495,131 @@ func runDocsOutage(t *testing.T, cfg Config, wrap func(docs.Store) (docs.Store, 
 	t.Logf("%d handler attempts failed during the outage", att.failed.Load())
 	requireNoDeadLetters(t, p.app.bus)
 }
+
+// poison is one malformed message a test publishes, and what its dead
+// letter must say.
+type poison struct {
+	name, topic string
+	data        []byte
+	attrs       map[string]string
+	// reason is a substring of the dead-letter reason.
+	reason string
+	// handler is the subscription whose handler sees it once (a valid
+	// event of the wrong type); "" when it never reaches a handler.
+	handler, eventID string
+}
+
+// poisons are malformed messages for the audio and transcripts topics:
+// undecodable bodies, an event that fails its schema, and valid events of
+// a type the subscription does not take.
+func poisons(t *testing.T, a *app, tag string) []poison {
+	t.Helper()
+	user := strings.Repeat("ab", 16)
+	chunk := func(id string) (event.Event, []byte, map[string]string) {
+		ev, err := a.events.NewWithID(id, events.TypeChunkReceived, events.Subject(user, "conversations", "poison", "chunks", "0"), events.ChunkReceived{
+			User: user, ConversationID: "poison", BlobKey: "users/" + user + "/chunks/poison/0", ContentType: "audio/wav",
+			Digest: strings.Repeat("d", 64), Size: 10, Origin: "app", ReceivedAt: time.Now().UTC(),
+		})
+		if err != nil {
+			t.Fatalf("events.New: %v", err)
+		}
+		data, attrs, err := bus.ToMessage(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev, data, attrs
+	}
+	_, _, badAttrs := chunk(tag + "-bad-schema")
+	wrongAudio, err := a.events.NewWithID(tag+"-sweep-on-audio", events.TypeRetentionSweep, "retention/sweep", events.RetentionSweepRequested{RequestedAt: time.Now().UTC()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waData, waAttrs, err := bus.ToMessage(wrongAudio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, wtData, wtAttrs := chunk(tag + "-chunk-on-transcripts")
+	return []poison{
+		{name: "undecodable on audio", topic: events.TopicAudio, data: []byte("\x00not an event"), reason: "bus.FromMessage"},
+		{name: "bad schema on audio", topic: events.TopicAudio, data: []byte(`{"user":1}`), attrs: badAttrs, reason: "validate"},
+		{name: "wrong type on audio", topic: events.TopicAudio, data: waData, attrs: waAttrs, reason: events.ErrUnexpectedType.Error(),
+			handler: workerTranscribe, eventID: wrongAudio.ID()},
+		{name: "undecodable on transcripts", topic: events.TopicTranscripts, data: []byte(`{"specversion":`),
+			attrs: map[string]string{"content-type": "application/cloudevents+json"}, reason: "bus."},
+		{name: "wrong type on transcripts", topic: events.TopicTranscripts, data: wtData, attrs: wtAttrs, reason: events.ErrUnexpectedType.Error(),
+			handler: workerEmbed, eventID: tag + "-chunk-on-transcripts"},
+	}
+}
+
+// TestPoisonDeadLettersOnceWhileTheRestFlows: malformed messages published
+// among valid uploads each reach their topic's dead-letter hold with the
+// reason after one attempt; every valid chunk is indexed and nothing else
+// is dead-lettered.
+func TestPoisonDeadLettersOnceWhileTheRestFlows(t *testing.T) {
+	runPoison(t, testConfig(t))
+}
+
+func runPoison(t *testing.T, cfg Config) {
+	att := newAttempts()
+	p := startTestPipeline(t, cfg, overrides{STT: instantSTT{}, WrapHandler: att.wrap})
+	tok, err := p.app.issuer.Mint("poison-user", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client{t, "http://" + p.addr, tok}
+	ctx := context.Background()
+	ps := poisons(t, p.app, fmt.Sprintf("p%d", time.Now().UnixNano()))
+	msgIDs := make([]string, len(ps))
+	const valid = 8
+	for seq := range valid {
+		if code := c.tryUpload("flows", seq, synthWAV(seq)); code != http.StatusAccepted {
+			t.Fatalf("upload %d: %d", seq, code)
+		}
+		if seq < len(ps) {
+			pz := ps[seq]
+			if msgIDs[seq], err = p.app.bus.PublishMessage(ctx, pz.topic, pz.data, pz.attrs, ""); err != nil {
+				t.Fatalf("publish %s: %v", pz.name, err)
+			}
+		}
+	}
+	c.waitDone("flows", valid)
+
+	// Each poison is held once, with its reason.
+	held := map[string][]bus.DeadLetter{} // by original message id
+	waitFor(t, "every poison in its dead-letter hold", func() bool {
+		clear(held)
+		for _, topic := range []string{events.TopicAudio, events.TopicTranscripts, events.TopicEmbeddings} {
+			dls, err := p.app.bus.ListDeadLetters(ctx, topic, 0)
+			if err != nil {
+				t.Fatalf("ListDeadLetters %s: %v", topic, err)
+			}
+			for _, dl := range dls {
+				held[dl.MessageID] = append(held[dl.MessageID], dl)
+			}
+		}
+		return len(held) >= len(ps)
+	})
+	for i, pz := range ps {
+		dls := held[msgIDs[i]]
+		if len(dls) != 1 {
+			t.Errorf("%s: held %d times, want once", pz.name, len(dls))
+			continue
+		}
+		if !strings.Contains(dls[0].Reason, pz.reason) || !strings.Contains(dls[0].Reason, "permanent") {
+			t.Errorf("%s: reason %q, want a permanent failure naming %q", pz.name, dls[0].Reason, pz.reason)
+		}
+		if pz.handler != "" {
+			if n := att.of(pz.handler, pz.eventID); n != 1 {
+				t.Errorf("%s: %d handler attempts, want exactly 1", pz.name, n)
+			}
+		}
+		delete(held, msgIDs[i])
+	}
+	for id, dls := range held {
+		t.Errorf("message %s dead-lettered but not poison: %+v", id, dls)
+	}
+	sc := countStores(t, p.app, p.app.pseudo.User("poison-user"), "flows")
+	if sc.indexed != valid || sc.segments != valid || len(sc.vectorIDs) != valid {
+		t.Fatalf("valid chunks: %+v, want %d indexed with segments and vectors", sc, valid)
+	}
+}
