@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -479,6 +480,11 @@ func runDocsOutage(t *testing.T, cfg Config, wrap func(docs.Store) (docs.Store, 
 		return true
 	})
 	setUp(true)
+	// A client reconnects after its own backoff (gRPC's, for Firestore).
+	waitFor(t, "the document store to answer again", func() bool {
+		_, err := p.app.docs.Get(context.Background(), docs.Key{Collection: "health", ID: "ping"})
+		return err == nil || errors.Is(err, docs.ErrNotFound)
+	})
 	// Nothing the edge refused during the outage was kept.
 	if sc := countStores(t, p.app, p.app.pseudo.User("outage-user"), "outage"); sc.chunks > before {
 		t.Fatalf("%d chunk records after the outage, want only the %d acknowledged before it", sc.chunks, before)
@@ -622,4 +628,114 @@ func runPoison(t *testing.T, cfg Config) {
 	if sc.indexed != valid || sc.segments != valid || len(sc.vectorIDs) != valid {
 		t.Fatalf("valid chunks: %+v, want %d indexed with segments and vectors", sc, valid)
 	}
+}
+
+// cutProxy forwards TCP connections to a backend until cut: then it drops
+// every open connection and resets new ones at once (the port stays
+// taken), as a network partition with a fast failure would, until restored.
+type cutProxy struct {
+	ln      net.Listener
+	backend string
+	mu      sync.Mutex
+	down    bool
+	conns   map[net.Conn]struct{}
+}
+
+func newCutProxy(t *testing.T, backend string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, backend: backend, conns: map[net.Conn]struct{}{}}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); p.set(false, true); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); p.serve(c) }()
+		}
+	}()
+	return p
+}
+
+func (p *cutProxy) addr() string { return p.ln.Addr().String() }
+
+// track registers conns, or reports false while cut.
+func (p *cutProxy) track(cs ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		return false
+	}
+	for _, c := range cs {
+		p.conns[c] = struct{}{}
+	}
+	return true
+}
+
+func (p *cutProxy) serve(c net.Conn) {
+	defer c.Close()
+	b, err := net.DialTimeout("tcp", p.backend, 5*time.Second)
+	if err != nil {
+		return
+	}
+	defer b.Close()
+	if !p.track(c, b) {
+		return
+	}
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(b, c); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, b); done <- struct{}{} }()
+	<-done
+	p.mu.Lock()
+	delete(p.conns, c)
+	delete(p.conns, b)
+	p.mu.Unlock()
+}
+
+// set cuts (down) or restores the link; closeAll drops open connections.
+func (p *cutProxy) set(down, closeAll bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if closeAll {
+		for c := range p.conns {
+			c.Close()
+		}
+		clear(p.conns)
+	}
+}
+
+// TestFirestoreOutageAnswers503AndLosesNothing is the outage on the
+// production document store: the Firestore emulator behind a proxy the
+// test cuts and restores (the emulator itself keeps its data).
+func TestFirestoreOutageAnswers503AndLosesNothing(t *testing.T) {
+	_, fsHost := requireEmulators(t)
+	proxy := newCutProxy(t, fsHost)
+	cfg := testConfig(t)
+	cfg.ProjectID = fmt.Sprintf("outage-%d", time.Now().UnixNano())
+	cfg.Documents, cfg.FirestoreEmulatorHost = "firestore", proxy.addr()
+	// Short, so the edge answers the outage in seconds, not ten (a cold
+	// emulator needs more than one for its first call).
+	cfg.FirestoreTimeout = 3 * time.Second
+	runDocsOutage(t, cfg, func(s docs.Store) (docs.Store, func(up bool)) {
+		return s, func(up bool) { proxy.set(!up, !up) }
+	})
+}
+
+// TestPoisonOnThePubSubEmulator is the poison test on the Pub/Sub
+// emulator, where redelivery and dead-letter holds are the real service's.
+func TestPoisonOnThePubSubEmulator(t *testing.T) {
+	psHost, _ := requireEmulators(t)
+	cfg := testConfig(t)
+	cfg.ProjectID = fmt.Sprintf("poison-%d", time.Now().UnixNano())
+	cfg.Bus, cfg.PubSubEmulatorHost = "gcp", psHost
+	runPoison(t, cfg)
 }
