@@ -53,6 +53,7 @@ func openDocs(ctx context.Context, cfg Config, paths dataPaths) (docs.Store, err
 	case "firestore":
 		s, err := firestoredocs.Open(ctx, firestoredocs.Config{
 			ProjectID: cfg.ProjectID, DatabaseID: cfg.FirestoreDatabase, EmulatorHost: cfg.FirestoreEmulatorHost,
+			CallTimeout: cfg.FirestoreTimeout,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("firestoredocs.Open (LETHE_DOCUMENTS=firestore): %w", err)

@@ -80,6 +80,13 @@ type overrides struct {
 	Docs docs.Store
 	// KMSOptions point the Cloud KMS client at a fake.
 	KMSOptions []option.ClientOption
+	// WrapDocs wraps the documents store every component uses (fault
+	// injection: an unreachable backend); the app still closes the
+	// store it opened.
+	WrapDocs func(docs.Store) docs.Store
+	// WrapHandler wraps each worker's handler inside the middleware chain,
+	// so it sees every attempt (counting attempts in tests).
+	WrapHandler func(subscription string, h bus.Handler) bus.Handler
 }
 
 // publisher is events.Publisher, named short for the wiring.
@@ -128,6 +135,9 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides)
 			return nil, err
 		}
 		a.closers = append(a.closers, a.docs.Close)
+	}
+	if ov.WrapDocs != nil {
+		a.docs = ov.WrapDocs(a.docs)
 	}
 	if a.blobs, a.gcs, err = openBlobs(ctx, cfg, paths); err != nil {
 		return nil, err

@@ -94,6 +94,10 @@ type Config struct {
 	FirebaseProject       string `envconfig:"LETHE_FIREBASE_PROJECT" desc:"Firebase project whose ID tokens are accepted (LETHE_AUTH=firebase; default LETHE_PROJECT)"`
 	FirebaseAuthEmulator  string `envconfig:"FIREBASE_AUTH_EMULATOR_HOST" desc:"refused in production: the Firebase SDK skips signature checks when it is set"`
 
+	// FirestoreTimeout bounds each Firestore call: its client retries an
+	// unreachable server until the context ends.
+	FirestoreTimeout time.Duration `envconfig:"LETHE_FIRESTORE_TIMEOUT" default:"10s" desc:"bound on each Firestore call: past it an unreachable Firestore fails the request (503) or the event (retried)"`
+
 	// A hosted recogniser sits behind a circuit breaker: this many
 	// consecutive unavailable answers open it for the cooldown.
 	STTBreakerThreshold int           `envconfig:"LETHE_STT_BREAKER_THRESHOLD" default:"5" desc:"consecutive provider failures that open the speech-to-text circuit"`
@@ -186,6 +190,7 @@ func (c Config) validate() error {
 	for name, d := range map[string]time.Duration{
 		"LETHE_SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "LETHE_HANDLER_TIMEOUT": c.HandlerTimeout,
 		"LETHE_RECONCILE_EVERY": c.ReconcileEvery, "LETHE_RECONCILE_AFTER": c.ReconcileAfter,
+		"LETHE_FIRESTORE_TIMEOUT": c.FirestoreTimeout,
 	} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s=%s: must be positive", name, d))

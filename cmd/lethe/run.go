@@ -140,6 +140,9 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			a.close()
 			return nil, usageError{fmt.Errorf("unknown worker %q", name)}
 		}
+		if ov.WrapHandler != nil {
+			h = ov.WrapHandler(name, h)
+		}
 		if cfg.Delivery == "push" {
 			pushHandlers[name] = chain(h)
 			continue

@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"time"
 
 	"cloud.google.com/go/firestore"
 	"google.golang.org/api/option"
@@ -67,13 +68,25 @@ type Config struct {
 	// Firestore client library itself honours FIRESTORE_EMULATOR_HOST:
 	// production wiring should refuse that variable.)
 	EmulatorHost string
+	// CallTimeout bounds each call to the server (one document operation,
+	// query or transaction, an Update's wait for this process's other
+	// Updates of the key included; one page or batch of a bulk delete): the
+	// client retries an unreachable server until the context ends, so a
+	// caller without a deadline would otherwise wait forever. Zero means
+	// DefaultCallTimeout.
+	CallTimeout time.Duration
 }
+
+// DefaultCallTimeout is the bound of Config.CallTimeout left zero.
+const DefaultCallTimeout = 10 * time.Second
 
 // Store is a docs.Store on one Firestore database.
 type Store struct {
 	c *firestore.Client
 	// owned: Close closes c (Open made it; New's caller owns its client).
 	owned bool
+	// timeout bounds each call (Config.CallTimeout).
+	timeout time.Duration
 	// updating serialises this process's Updates of one key (striped by
 	// a hash of the key): transactions of one process on one document
 	// would only abort each other, and the emulator resolves such
@@ -84,8 +97,11 @@ type Store struct {
 
 const updateStripes = 64
 
-func newStore(c *firestore.Client, owned bool) *Store {
-	s := &Store{c: c, owned: owned}
+func newStore(c *firestore.Client, owned bool, timeout time.Duration) *Store {
+	if timeout <= 0 {
+		timeout = DefaultCallTimeout
+	}
+	s := &Store{c: c, owned: owned, timeout: timeout}
 	for i := range s.updating {
 		s.updating[i] = make(chan struct{}, 1)
 	}
@@ -129,11 +145,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("firestore.NewClient: %w", err)
 	}
-	return newStore(c, true), nil
+	return newStore(c, true, cfg.CallTimeout), nil
 }
 
 // New wraps a client the caller made. Close leaves the client open.
-func New(client *firestore.Client) *Store { return newStore(client, false) }
+func New(client *firestore.Client) *Store { return newStore(client, false, 0) }
+
+// bound is ctx limited to one call's timeout (Config.CallTimeout).
+func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.timeout)
+}
 
 // emulatorOwner is the emulator's admin credential: it accepts
 // "Bearer owner" and then ignores security rules, as server clients do.
@@ -244,6 +265,8 @@ func (s *Store) Get(ctx context.Context, key docs.Key) (docs.Doc, error) {
 	if err := docs.ValidateKey(key); err != nil {
 		return docs.Doc{}, err
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	snap, err := s.ref(key).Get(ctx)
 	if err != nil {
 		return docs.Doc{}, wrap("firestore.DocumentRef.Get", err)
@@ -258,6 +281,8 @@ func (s *Store) Put(ctx context.Context, doc docs.Doc) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if _, err := s.ref(doc.Key).Set(ctx, encode(doc.Data, fields)); err != nil {
 		return wrap("firestore.DocumentRef.Set", err)
 	}
@@ -271,6 +296,8 @@ func (s *Store) Create(ctx context.Context, doc docs.Doc) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if _, err := s.ref(doc.Key).Create(ctx, encode(doc.Data, fields)); err != nil {
 		return wrap("firestore.DocumentRef.Create", err)
 	}
@@ -292,6 +319,8 @@ func (s *Store) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc)
 	if err := docs.ValidateKey(key); err != nil {
 		return err
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	ref := s.ref(key)
 	h := fnv.New32a()
 	h.Write([]byte(ref.Path))
@@ -355,6 +384,8 @@ func (s *Store) Delete(ctx context.Context, key docs.Key) error {
 	if err := docs.ValidateKey(key); err != nil {
 		return err
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if _, err := s.ref(key).Delete(ctx); err != nil {
 		return wrap("firestore.DocumentRef.Delete", err)
 	}

@@ -117,6 +117,8 @@ func (s *Store) Query(ctx context.Context, q docs.Query) ([]docs.Doc, error) {
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return s.run(ctx, p)
 }
 
@@ -199,6 +201,8 @@ func (s *Store) userCollections(ctx context.Context, user string) ([]*firestore.
 	if user == "" || !docs.ValidUser(user) {
 		return nil, fmt.Errorf("%w: user", docs.ErrInvalid)
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	colls, err := s.userDoc(user).Collections(ctx).GetAll()
 	if err != nil {
 		return nil, wrap("firestore.DocumentRef.Collections", err)
@@ -219,8 +223,10 @@ func (s *Store) DeleteUser(ctx context.Context, user string) (int, error) {
 	n := 0
 	for _, coll := range colls {
 		for {
+			pctx, cancel := s.bound(ctx)
 			page, err := coll.Query.Select().OrderBy(firestore.DocumentID, firestore.Asc).
-				Limit(deletePage).Documents(ctx).GetAll()
+				Limit(deletePage).Documents(pctx).GetAll()
+			cancel()
 			if err != nil {
 				return n, wrap("firestore.Query.Documents", err)
 			}
@@ -243,7 +249,9 @@ func (s *Store) DeleteUser(ctx context.Context, user string) (int, error) {
 	}
 	// Never written by this adapter, but a stray parent would keep the
 	// user's id listed in the console.
-	if _, err := s.userDoc(user).Delete(ctx); err != nil {
+	dctx, cancel := s.bound(ctx)
+	defer cancel()
+	if _, err := s.userDoc(user).Delete(dctx); err != nil {
 		return n, wrap("firestore.DocumentRef.Delete", err)
 	}
 	return n, nil
@@ -287,6 +295,8 @@ func (s *Store) DeleteMany(ctx context.Context, keys []docs.Key) (int, error) {
 // existed (each delete requires the document to exist; NotFound means gone
 // already, which is idempotent and not counted).
 func (s *Store) bulkDelete(ctx context.Context, refs []*firestore.DocumentRef) (int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	bw := s.c.BulkWriter(ctx)
 	jobs := make([]*firestore.BulkWriterJob, 0, len(refs))
 	for _, ref := range refs {
@@ -321,7 +331,9 @@ func (s *Store) CountUser(ctx context.Context, user string) (int, error) {
 	}
 	n := 0
 	for _, coll := range colls {
-		res, err := coll.NewAggregationQuery().WithCount("n").Get(ctx)
+		cctx, cancel := s.bound(ctx)
+		res, err := coll.NewAggregationQuery().WithCount("n").Get(cctx)
+		cancel()
 		if err != nil {
 			return 0, wrap("firestore.AggregationQuery.Get", err)
 		}
