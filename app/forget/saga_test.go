@@ -37,7 +37,7 @@ const (
 type env struct {
 	t      testing.TB
 	dir    string
-	docs   *sqlitedocs.Store
+	docs   docs.Store
 	blobs  blobs.Bucket
 	vecs   vectors.Index
 	keys   *keys.Keyring

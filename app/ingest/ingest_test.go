@@ -68,7 +68,7 @@ func (b *recordingBus) all() []published {
 // fixture is an Intake over real embedded stores in the test's directory.
 type fixture struct {
 	in    *ingest.Intake
-	docs  *sqlitedocs.Store
+	docs  docs.Store
 	blobs blobs.Bucket
 	keys  *keys.Keyring
 	bus   *recordingBus
@@ -513,7 +513,7 @@ func TestAcceptConcurrent(t *testing.T) {
 // failingConversationStore fails the next conversation write, as a store
 // that times out between the chunk record and the conversation does.
 type failingConversationStore struct {
-	docs.Store
+	docs.Driver
 	mu   sync.Mutex
 	fail int
 }
@@ -528,7 +528,7 @@ func (s *failingConversationStore) Update(ctx context.Context, key docs.Key, fn 
 	if fail {
 		return errors.New("firestore: deadline exceeded")
 	}
-	return s.Store.Update(ctx, key, fn)
+	return s.Driver.Update(ctx, key, fn)
 }
 
 // TestAcceptRetryRepairsConversation: an accept that stored the chunk
@@ -536,8 +536,8 @@ func (s *failingConversationStore) Update(ctx context.Context, key docs.Key, fn 
 // conversation the chunk belongs to exists before its event is out.
 func TestAcceptRetryRepairsConversation(t *testing.T) {
 	f := newFixture(t)
-	store := &failingConversationStore{Store: f.docs, fail: 1}
-	f.in.Docs = store
+	store := &failingConversationStore{Driver: f.docs.Driver(), fail: 1}
+	f.in.Docs = docs.New(store)
 	user := userID(t, "alice")
 	c := ingest.Chunk{User: user, ConversationID: "c1", Seq: 0, ContentType: "audio/wav", Audio: speech(t), Origin: ingest.OriginApp}
 	if _, err := f.in.Accept(t.Context(), c); err == nil {

@@ -56,13 +56,13 @@ func openDocs(ctx context.Context, cfg Config, paths dataPaths) (docs.Store, err
 			CallTimeout: cfg.FirestoreTimeout,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("firestoredocs.Open (LETHE_DOCUMENTS=firestore): %w", err)
+			return docs.Store{}, fmt.Errorf("firestoredocs.Open (LETHE_DOCUMENTS=firestore): %w", err)
 		}
 		return s, nil
 	default:
 		s, err := sqlitedocs.Open(ctx, paths.docs())
 		if err != nil {
-			return nil, fmt.Errorf("sqlitedocs.Open: %w", err)
+			return docs.Store{}, fmt.Errorf("sqlitedocs.Open: %w", err)
 		}
 		return s, nil
 	}

@@ -130,7 +130,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides)
 	if a.verifier, err = a.openVerifier(ctx, cfg); err != nil {
 		return nil, err
 	}
-	if a.docs = ov.Docs; a.docs == nil {
+	if a.docs = ov.Docs; !a.docs.Valid() {
 		if a.docs, err = openDocs(ctx, cfg, paths); err != nil {
 			return nil, err
 		}

@@ -307,8 +307,9 @@ var errUnreachable = errors.New("connection refused")
 
 // flakyDocs fails every call while down, as an unreachable Firestore or an
 // unwritable SQLite file would.
+// It wraps the driver, under the docs.Store every component holds.
 type flakyDocs struct {
-	docs.Store
+	docs.Driver
 	down atomic.Bool
 }
 
@@ -323,63 +324,63 @@ func (f *flakyDocs) Get(ctx context.Context, key docs.Key) (docs.Doc, error) {
 	if err := f.fail("Get"); err != nil {
 		return docs.Doc{}, err
 	}
-	return f.Store.Get(ctx, key)
+	return f.Driver.Get(ctx, key)
 }
 
 func (f *flakyDocs) Put(ctx context.Context, d docs.Doc) error {
 	if err := f.fail("Put"); err != nil {
 		return err
 	}
-	return f.Store.Put(ctx, d)
+	return f.Driver.Put(ctx, d)
 }
 
 func (f *flakyDocs) Create(ctx context.Context, d docs.Doc) error {
 	if err := f.fail("Create"); err != nil {
 		return err
 	}
-	return f.Store.Create(ctx, d)
+	return f.Driver.Create(ctx, d)
 }
 
 func (f *flakyDocs) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc) (*docs.Doc, error)) error {
 	if err := f.fail("Update"); err != nil {
 		return err
 	}
-	return f.Store.Update(ctx, key, fn)
+	return f.Driver.Update(ctx, key, fn)
 }
 
 func (f *flakyDocs) Delete(ctx context.Context, key docs.Key) error {
 	if err := f.fail("Delete"); err != nil {
 		return err
 	}
-	return f.Store.Delete(ctx, key)
+	return f.Driver.Delete(ctx, key)
 }
 
 func (f *flakyDocs) DeleteMany(ctx context.Context, keys []docs.Key) (int, error) {
 	if err := f.fail("DeleteMany"); err != nil {
 		return 0, err
 	}
-	return f.Store.DeleteMany(ctx, keys)
+	return f.Driver.DeleteMany(ctx, keys)
 }
 
-func (f *flakyDocs) Query(ctx context.Context, q docs.Query) ([]docs.Doc, error) {
+func (f *flakyDocs) Query(ctx context.Context, q docs.Query, after *docs.Position) ([]docs.Doc, error) {
 	if err := f.fail("Query"); err != nil {
 		return nil, err
 	}
-	return f.Store.Query(ctx, q)
+	return f.Driver.Query(ctx, q, after)
 }
 
 func (f *flakyDocs) DeleteUser(ctx context.Context, user string) (int, error) {
 	if err := f.fail("DeleteUser"); err != nil {
 		return 0, err
 	}
-	return f.Store.DeleteUser(ctx, user)
+	return f.Driver.DeleteUser(ctx, user)
 }
 
 func (f *flakyDocs) CountUser(ctx context.Context, user string) (int, error) {
 	if err := f.fail("CountUser"); err != nil {
 		return 0, err
 	}
-	return f.Store.CountUser(ctx, user)
+	return f.Driver.CountUser(ctx, user)
 }
 
 // attempts counts handler calls per subscription and event id, and the
@@ -455,8 +456,8 @@ func requireNoDeadLetters(t *testing.T, b *bus.Bus) {
 func TestDocsOutageAnswers503AndLosesNothing(t *testing.T) {
 	cfg := testConfig(t)
 	runDocsOutage(t, cfg, func(s docs.Store) (docs.Store, func(up bool)) {
-		f := &flakyDocs{Store: s}
-		return f, func(up bool) { f.down.Store(!up) }
+		f := &flakyDocs{Driver: s.Driver()}
+		return docs.New(f), func(up bool) { f.down.Store(!up) }
 	})
 }
 

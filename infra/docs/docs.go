@@ -4,7 +4,6 @@
 package docs
 
 import (
-	"context"
 	"errors"
 )
 
@@ -15,6 +14,9 @@ var (
 	ErrAlreadyExists = errors.New("docs: already exists")
 	// ErrInvalid: a key, field or query the store refuses.
 	ErrInvalid = errors.New("docs: invalid")
+	// ErrTooMany: Query matched more than MaxQuery documents; page with
+	// QueryPage.
+	ErrTooMany = errors.New("docs: too many documents for Query")
 )
 
 // Key names one document. User is the keyed hash of the uid, or "" for
@@ -68,39 +70,7 @@ type Query struct {
 	Filters    []Filter
 	OrderBy    string
 	Desc       bool
-	Limit      int // 0 = no limit
-}
-
-// Store is the documents port.
-type Store interface {
-	// Get returns ErrNotFound when absent.
-	Get(ctx context.Context, key Key) (Doc, error)
-	// Put creates or replaces.
-	Put(ctx context.Context, doc Doc) error
-	// Create writes only if absent, else ErrAlreadyExists. Idempotency
-	// markers use it.
-	Create(ctx context.Context, doc Doc) error
-	// Update runs fn atomically against the current document (nil when
-	// absent) and writes what it returns: a non-nil *Doc is put, nil with
-	// a nil error deletes (or leaves absent). An error from fn aborts with
-	// no write and is returned as is. fn may run more than once.
-	Update(ctx context.Context, key Key, fn func(cur *Doc) (*Doc, error)) error
-	// Delete is idempotent: deleting an absent document is not an error.
-	Delete(ctx context.Context, key Key) error
-	// DeleteMany deletes keys (any users, any collections) and returns how
-	// many existed. Idempotent like Delete; absent keys are not counted.
-	// Retention sweeps use it: one write per page, not per document. Every
-	// key is validated before anything is deleted. It is atomic on SQLite
-	// (one transaction); on Firestore it is written in batches of at most
-	// MaxBatch, so an error may leave a prefix deleted: retry.
-	DeleteMany(ctx context.Context, keys []Key) (int, error)
-	// Query returns the matching documents.
-	Query(ctx context.Context, q Query) ([]Doc, error)
-	// DeleteUser deletes every document of the user in every collection
-	// and returns how many it deleted.
-	DeleteUser(ctx context.Context, user string) (int, error)
-	// CountUser counts the user's documents in every collection (erasure
-	// receipts verify zero with it).
-	CountUser(ctx context.Context, user string) (int, error)
-	Close() error
+	// Limit bounds Query's result (0: MaxQuery, more is ErrTooMany) and
+	// is QueryPage's page size (0: DefaultPage; at most MaxPage).
+	Limit int
 }

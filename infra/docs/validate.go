@@ -135,3 +135,41 @@ func ValidateDoc(d Doc) (map[string]any, error) {
 	}
 	return out, nil
 }
+
+// ValidateQuery checks q and returns it with its filter values normalised
+// (ints as int64) in a new slice, so the caller's is never shared.
+func ValidateQuery(q Query) (Query, error) {
+	if q.AllUsers && q.User != "" {
+		return q, fmt.Errorf("%w: query with both User and AllUsers", ErrInvalid)
+	}
+	if !ValidUser(q.User) {
+		return q, fmt.Errorf("%w: user", ErrInvalid)
+	}
+	if !ValidSegment(q.Collection) || (!q.AllUsers && !ValidCollection(q.User, q.Collection)) {
+		return q, fmt.Errorf("%w: collection", ErrInvalid)
+	}
+	if q.Limit < 0 {
+		return q, fmt.Errorf("%w: negative limit", ErrInvalid)
+	}
+	if q.OrderBy != "" && !ValidFieldName(q.OrderBy) {
+		return q, fmt.Errorf("%w: order by field name", ErrInvalid)
+	}
+	filters := make([]Filter, len(q.Filters))
+	for i, f := range q.Filters {
+		if !ValidFieldName(f.Field) {
+			return q, fmt.Errorf("%w: filter field name", ErrInvalid)
+		}
+		v, err := FieldValue(f.Value)
+		if err != nil {
+			return q, err
+		}
+		switch f.Op {
+		case Eq, Lt, Lte, Gt, Gte:
+		default:
+			return q, fmt.Errorf("%w: filter operator", ErrInvalid)
+		}
+		filters[i] = Filter{Field: f.Field, Op: f.Op, Value: v}
+	}
+	q.Filters = filters
+	return q, nil
+}

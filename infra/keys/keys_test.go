@@ -68,8 +68,8 @@ func (m *memStore) Tombstoned(_ context.Context, user string) (bool, error) {
 	return m.tombs[user], nil
 }
 
-// fakeDocs is a minimal in-memory docs.Store: enough for DocsKeysetStore,
-// with the port's NotFound / AlreadyExists semantics.
+// fakeDocs is a minimal in-memory docs.Driver: enough for
+// DocsKeysetStore, with the port's NotFound / AlreadyExists semantics.
 type fakeDocs struct {
 	mu   sync.Mutex
 	docs map[docs.Key]docs.Doc
@@ -138,7 +138,7 @@ func (f *fakeDocs) DeleteMany(context.Context, []docs.Key) (int, error) {
 	return 0, errors.New("fakeDocs: DeleteMany not needed by keys")
 }
 
-func (f *fakeDocs) Query(context.Context, docs.Query) ([]docs.Doc, error) {
+func (f *fakeDocs) Query(context.Context, docs.Query, *docs.Position) ([]docs.Doc, error) {
 	return nil, errors.New("fakeDocs: Query not needed by keys")
 }
 
@@ -167,10 +167,14 @@ func (f *fakeDocs) CountUser(_ context.Context, user string) (int, error) {
 	return n, nil
 }
 
+func (f *fakeDocs) ErrorCode(error) error { return nil }
+
+func (f *fakeDocs) As(any) bool { return false }
+
 func (f *fakeDocs) Close() error { return nil }
 
 // storeCase gives every Keyring test both stores: the in-memory one and the
-// docs adapter over a fake docs.Store.
+// docs adapter over a fake docs.Driver.
 type storeCase struct {
 	name string
 	make func() (KeysetStore, func(user string))
@@ -183,7 +187,7 @@ var storeCases = []storeCase{
 	}},
 	{"docs", func() (KeysetStore, func(string)) {
 		f := newFakeDocs()
-		return NewDocsKeysetStore(f), func(u string) {
+		return NewDocsKeysetStore(docs.New(f)), func(u string) {
 			f.Put(context.Background(), docs.Doc{Key: TombstoneKey(u), Data: []byte(`{}`)})
 		}
 	}},
@@ -521,7 +525,7 @@ func TestCacheBoundAndTTL(t *testing.T) {
 func TestDocsKeysetStoreLayout(t *testing.T) {
 	ctx := context.Background()
 	f := newFakeDocs()
-	s := NewDocsKeysetStore(f)
+	s := NewDocsKeysetStore(docs.New(f))
 	if _, err := s.Load(ctx, alice); !errors.Is(err, ErrNoKey) {
 		t.Fatalf("Load absent = %v", err)
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/events"
-	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
+	"github.com/lethe-dev/lethe/infra/docs"
 	embedport "github.com/lethe-dev/lethe/infra/embed"
 	"github.com/lethe-dev/lethe/infra/embed/hashembed"
 	"github.com/lethe-dev/lethe/infra/keys"
@@ -53,7 +53,7 @@ func (c *countingEmbedder) count() int {
 
 type env struct {
 	*workertest.Stores
-	docs     *sqlitedocs.Store
+	docs     docs.Store
 	keys     *keys.Keyring
 	reg      *events.Registry
 	bus      *workertest.RecordingBus

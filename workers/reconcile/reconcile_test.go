@@ -21,7 +21,7 @@ import (
 )
 
 type env struct {
-	docs *sqlitedocs.Store
+	docs docs.Store
 	bus  *workertest.RecordingBus
 	reg  *events.Registry
 	mu   sync.Mutex

@@ -15,7 +15,6 @@ import (
 	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/docs"
-	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
 	"github.com/lethe-dev/lethe/infra/embed/hashembed"
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/vectors"
@@ -50,7 +49,7 @@ func (s *switchableIndex) SetFail(err error) {
 
 type env struct {
 	*workertest.Stores
-	docs *sqlitedocs.Store
+	docs docs.Store
 	vecs vectors.Index
 	sw   *switchableIndex
 	keys *keys.Keyring

@@ -21,7 +21,6 @@ import (
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/blobs/dirblobs"
 	"github.com/lethe-dev/lethe/infra/docs"
-	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/stt"
 	"github.com/lethe-dev/lethe/workers/internal/workertest"
@@ -69,7 +68,7 @@ func (f *fakeSTT) lastSamples() int {
 // env is one worker over real embedded adapters in a fresh directory.
 type env struct {
 	*workertest.Stores
-	docs  *sqlitedocs.Store
+	docs  docs.Store
 	blobs blobs.Bucket
 	keys  *keys.Keyring
 	reg   *events.Registry

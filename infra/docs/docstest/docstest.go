@@ -96,7 +96,7 @@ func newFixture(t *testing.T, newHarness HarnessMaker) *fixture {
 	}
 	f.s = s
 	t.Cleanup(func() {
-		if f.s != nil {
+		if f.s.Valid() {
 			if err := f.s.Close(); err != nil {
 				t.Errorf("Close: %v", err)
 			}
@@ -108,7 +108,7 @@ func newFixture(t *testing.T, newHarness HarnessMaker) *fixture {
 func (f *fixture) reopen(t *testing.T) {
 	t.Helper()
 	s, err := f.h.Reopen(f.ctx, f.s)
-	f.s = nil
+	f.s = docs.Store{}
 	if err != nil {
 		t.Fatalf("Reopen: %v", err)
 	}

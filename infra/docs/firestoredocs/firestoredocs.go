@@ -80,8 +80,8 @@ type Config struct {
 // DefaultCallTimeout is the bound of Config.CallTimeout left zero.
 const DefaultCallTimeout = 10 * time.Second
 
-// Store is a docs.Store on one Firestore database.
-type Store struct {
+// Driver is a docs.Driver on one Firestore database.
+type Driver struct {
 	c *firestore.Client
 	// owned: Close closes c (Open made it; New's caller owns its client).
 	owned bool
@@ -97,22 +97,32 @@ type Store struct {
 
 const updateStripes = 64
 
-func newStore(c *firestore.Client, owned bool, timeout time.Duration) *Store {
+func newStore(c *firestore.Client, owned bool, timeout time.Duration) *Driver {
 	if timeout <= 0 {
 		timeout = DefaultCallTimeout
 	}
-	s := &Store{c: c, owned: owned, timeout: timeout}
+	s := &Driver{c: c, owned: owned, timeout: timeout}
 	for i := range s.updating {
 		s.updating[i] = make(chan struct{}, 1)
 	}
 	return s
 }
 
-var _ docs.Store = (*Store)(nil)
+var _ docs.Driver = (*Driver)(nil)
 
 // Open connects to the database of cfg. Nothing is sent until the first
 // call.
-func Open(ctx context.Context, cfg Config) (*Store, error) {
+func Open(ctx context.Context, cfg Config) (docs.Store, error) {
+	d, err := OpenDriver(ctx, cfg)
+	if err != nil {
+		return docs.Store{}, err
+	}
+	return docs.New(d), nil
+}
+
+// OpenDriver connects the driver alone, for decorators and tests of the
+// adapter itself; callers use Open.
+func OpenDriver(ctx context.Context, cfg Config) (*Driver, error) {
 	if cfg.ProjectID == "" {
 		return nil, errors.New("firestoredocs.Open: empty project id")
 	}
@@ -149,10 +159,37 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 }
 
 // New wraps a client the caller made. Close leaves the client open.
-func New(client *firestore.Client) *Store { return newStore(client, false, 0) }
+func New(client *firestore.Client) docs.Store { return docs.New(newStore(client, false, 0)) }
+
+// ErrorCode maps Firestore's status codes to the port's errors.
+func (s *Driver) ErrorCode(err error) error {
+	switch status.Code(err) {
+	case codes.NotFound:
+		return docs.ErrNotFound
+	case codes.AlreadyExists:
+		return docs.ErrAlreadyExists
+	case codes.InvalidArgument:
+		return docs.ErrInvalid
+	}
+	return nil
+}
+
+// As sets a **Driver target to the driver, and a **firestore.Client one
+// to its client.
+func (s *Driver) As(target any) bool {
+	switch p := target.(type) {
+	case **Driver:
+		*p = s
+	case **firestore.Client:
+		*p = s.c
+	default:
+		return false
+	}
+	return true
+}
 
 // bound is ctx limited to one call's timeout (Config.CallTimeout).
-func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+func (s *Driver) bound(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, s.timeout)
 }
 
@@ -167,7 +204,7 @@ func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]
 func (emulatorOwner) RequireTransportSecurity() bool { return false }
 
 // Close closes the client if Open made it.
-func (s *Store) Close() error {
+func (s *Driver) Close() error {
 	if !s.owned {
 		return nil
 	}
@@ -178,19 +215,19 @@ func (s *Store) Close() error {
 }
 
 // ref is where key lives. key must be valid.
-func (s *Store) ref(key docs.Key) *firestore.DocumentRef {
+func (s *Driver) ref(key docs.Key) *firestore.DocumentRef {
 	return s.coll(key.User, key.Collection).Doc(key.ID)
 }
 
 // coll is the collection of user (or the global one for "").
-func (s *Store) coll(user, coll string) *firestore.CollectionRef {
+func (s *Driver) coll(user, coll string) *firestore.CollectionRef {
 	if user == "" {
 		return s.c.Collection(coll)
 	}
 	return s.userDoc(user).Collection(coll)
 }
 
-func (s *Store) userDoc(user string) *firestore.DocumentRef {
+func (s *Driver) userDoc(user string) *firestore.DocumentRef {
 	return s.c.Collection(docs.UsersCollection).Doc(user)
 }
 
@@ -261,10 +298,7 @@ func wrap(call string, err error) error {
 }
 
 // Get returns docs.ErrNotFound when absent.
-func (s *Store) Get(ctx context.Context, key docs.Key) (docs.Doc, error) {
-	if err := docs.ValidateKey(key); err != nil {
-		return docs.Doc{}, err
-	}
+func (s *Driver) Get(ctx context.Context, key docs.Key) (docs.Doc, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	snap, err := s.ref(key).Get(ctx)
@@ -276,14 +310,10 @@ func (s *Store) Get(ctx context.Context, key docs.Key) (docs.Doc, error) {
 
 // Put creates or replaces (a whole-document Set: fields absent from doc
 // are gone afterwards).
-func (s *Store) Put(ctx context.Context, doc docs.Doc) error {
-	fields, err := docs.ValidateDoc(doc)
-	if err != nil {
-		return err
-	}
+func (s *Driver) Put(ctx context.Context, doc docs.Doc) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	if _, err := s.ref(doc.Key).Set(ctx, encode(doc.Data, fields)); err != nil {
+	if _, err := s.ref(doc.Key).Set(ctx, encode(doc.Data, doc.Fields)); err != nil {
 		return wrap("firestore.DocumentRef.Set", err)
 	}
 	return nil
@@ -291,14 +321,10 @@ func (s *Store) Put(ctx context.Context, doc docs.Doc) error {
 
 // Create writes only if absent (the server checks), else
 // docs.ErrAlreadyExists.
-func (s *Store) Create(ctx context.Context, doc docs.Doc) error {
-	fields, err := docs.ValidateDoc(doc)
-	if err != nil {
-		return err
-	}
+func (s *Driver) Create(ctx context.Context, doc docs.Doc) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	if _, err := s.ref(doc.Key).Create(ctx, encode(doc.Data, fields)); err != nil {
+	if _, err := s.ref(doc.Key).Create(ctx, encode(doc.Data, doc.Fields)); err != nil {
 		return wrap("firestore.DocumentRef.Create", err)
 	}
 	return nil
@@ -315,10 +341,7 @@ func (e fnError) Error() string { return e.err.Error() }
 // runs fn and writes the result. A conflicting transaction makes the client
 // run the whole attempt again, fn included. fn must not call Update of the
 // same Store.
-func (s *Store) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc) (*docs.Doc, error)) error {
-	if err := docs.ValidateKey(key); err != nil {
-		return err
-	}
+func (s *Driver) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc) (*docs.Doc, error)) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	ref := s.ref(key)
@@ -355,17 +378,8 @@ func (s *Store) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc)
 			}
 			return tx.Delete(ref)
 		}
-		d := *next
-		if d.Key == (docs.Key{}) {
-			d.Key = key
-		} else if d.Key != key {
-			return fmt.Errorf("%w: Update returned a document with another key", docs.ErrInvalid)
-		}
-		fields, err := docs.ValidateDoc(d)
-		if err != nil {
-			return err
-		}
-		return tx.Set(ref, encode(d.Data, fields))
+		// docs.Store validated next and set its key.
+		return tx.Set(ref, encode(next.Data, next.Fields))
 	}, firestore.MaxAttempts(txAttempts))
 	var fe fnError
 	switch {
@@ -373,17 +387,12 @@ func (s *Store) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc)
 		return nil
 	case errors.As(err, &fe):
 		return fe.err // as is, per the port
-	case errors.Is(err, docs.ErrInvalid):
-		return err
 	}
 	return wrap("firestore.RunTransaction", err)
 }
 
 // Delete is idempotent (no precondition).
-func (s *Store) Delete(ctx context.Context, key docs.Key) error {
-	if err := docs.ValidateKey(key); err != nil {
-		return err
-	}
+func (s *Driver) Delete(ctx context.Context, key docs.Key) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	if _, err := s.ref(key).Delete(ctx); err != nil {

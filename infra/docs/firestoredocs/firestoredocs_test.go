@@ -68,7 +68,7 @@ func (h *harness) MakeStore(ctx context.Context) (docs.Store, error) {
 // data lives in the emulator.
 func (h *harness) Reopen(ctx context.Context, s docs.Store) (docs.Store, error) {
 	if err := s.Close(); err != nil {
-		return nil, err
+		return docs.Store{}, err
 	}
 	return firestoredocs.Open(ctx, h.cfg)
 }

@@ -14,9 +14,9 @@ import (
 
 // offlineStore builds references without a server: the client connects
 // lazily, and these tests never send a request.
-func offlineStore(tb testing.TB) *Store {
+func offlineStore(tb testing.TB) *Driver {
 	tb.Helper()
-	s, err := Open(context.Background(), Config{ProjectID: "offline", EmulatorHost: "127.0.0.1:1"})
+	s, err := OpenDriver(context.Background(), Config{ProjectID: "offline", EmulatorHost: "127.0.0.1:1"})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestSortMatchesFirestore(t *testing.T) {
 	}
 	reset()
 	t.Cleanup(reset)
-	s, err := Open(ctx, Config{ProjectID: project, EmulatorHost: host})
+	s, err := OpenDriver(ctx, Config{ProjectID: project, EmulatorHost: host})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,11 +146,11 @@ func TestSortMatchesFirestore(t *testing.T) {
 		{User: "u1", Collection: coll},
 		{Collection: coll, OrderBy: "i"},
 	} {
-		native, err := s.buildQuery(q, false)
+		native, err := s.buildQuery(q, nil, false)
 		if err != nil || native.sort {
 			t.Fatalf("%+v: native plan %v, sort %v", q, err, native.sort)
 		}
-		sorted, err := s.buildQuery(q, true)
+		sorted, err := s.buildQuery(q, nil, true)
 		if err != nil {
 			t.Fatal(err)
 		}

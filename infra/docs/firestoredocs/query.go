@@ -29,6 +29,7 @@ type plan struct {
 	// tests, which compare both ways.
 	sort  bool
 	q     docs.Query
+	after *docs.Position
 	limit int
 }
 
@@ -47,23 +48,11 @@ type plan struct {
 // then orders by that field before the key). Those queries read every match
 // and sort in memory, with the same order; they are fine for a user's
 // collection but should not be used for sweeps over all users.
-func (s *Store) buildQuery(q docs.Query, forceSort bool) (plan, error) {
+//
+// q was validated by docs.Store (filter values normalised); after, when
+// not nil, keeps the documents strictly after it in the order.
+func (s *Driver) buildQuery(q docs.Query, after *docs.Position, forceSort bool) (plan, error) {
 	var p plan
-	if q.AllUsers && q.User != "" {
-		return p, fmt.Errorf("%w: query with both User and AllUsers", docs.ErrInvalid)
-	}
-	if !docs.ValidUser(q.User) {
-		return p, fmt.Errorf("%w: user", docs.ErrInvalid)
-	}
-	if !docs.ValidSegment(q.Collection) || (!q.AllUsers && !docs.ValidCollection(q.User, q.Collection)) {
-		return p, fmt.Errorf("%w: collection", docs.ErrInvalid)
-	}
-	if q.Limit < 0 {
-		return p, fmt.Errorf("%w: negative limit", docs.ErrInvalid)
-	}
-	if q.OrderBy != "" && !docs.ValidFieldName(q.OrderBy) {
-		return p, fmt.Errorf("%w: order by field name", docs.ErrInvalid)
-	}
 	var fq firestore.Query
 	if q.AllUsers {
 		fq = s.c.CollectionGroup(q.Collection).Query
@@ -72,28 +61,17 @@ func (s *Store) buildQuery(q docs.Query, forceSort bool) (plan, error) {
 	}
 	otherRange := false // a range filter on a field other than OrderBy
 	for _, f := range q.Filters {
-		if !docs.ValidFieldName(f.Field) {
-			return p, fmt.Errorf("%w: filter field name", docs.ErrInvalid)
-		}
-		v, err := docs.FieldValue(f.Value)
-		if err != nil {
-			return p, err
-		}
-		switch f.Op {
-		case docs.Eq:
-		case docs.Lt, docs.Lte, docs.Gt, docs.Gte:
+		if f.Op != docs.Eq {
 			otherRange = otherRange || f.Field != q.OrderBy
-		default:
-			return p, fmt.Errorf("%w: filter operator", docs.ErrInvalid)
 		}
 		// docs.Op values are Firestore's operator strings.
-		fq = fq.WherePath(firestore.FieldPath{fFields, f.Field}, string(f.Op), v)
+		fq = fq.WherePath(firestore.FieldPath{fFields, f.Field}, string(f.Op), f.Value)
 	}
 	dir := firestore.Asc
 	if q.Desc {
 		dir = firestore.Desc
 	}
-	p = plan{q: q, limit: q.Limit, sort: forceSort || otherRange || (q.OrderBy == "" && q.Desc)}
+	p = plan{q: q, after: after, limit: q.Limit, sort: forceSort || otherRange || (q.OrderBy == "" && q.Desc)}
 	if q.OrderBy != "" {
 		// Also when sorting here: the server then drops documents
 		// lacking the field.
@@ -103,6 +81,14 @@ func (s *Store) buildQuery(q docs.Query, forceSort bool) (plan, error) {
 		// Explicit, so ties follow the key in the query's direction (the
 		// implicit tie-break is ascending).
 		fq = fq.OrderBy(firestore.DocumentID, dir)
+		if after != nil {
+			ref := s.ref(docs.Key{User: after.User, Collection: q.Collection, ID: after.ID})
+			if q.OrderBy != "" {
+				fq = fq.StartAfter(after.Value, ref)
+			} else {
+				fq = fq.StartAfter(ref)
+			}
+		}
 		if q.Limit > 0 {
 			fq = fq.Limit(q.Limit)
 		}
@@ -112,8 +98,8 @@ func (s *Store) buildQuery(q docs.Query, forceSort bool) (plan, error) {
 }
 
 // Query returns the documents of q.Collection matching every filter.
-func (s *Store) Query(ctx context.Context, q docs.Query) ([]docs.Doc, error) {
-	p, err := s.buildQuery(q, false)
+func (s *Driver) Query(ctx context.Context, q docs.Query, after *docs.Position) ([]docs.Doc, error) {
+	p, err := s.buildQuery(q, after, false)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +109,7 @@ func (s *Store) Query(ctx context.Context, q docs.Query) ([]docs.Doc, error) {
 }
 
 // run runs p: in Firestore, then, when p.sort, here.
-func (s *Store) run(ctx context.Context, p plan) ([]docs.Doc, error) {
+func (s *Driver) run(ctx context.Context, p plan) ([]docs.Doc, error) {
 	q := p.q
 	it := p.fq.Documents(ctx)
 	defer it.Stop()
@@ -150,23 +136,37 @@ func (s *Store) run(ctx context.Context, p plan) ([]docs.Doc, error) {
 	}
 	if p.sort {
 		slices.SortFunc(out, func(a, b docs.Doc) int {
-			c := 0
-			if q.OrderBy != "" {
-				c = compareValues(a.Fields[q.OrderBy], b.Fields[q.OrderBy])
-			}
-			if c == 0 {
-				c = slices.Compare(namePath(a.Key), namePath(b.Key))
-			}
-			if q.Desc {
-				c = -c
-			}
-			return c
+			return compareDocs(q, a.Fields[q.OrderBy], a.Key, b.Fields[q.OrderBy], b.Key)
 		})
+		if p.after != nil {
+			k := docs.Key{User: p.after.User, Collection: q.Collection, ID: p.after.ID}
+			i := 0
+			for i < len(out) && compareDocs(q, out[i].Fields[q.OrderBy], out[i].Key, p.after.Value, k) <= 0 {
+				i++
+			}
+			out = out[i:]
+		}
 		if p.limit > 0 && len(out) > p.limit {
 			out = out[:p.limit]
 		}
 	}
 	return out, nil
+}
+
+// compareDocs orders two documents (their OrderBy value and key) as q
+// asks Firestore to.
+func compareDocs(q docs.Query, av any, ak docs.Key, bv any, bk docs.Key) int {
+	c := 0
+	if q.OrderBy != "" {
+		c = compareValues(av, bv)
+	}
+	if c == 0 {
+		c = slices.Compare(namePath(ak), namePath(bk))
+	}
+	if q.Desc {
+		c = -c
+	}
+	return c
 }
 
 // compareValues orders indexed values as Firestore does: integers before
@@ -197,10 +197,7 @@ func namePath(k docs.Key) []string {
 }
 
 // userCollections lists the collections under users/{user}.
-func (s *Store) userCollections(ctx context.Context, user string) ([]*firestore.CollectionRef, error) {
-	if user == "" || !docs.ValidUser(user) {
-		return nil, fmt.Errorf("%w: user", docs.ErrInvalid)
-	}
+func (s *Driver) userCollections(ctx context.Context, user string) ([]*firestore.CollectionRef, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	colls, err := s.userDoc(user).Collections(ctx).GetAll()
@@ -215,7 +212,7 @@ func (s *Store) userCollections(ctx context.Context, user string) ([]*firestore.
 // requires the document to exist, so one removed meanwhile by someone else
 // is not counted. A page is listed again from the start until none is
 // left, so documents written during the sweep go too.
-func (s *Store) DeleteUser(ctx context.Context, user string) (int, error) {
+func (s *Driver) DeleteUser(ctx context.Context, user string) (int, error) {
 	colls, err := s.userCollections(ctx, user)
 	if err != nil {
 		return 0, err
@@ -262,12 +259,7 @@ func (s *Store) DeleteUser(ctx context.Context, user string) (int, error) {
 // document to exist; NotFound means gone already, which is not an error).
 // Duplicate keys are deleted once: a BulkWriter refuses a second write to a
 // path.
-func (s *Store) DeleteMany(ctx context.Context, keys []docs.Key) (int, error) {
-	for _, k := range keys {
-		if err := docs.ValidateKey(k); err != nil {
-			return 0, err
-		}
-	}
+func (s *Driver) DeleteMany(ctx context.Context, keys []docs.Key) (int, error) {
 	seen := make(map[docs.Key]bool, len(keys))
 	uniq := make([]docs.Key, 0, len(keys))
 	for _, k := range keys {
@@ -294,7 +286,7 @@ func (s *Store) DeleteMany(ctx context.Context, keys []docs.Key) (int, error) {
 // bulkDelete deletes refs with one BulkWriter and counts those that
 // existed (each delete requires the document to exist; NotFound means gone
 // already, which is idempotent and not counted).
-func (s *Store) bulkDelete(ctx context.Context, refs []*firestore.DocumentRef) (int, error) {
+func (s *Driver) bulkDelete(ctx context.Context, refs []*firestore.DocumentRef) (int, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	bw := s.c.BulkWriter(ctx)
@@ -324,7 +316,7 @@ func (s *Store) bulkDelete(ctx context.Context, refs []*firestore.DocumentRef) (
 
 // CountUser counts the documents under users/{user} with one count
 // aggregation per collection (the server counts; nothing is read).
-func (s *Store) CountUser(ctx context.Context, user string) (int, error) {
+func (s *Driver) CountUser(ctx context.Context, user string) (int, error) {
 	colls, err := s.userCollections(ctx, user)
 	if err != nil {
 		return 0, err

@@ -15,10 +15,10 @@ const benchDocs = 10_000
 // benchStore opens a store with benchDocs documents of 512 bytes spread
 // over 100 users, each with status, seq and expires_at fields.
 // It seeds in one transaction (Put would fsync 10k times).
-func benchStore(b *testing.B) *Store {
+func benchStore(b *testing.B) *Driver {
 	b.Helper()
 	ctx := b.Context()
-	s, err := Open(ctx, filepath.Join(b.TempDir(), "docs.db"))
+	s, err := OpenDriver(ctx, filepath.Join(b.TempDir(), "docs.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -31,7 +31,8 @@ func benchStore(b *testing.B) *Store {
 			if err != nil {
 				return err
 			}
-			if err := putTx(ctx, tx, d, fields); err != nil {
+			d.Fields = fields
+			if err := putTx(ctx, tx, d); err != nil {
 				return err
 			}
 		}
@@ -113,7 +114,7 @@ func BenchmarkQuery(b *testing.B) {
 	for name, q := range queries {
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
-				got, err := s.Query(b.Context(), q)
+				got, err := s.Query(b.Context(), q, nil)
 				if err != nil || len(got) == 0 {
 					b.Fatalf("Query = %d docs, %v", len(got), err)
 				}
@@ -155,7 +156,8 @@ func BenchmarkDeleteMany(b *testing.B) {
 				if err != nil {
 					return err
 				}
-				if err := putTx(ctx, tx, d, fields); err != nil {
+				d.Fields = fields
+				if err := putTx(ctx, tx, d); err != nil {
 					return err
 				}
 				keys = append(keys, d.Key)

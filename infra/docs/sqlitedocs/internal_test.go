@@ -20,7 +20,7 @@ import (
 func TestDeletedDataNotInFiles(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
-	s, err := Open(ctx, filepath.Join(dir, "docs.db"))
+	s, err := OpenDriver(ctx, filepath.Join(dir, "docs.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func scanDir(t *testing.T, dir string, bad, good []byte) {
 // users; they must be index range scans, never a scan of the table.
 func TestQueryPlansUseIndexes(t *testing.T) {
 	ctx := t.Context()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "docs.db"))
+	s, err := OpenDriver(ctx, filepath.Join(t.TempDir(), "docs.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		{docs.Query{AllUsers: true, Collection: "segments"}, "docs_coll"},
 	}
 	for _, tc := range cases {
-		sqlText, args, err := buildQuery(tc.q)
+		sqlText, args, err := buildQuery(tc.q, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +148,7 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 	}
 }
 
-func explain(ctx context.Context, t *testing.T, s *Store, q string, args []any) string {
+func explain(ctx context.Context, t *testing.T, s *Driver, q string, args []any) string {
 	t.Helper()
 	rows, err := s.r.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args...)
 	if err != nil {
@@ -221,7 +221,7 @@ func FuzzDecodeFields(f *testing.F) {
 // write transaction open (it would block every later write).
 func TestUpdatePanicReleasesWriter(t *testing.T) {
 	ctx := t.Context()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "docs.db"))
+	s, err := OpenDriver(ctx, filepath.Join(t.TempDir(), "docs.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

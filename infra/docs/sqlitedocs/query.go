@@ -13,8 +13,8 @@ import (
 // returned; a filter matches only values of its own type (an int64 filter
 // never matches a string value); integers order before strings; ties are
 // broken by key (user, then id) in the direction of the order.
-func (s *Store) Query(ctx context.Context, q docs.Query) ([]docs.Doc, error) {
-	query, args, err := buildQuery(q)
+func (s *Driver) Query(ctx context.Context, q docs.Query, after *docs.Position) ([]docs.Doc, error) {
+	query, args, err := buildQuery(q, after)
 	if err != nil {
 		return nil, err
 	}
@@ -51,23 +51,10 @@ func (s *Store) Query(ctx context.Context, q docs.Query) ([]docs.Doc, error) {
 
 // buildQuery turns q into SQL. Every field named by a filter or OrderBy is
 // joined once from the fields table, so the indexes on (user, coll, name,
-// v) and (coll, name, v) serve both the filters and the order.
-func buildQuery(q docs.Query) (string, []any, error) {
-	if !docs.ValidSegment(q.Collection) {
-		return "", nil, fmt.Errorf("%w: collection", docs.ErrInvalid)
-	}
-	if q.AllUsers && q.User != "" {
-		return "", nil, fmt.Errorf("%w: query with both User and AllUsers", docs.ErrInvalid)
-	}
-	if !docs.ValidUser(q.User) {
-		return "", nil, fmt.Errorf("%w: user", docs.ErrInvalid)
-	}
-	if q.Limit < 0 {
-		return "", nil, fmt.Errorf("%w: negative limit", docs.ErrInvalid)
-	}
-	if q.OrderBy != "" && !docs.ValidFieldName(q.OrderBy) {
-		return "", nil, fmt.Errorf("%w: order by field name", docs.ErrInvalid)
-	}
+// v) and (coll, name, v) serve both the filters and the order. q was
+// validated by docs.Store (filter values normalised); after, when not nil,
+// keeps the rows strictly after it in the order.
+func buildQuery(q docs.Query, after *docs.Position) (string, []any, error) {
 
 	alias := map[string]string{}
 	var joins []string
@@ -91,13 +78,7 @@ func buildQuery(q docs.Query) (string, []any, error) {
 		whereArgs = append(whereArgs, q.User)
 	}
 	for _, f := range q.Filters {
-		if !docs.ValidFieldName(f.Field) {
-			return "", nil, fmt.Errorf("%w: filter field name", docs.ErrInvalid)
-		}
-		v, err := docs.FieldValue(f.Value)
-		if err != nil {
-			return "", nil, err
-		}
+		v := f.Value
 		var op string
 		switch f.Op {
 		case docs.Eq:
@@ -135,6 +116,21 @@ func buildQuery(q docs.Query) (string, []any, error) {
 		order = append(order, t+".v"+dir)
 	}
 	order = append(order, t+".user"+dir, t+".id"+dir)
+	if after != nil {
+		cmpOp := ">"
+		if q.Desc {
+			cmpOp = "<"
+		}
+		// A row value compares as the ORDER BY does: v is an untyped
+		// ANY column, so integers sort before text here too.
+		if q.OrderBy != "" {
+			where = append(where, fmt.Sprintf("(%[1]s.v, %[1]s.user, %[1]s.id) %s (?, ?, ?)", t, cmpOp))
+			whereArgs = append(whereArgs, after.Value, after.User, after.ID)
+		} else {
+			where = append(where, fmt.Sprintf("(%[1]s.user, %[1]s.id) %s (?, ?)", t, cmpOp))
+			whereArgs = append(whereArgs, after.User, after.ID)
+		}
+	}
 
 	var b strings.Builder
 	b.WriteString("SELECT d.user, d.id, d.data, d.fields FROM docs d")

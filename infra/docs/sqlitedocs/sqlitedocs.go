@@ -33,14 +33,14 @@ import (
 	_ "modernc.org/sqlite" // driver "sqlite"
 )
 
-// Store is a docs.Store on a SQLite file.
-type Store struct {
+// Driver is a docs.Driver on a SQLite file.
+type Driver struct {
 	w   *sql.DB   // one connection: every write, serialised
 	r   *sql.DB   // readers (query_only)
 	get *sql.Stmt // on r: parsing costs as much as the lookup
 }
 
-var _ docs.Store = (*Store)(nil)
+var _ docs.Driver = (*Driver)(nil)
 
 const getSQL = "SELECT data, fields FROM docs WHERE user = ? AND coll = ? AND id = ?"
 
@@ -68,7 +68,17 @@ CREATE INDEX IF NOT EXISTS fields_all  ON fields (coll, name, v, user, id);
 `
 
 // Open opens (creating if needed) the SQLite file at path.
-func Open(ctx context.Context, path string) (*Store, error) {
+func Open(ctx context.Context, path string) (docs.Store, error) {
+	d, err := OpenDriver(ctx, path)
+	if err != nil {
+		return docs.Store{}, err
+	}
+	return docs.New(d), nil
+}
+
+// OpenDriver opens the driver alone, for decorators and tests of the
+// adapter itself; callers use Open.
+func OpenDriver(ctx context.Context, path string) (*Driver, error) {
 	if path == "" {
 		return nil, errors.New("sqlitedocs.Open: empty path")
 	}
@@ -112,12 +122,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("sqlite.Prepare: %w", err)
 	}
-	return &Store{w: w, r: r, get: get}, nil
+	return &Driver{w: w, r: r, get: get}, nil
 }
 
 // Close checkpoints the WAL into the database file and truncates it, then
 // closes every connection.
-func (s *Store) Close() error {
+func (s *Driver) Close() error {
 	cerr := s.checkpoint(context.Background())
 	serr := s.get.Close()
 	rerr := s.r.Close()
@@ -128,7 +138,7 @@ func (s *Store) Close() error {
 // checkpoint copies the WAL into the database and truncates it to zero
 // bytes: with secure_delete the database pages of a deleted row are
 // zeroed, but older frames in the WAL would still hold it.
-func (s *Store) checkpoint(ctx context.Context) error {
+func (s *Driver) checkpoint(ctx context.Context) error {
 	var busy, logFrames, done int
 	if err := s.w.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logFrames, &done); err != nil {
 		return fmt.Errorf("sqlite wal_checkpoint: %w", err)
@@ -137,6 +147,18 @@ func (s *Store) checkpoint(ctx context.Context) error {
 		return errors.New("sqlite wal_checkpoint: busy, WAL not truncated")
 	}
 	return nil
+}
+
+// ErrorCode: the driver returns the port's errors itself.
+func (s *Driver) ErrorCode(error) error { return nil }
+
+// As sets a **Driver target to the driver.
+func (s *Driver) As(target any) bool {
+	if p, ok := target.(**Driver); ok {
+		*p = s
+		return true
+	}
+	return false
 }
 
 // getDoc reads key with stmt (the prepared getSQL, or its copy in a tx).
@@ -161,10 +183,7 @@ func getDoc(ctx context.Context, stmt *sql.Stmt, key docs.Key) (*docs.Doc, error
 }
 
 // Get returns docs.ErrNotFound when absent.
-func (s *Store) Get(ctx context.Context, key docs.Key) (docs.Doc, error) {
-	if err := docs.ValidateKey(key); err != nil {
-		return docs.Doc{}, err
-	}
+func (s *Driver) Get(ctx context.Context, key docs.Key) (docs.Doc, error) {
 	d, err := getDoc(ctx, s.get, key)
 	if err != nil {
 		return docs.Doc{}, err
@@ -173,20 +192,12 @@ func (s *Store) Get(ctx context.Context, key docs.Key) (docs.Doc, error) {
 }
 
 // Put creates or replaces.
-func (s *Store) Put(ctx context.Context, doc docs.Doc) error {
-	fields, err := docs.ValidateDoc(doc)
-	if err != nil {
-		return err
-	}
-	return s.inTx(ctx, func(tx *sql.Tx) error { return putTx(ctx, tx, doc, fields) })
+func (s *Driver) Put(ctx context.Context, doc docs.Doc) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error { return putTx(ctx, tx, doc) })
 }
 
 // Create writes only if absent, else docs.ErrAlreadyExists.
-func (s *Store) Create(ctx context.Context, doc docs.Doc) error {
-	fields, err := docs.ValidateDoc(doc)
-	if err != nil {
-		return err
-	}
+func (s *Driver) Create(ctx context.Context, doc docs.Doc) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
 		var one int
 		err := tx.QueryRowContext(ctx, "SELECT 1 FROM docs WHERE user = ? AND coll = ? AND id = ?",
@@ -197,17 +208,14 @@ func (s *Store) Create(ctx context.Context, doc docs.Doc) error {
 		case !errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("sqlite.QueryRow docs: %w", err)
 		}
-		return putTx(ctx, tx, doc, fields)
+		return putTx(ctx, tx, doc)
 	})
 }
 
 // Update runs fn inside a write transaction on the current document. fn
 // runs exactly once here; it must not call write methods of the same Store
 // (the single write connection is held while it runs).
-func (s *Store) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc) (*docs.Doc, error)) error {
-	if err := docs.ValidateKey(key); err != nil {
-		return err
-	}
+func (s *Driver) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc) (*docs.Doc, error)) error {
 	deleted := false
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		stmt, err := tx.PrepareContext(ctx, getSQL)
@@ -229,17 +237,8 @@ func (s *Store) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc)
 			}
 			return err
 		}
-		d := *next
-		if d.Key == (docs.Key{}) {
-			d.Key = key
-		} else if d.Key != key {
-			return fmt.Errorf("%w: Update returned a document with another key", docs.ErrInvalid)
-		}
-		fields, err := docs.ValidateDoc(d)
-		if err != nil {
-			return err
-		}
-		return putTx(ctx, tx, d, fields)
+		// docs.Store validated next and set its key.
+		return putTx(ctx, tx, *next)
 	})
 	var fe fnError
 	if errors.As(err, &fe) {
@@ -258,10 +257,7 @@ func (e fnError) Error() string { return e.err.Error() }
 
 // Delete is idempotent. The WAL is checkpointed and truncated afterwards so
 // the deleted bytes are gone from every file when it returns.
-func (s *Store) Delete(ctx context.Context, key docs.Key) error {
-	if err := docs.ValidateKey(key); err != nil {
-		return err
-	}
+func (s *Driver) Delete(ctx context.Context, key docs.Key) error {
 	var deleted bool
 	err := s.inTx(ctx, func(tx *sql.Tx) (err error) {
 		deleted, err = deleteTx(ctx, tx, key)
@@ -279,15 +275,7 @@ const deleteManyChunk = 250
 
 // DeleteMany deletes keys in one transaction and checkpoints the WAL once
 // (per-key Delete pays a checkpoint each, which a sweep cannot afford).
-func (s *Store) DeleteMany(ctx context.Context, keys []docs.Key) (int, error) {
-	for _, k := range keys {
-		if err := docs.ValidateKey(k); err != nil {
-			return 0, err
-		}
-	}
-	if len(keys) == 0 {
-		return 0, nil
-	}
+func (s *Driver) DeleteMany(ctx context.Context, keys []docs.Key) (int, error) {
 	n := 0
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		n = 0
@@ -324,10 +312,7 @@ func (s *Store) DeleteMany(ctx context.Context, keys []docs.Key) (int, error) {
 // DeleteUser deletes every document of user (not "", the global
 // collections) and checkpoints the WAL. On a checkpoint error the documents
 // are deleted (the count is returned) but may linger in the WAL: retry.
-func (s *Store) DeleteUser(ctx context.Context, user string) (int, error) {
-	if user == "" || !docs.ValidUser(user) {
-		return 0, fmt.Errorf("%w: user", docs.ErrInvalid)
-	}
+func (s *Driver) DeleteUser(ctx context.Context, user string) (int, error) {
 	var n int64
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, "DELETE FROM docs WHERE user = ?", user)
@@ -347,10 +332,7 @@ func (s *Store) DeleteUser(ctx context.Context, user string) (int, error) {
 }
 
 // CountUser counts user's documents in every collection.
-func (s *Store) CountUser(ctx context.Context, user string) (int, error) {
-	if user == "" || !docs.ValidUser(user) {
-		return 0, fmt.Errorf("%w: user", docs.ErrInvalid)
-	}
+func (s *Driver) CountUser(ctx context.Context, user string) (int, error) {
 	var n int
 	if err := s.r.QueryRowContext(ctx, "SELECT count(*) FROM docs WHERE user = ?", user).Scan(&n); err != nil {
 		return 0, fmt.Errorf("sqlite.QueryRow count: %w", err)
@@ -358,7 +340,7 @@ func (s *Store) CountUser(ctx context.Context, user string) (int, error) {
 	return n, nil
 }
 
-func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
+func (s *Driver) inTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 	tx, err := s.w.BeginTx(ctx, nil) // BEGIN IMMEDIATE (_txlock)
 	if err != nil {
 		return fmt.Errorf("sqlite.BeginTx: %w", err)
@@ -381,7 +363,8 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error)
 	return nil
 }
 
-func putTx(ctx context.Context, tx *sql.Tx, doc docs.Doc, fields map[string]any) error {
+func putTx(ctx context.Context, tx *sql.Tx, doc docs.Doc) error {
+	fields := doc.Fields
 	enc, err := encodeFields(fields)
 	if err != nil {
 		return err

@@ -18,7 +18,7 @@ func (h *harness) MakeStore(ctx context.Context) (docs.Store, error) {
 
 func (h *harness) Reopen(ctx context.Context, s docs.Store) (docs.Store, error) {
 	if err := s.Close(); err != nil {
-		return nil, err
+		return docs.Store{}, err
 	}
 	return sqlitedocs.Open(ctx, h.path)
 }

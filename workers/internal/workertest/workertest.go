@@ -24,7 +24,7 @@ import (
 // Stores are real embedded adapters in a fresh directory of the test.
 type Stores struct {
 	Dir    string
-	Docs   *sqlitedocs.Store
+	Docs   docs.Store
 	Keys   *keys.Keyring
 	Events *events.Registry
 }
