@@ -59,6 +59,8 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"DeleteMany", testDeleteMany},
 		{"Query", testQuery},
 		{"QueryAllUsers", testQueryAllUsers},
+		{"QueryPage", testQueryPage},
+		{"QueryPageInvalidCursor", testQueryPageInvalidCursor},
 		{"DeleteUser", testDeleteUser},
 		{"Persistence", testPersistence},
 		{"InvalidKeys", testInvalidKeys},
@@ -652,6 +654,112 @@ func testQueryAllUsers(t *testing.T, f *fixture) {
 			}
 			if g := ids(got); !equal(g, tc.want) {
 				t.Errorf("Query = %v, want %v", g, tc.want)
+			}
+		})
+	}
+}
+
+// testQueryPage pages every kind of query (by key, by a field with ties,
+// mixed int and string values, descending, across users with global
+// documents, a range on another field than the order) one, two and three
+// documents at a time: the pages together are the whole result in order,
+// each page but the last is full, and the last has no next cursor.
+func testQueryPage(t *testing.T, f *fixture) {
+	seedQuery(t, f)
+	lt := func(fl string, v int64) docs.Filter { return docs.Filter{Field: fl, Op: docs.Lt, Value: v} }
+	queries := map[string]docs.Query{
+		"by id":                  {User: "u1", Collection: "items"},
+		"by id desc":             {User: "u1", Collection: "items", Desc: true},
+		"by status ties":         {User: "u1", Collection: "items", OrderBy: "status"},
+		"by status desc ties":    {User: "u1", Collection: "items", OrderBy: "status", Desc: true},
+		"ints then strings":      {User: "u1", Collection: "items", OrderBy: "n"},
+		"ints then strings desc": {User: "u1", Collection: "items", OrderBy: "n", Desc: true},
+		"filtered order":         {User: "u2", Collection: "items", OrderBy: "n", Filters: []docs.Filter{lt("n", 7)}},
+		"range on another field": {User: "u1", Collection: "items", OrderBy: "status",
+			Filters: []docs.Filter{lt("n", 8)}},
+		"all users by key":      {AllUsers: true, Collection: "items", Filters: []docs.Filter{{Field: "n", Op: docs.Eq, Value: int64(4)}}},
+		"all users expiry":      {AllUsers: true, Collection: "items", OrderBy: "expires_at", Filters: []docs.Filter{lt("expires_at", 4000)}},
+		"all users expiry desc": {AllUsers: true, Collection: "items", OrderBy: "expires_at", Desc: true},
+		"global":                {Collection: "items", OrderBy: "n"},
+	}
+	for name, q := range queries {
+		t.Run(name, func(t *testing.T) {
+			full, err := f.s.Query(f.ctx, q)
+			if err != nil {
+				t.Fatalf("Query: %v", err)
+			}
+			if len(full) < 4 {
+				t.Fatalf("Query = %v: too few documents to page", ids(full))
+			}
+			for size := 1; size <= 3; size++ {
+				pq := q
+				pq.Limit = size
+				var got []docs.Doc
+				cursor, pages := "", 0
+				for {
+					page, next, err := f.s.QueryPage(f.ctx, pq, cursor)
+					if err != nil {
+						t.Fatalf("QueryPage(size %d, page %d): %v", size, pages, err)
+					}
+					pages++
+					if pages > len(full)+1 {
+						t.Fatalf("size %d: more pages than documents: the cursor does not advance", size)
+					}
+					got = append(got, page...)
+					if next == "" {
+						break
+					}
+					if len(page) != size {
+						t.Fatalf("size %d: page %d holds %d with a next cursor", size, pages, len(page))
+					}
+					cursor = next
+				}
+				if g, w := ids(got), ids(full); !equal(g, w) {
+					t.Errorf("size %d: pages = %v, want %v", size, g, w)
+				}
+				if want := (len(full) + size - 1) / size; pages != want {
+					t.Errorf("size %d: %d pages, want %d", size, pages, want)
+				}
+			}
+		})
+	}
+	// Query with a limit above one page reads several.
+	got, err := f.s.Query(f.ctx, docs.Query{AllUsers: true, Collection: "items", Limit: 3})
+	if err != nil || len(got) != 3 {
+		t.Errorf("Query limit 3 = %v, %v", ids(got), err)
+	}
+}
+
+// testQueryPageInvalidCursor: a cursor is outside input: anything but one
+// QueryPage returned for a query of the same shape is ErrInvalid.
+func testQueryPageInvalidCursor(t *testing.T, f *fixture) {
+	seedQuery(t, f)
+	ordered := docs.Query{User: "u1", Collection: "items", OrderBy: "n", Limit: 2}
+	byKey := docs.Query{User: "u1", Collection: "items", Limit: 2}
+	_, okOrdered, err := f.s.QueryPage(f.ctx, ordered, "")
+	if err != nil || okOrdered == "" {
+		t.Fatalf("QueryPage = %q, %v", okOrdered, err)
+	}
+	_, okByKey, err := f.s.QueryPage(f.ctx, byKey, "")
+	if err != nil || okByKey == "" {
+		t.Fatalf("QueryPage = %q, %v", okByKey, err)
+	}
+	cases := map[string]struct {
+		q      docs.Query
+		cursor string
+	}{
+		"not base64":            {ordered, "!!!"},
+		"not json":              {ordered, "bm90IGpzb24"},
+		"ordered cursor by key": {byKey, okOrdered},
+		"key cursor ordered":    {ordered, okByKey},
+		"bad id":                {byKey, "eyJ1IjoidTEiLCJkIjoiYS9iIn0"},                    // {"u":"u1","d":"a/b"}
+		"both values":           {ordered, "eyJpIjoxLCJzIjoieCIsInUiOiJ1MSIsImQiOiJkMSJ9"}, // {"i":1,"s":"x",...}
+		"too long":              {ordered, strings.Repeat("A", 5000)},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if page, _, err := f.s.QueryPage(f.ctx, tc.q, tc.cursor); !errors.Is(err, docs.ErrInvalid) {
+				t.Errorf("QueryPage = %v, %v; want ErrInvalid", ids(page), err)
 			}
 		})
 	}
