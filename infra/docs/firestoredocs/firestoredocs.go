@@ -283,17 +283,9 @@ func decode(key docs.Key, snap *firestore.DocumentSnapshot) (docs.Doc, error) {
 	return docs.Doc{Key: key, Data: data, Fields: fields}, nil
 }
 
-// wrap maps Firestore's status codes to the port's errors, keeping the
-// original error (and the failing call) for the log.
+// wrap names the failing call; docs.Store maps the status code to the
+// port's errors (ErrorCode), keeping this error for the log.
 func wrap(call string, err error) error {
-	switch status.Code(err) {
-	case codes.NotFound:
-		return fmt.Errorf("%s: %w: %w", call, docs.ErrNotFound, err)
-	case codes.AlreadyExists:
-		return fmt.Errorf("%s: %w: %w", call, docs.ErrAlreadyExists, err)
-	case codes.InvalidArgument:
-		return fmt.Errorf("%s: %w: %w", call, docs.ErrInvalid, err)
-	}
 	return fmt.Errorf("%s: %w", call, err)
 }
 
