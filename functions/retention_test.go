@@ -2,6 +2,7 @@ package functions_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -105,7 +106,7 @@ func TestRetentionPolicyRejects(t *testing.T) {
 			}
 		})
 	}
-	if _, err := e.docs.Get(context.Background(), records.RetentionKey(e.pseudo.User("alice"))); err != docs.ErrNotFound {
+	if _, err := e.docs.Get(context.Background(), records.RetentionKey(e.pseudo.User("alice"))); !errors.Is(err, docs.ErrNotFound) {
 		t.Errorf("a refused body stored a policy: %v", err)
 	}
 }
