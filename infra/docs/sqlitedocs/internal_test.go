@@ -3,10 +3,12 @@ package sqlitedocs
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -239,5 +241,74 @@ func TestUpdatePanicReleasesWriter(t *testing.T) {
 	defer cancel()
 	if err := s.Put(wctx, docs.Doc{Key: k, Data: []byte("after")}); err != nil {
 		t.Fatalf("Put after a panicking Update: %v", err)
+	}
+}
+
+// TestGroupCommitIsolatesFailures: concurrent writes share transactions,
+// yet one that fails (an Update callback's error, a panic, a Create of an
+// existing document) or whose caller gave up writes nothing and fails
+// alone: every other write is committed, and each caller gets its own
+// result.
+func TestGroupCommitIsolatesFailures(t *testing.T) {
+	ctx := t.Context()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "docs.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	key := func(i int) docs.Key { return docs.Key{User: "u1", Collection: "c", ID: fmt.Sprintf("d%03d", i)} }
+	if err := s.Put(ctx, docs.Doc{Key: key(0), Data: []byte("first")}); err != nil {
+		t.Fatal(err)
+	}
+	errBoom := errors.New("boom")
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	const n = 200
+	results := make([]error, n)
+	panics := make([]any, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			defer func() { panics[i] = recover() }()
+			doc := docs.Doc{Key: key(i), Data: fmt.Appendf(nil, "v%d", i)}
+			switch i % 5 {
+			case 0: // Create: d000 exists, the others do not
+				results[i] = s.Create(ctx, doc)
+			case 1:
+				results[i] = s.Update(ctx, doc.Key, func(*docs.Doc) (*docs.Doc, error) { return &doc, errBoom })
+			case 2:
+				results[i] = s.Update(ctx, doc.Key, func(*docs.Doc) (*docs.Doc, error) { panic("callback") })
+			case 3:
+				results[i] = s.Put(canceled, doc)
+			default:
+				results[i] = s.Put(ctx, doc)
+			}
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		got, gerr := s.Get(ctx, key(i))
+		switch {
+		case i == 0:
+			if !errors.Is(results[i], docs.ErrAlreadyExists) || string(got.Data) != "first" {
+				t.Errorf("Create of an existing doc: %v, data %q", results[i], got.Data)
+			}
+		case i%5 == 0 || i%5 == 4:
+			if results[i] != nil || panics[i] != nil || string(got.Data) != fmt.Sprintf("v%d", i) {
+				t.Errorf("write %d: %v %v, data %q (%v)", i, results[i], panics[i], got.Data, gerr)
+			}
+		case i%5 == 1:
+			if !errors.Is(results[i], errBoom) || !errors.Is(gerr, docs.ErrNotFound) {
+				t.Errorf("failed Update %d: %v, then Get %v", i, results[i], gerr)
+			}
+		case i%5 == 2:
+			if panics[i] != "callback" || !errors.Is(gerr, docs.ErrNotFound) {
+				t.Errorf("panicking Update %d: panic %v, then Get %v", i, panics[i], gerr)
+			}
+		case i%5 == 3:
+			if !errors.Is(results[i], context.Canceled) || !errors.Is(gerr, docs.ErrNotFound) {
+				t.Errorf("canceled Put %d: %v, then Get %v", i, results[i], gerr)
+			}
+		}
 	}
 }
