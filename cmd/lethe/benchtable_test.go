@@ -63,18 +63,18 @@ func benchHTTPClient() *http.Client {
 }
 
 // loadResult is one load run: every request's latency and the wall time.
-type loadResult struct {
+type benchLoadResult struct {
 	lat     []time.Duration
 	elapsed time.Duration
 	cpu     time.Duration // this process's CPU time (user+system) during the run
 }
 
-func (r loadResult) perSecond() float64 { return float64(len(r.lat)) / r.elapsed.Seconds() }
+func (r benchLoadResult) perSecond() float64 { return float64(len(r.lat)) / r.elapsed.Seconds() }
 
-func (r loadResult) cpuPerOp() time.Duration { return r.cpu / time.Duration(len(r.lat)) }
+func (r benchLoadResult) cpuPerOp() time.Duration { return r.cpu / time.Duration(len(r.lat)) }
 
 // percentile of sorted latencies (nearest rank).
-func percentile(sorted []time.Duration, p float64) time.Duration {
+func benchPercentile(sorted []time.Duration, p float64) time.Duration {
 	if len(sorted) == 0 {
 		return 0
 	}
@@ -82,9 +82,9 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[max(i, 0)]
 }
 
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func benchMS(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func processCPU() time.Duration {
+func benchProcessCPU() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
@@ -95,11 +95,11 @@ func processCPU() time.Duration {
 // runLoad has benchClients clients send perClient requests each, back to
 // back; send(client, i) does one request and returns an error unless it was
 // accepted.
-func runLoad(perClient int, send func(client, i int) error) (loadResult, error) {
+func benchLoad(perClient int, send func(client, i int) error) (benchLoadResult, error) {
 	lats := make([][]time.Duration, benchClients)
 	errs := make([]error, benchClients)
 	var wg sync.WaitGroup
-	cpu0, start := processCPU(), time.Now()
+	cpu0, start := benchProcessCPU(), time.Now()
 	for c := range benchClients {
 		wg.Go(func() {
 			for i := range perClient {
@@ -113,7 +113,7 @@ func runLoad(perClient int, send func(client, i int) error) (loadResult, error) 
 		})
 	}
 	wg.Wait()
-	r := loadResult{elapsed: time.Since(start), cpu: processCPU() - cpu0}
+	r := benchLoadResult{elapsed: time.Since(start), cpu: benchProcessCPU() - cpu0}
 	if err := errors.Join(errs...); err != nil {
 		return r, err
 	}
@@ -123,7 +123,7 @@ func runLoad(perClient int, send func(client, i int) error) (loadResult, error) 
 }
 
 // put sends one chunk and reads the reply.
-func put(hc *http.Client, url, tok string, body []byte) error {
+func benchPut(hc *http.Client, url, tok string, body []byte) error {
 	req, err := http.NewRequest(http.MethodPut, url, bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -148,7 +148,7 @@ func put(hc *http.Client, url, tok string, body []byte) error {
 
 // startBareFsync serves PUT with the least a durable upload can do: read
 // the body, write it to a new file, fsync, close, 202.
-func startBareFsync(b *testing.B) string {
+func benchBareFsync(b *testing.B) string {
 	dir := b.TempDir()
 	var n atomic.Int64
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -186,7 +186,7 @@ func startBareFsync(b *testing.B) string {
 }
 
 // mintTokens mints one token per load client (one user each).
-func mintTokens(b *testing.B, p *pipeline, prefix string) []string {
+func benchTokens(b *testing.B, p *pipeline, prefix string) []string {
 	toks := make([]string, benchClients)
 	for c := range toks {
 		tok, err := p.app.issuer.Mint(fmt.Sprintf("%s-%d", prefix, c), time.Hour)
@@ -209,9 +209,9 @@ func BenchmarkTableUpload(b *testing.B) {
 	}
 	hc := benchHTTPClient()
 	for range b.N {
-		bare := startBareFsync(b)
-		floor, err := runLoad(benchUploadsPerClient, func(c, i int) error {
-			return put(hc, fmt.Sprintf("%s/c%d/%d", bare, c, i), "", wavs[i])
+		bare := benchBareFsync(b)
+		floor, err := benchLoad(benchUploadsPerClient, func(c, i int) error {
+			return benchPut(hc, fmt.Sprintf("%s/c%d/%d", bare, c, i), "", wavs[i])
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -220,9 +220,9 @@ func BenchmarkTableUpload(b *testing.B) {
 		cfg := testConfig(b)
 		cfg.Workers = "none"
 		p := startTestPipeline(b, cfg, overrides{})
-		toks := mintTokens(b, p, "bench-upload")
-		edge, err := runLoad(benchUploadsPerClient, func(c, i int) error {
-			return put(hc, fmt.Sprintf("http://%s/v1/conversations/bench-%d/chunks/%d", p.addr, c, i), toks[c], wavs[i])
+		toks := benchTokens(b, p, "bench-upload")
+		edge, err := benchLoad(benchUploadsPerClient, func(c, i int) error {
+			return benchPut(hc, fmt.Sprintf("http://%s/v1/conversations/bench-%d/chunks/%d", p.addr, c, i), toks[c], wavs[i])
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -233,22 +233,22 @@ func BenchmarkTableUpload(b *testing.B) {
 		hc.CloseIdleConnections()
 
 		b.ReportMetric(edge.perSecond(), "uploads/s")
-		b.ReportMetric(ms(percentile(edge.lat, 50)), "p50-ms")
-		b.ReportMetric(ms(percentile(edge.lat, 99)), "p99-ms")
-		b.ReportMetric(ms(edge.cpuPerOp()), "cpu-ms/upload")
+		b.ReportMetric(benchMS(benchPercentile(edge.lat, 50)), "p50-ms")
+		b.ReportMetric(benchMS(benchPercentile(edge.lat, 99)), "p99-ms")
+		b.ReportMetric(benchMS(edge.cpuPerOp()), "cpu-ms/upload")
 		b.ReportMetric(floor.perSecond(), "bare-uploads/s")
-		b.ReportMetric(ms(percentile(floor.lat, 99)), "bare-p99-ms")
-		b.ReportMetric(ms(floor.cpuPerOp()), "bare-cpu-ms/upload")
+		b.ReportMetric(benchMS(benchPercentile(floor.lat, 99)), "bare-p99-ms")
+		b.ReportMetric(benchMS(floor.cpuPerOp()), "bare-cpu-ms/upload")
 		b.ReportMetric(float64(len(edge.lat)), "uploads")
 	}
 }
 
 // instantEmbedder embeds in no time: a vector from the text's bytes.
-type instantEmbedder struct{}
+type benchInstantEmbedder struct{}
 
-func (instantEmbedder) ID() string { return "instant-bench-1" }
-func (instantEmbedder) Dim() int   { return 8 }
-func (instantEmbedder) Embed(_ context.Context, texts []string, _ embed.Kind) ([][]float32, error) {
+func (benchInstantEmbedder) ID() string { return "instant-bench-1" }
+func (benchInstantEmbedder) Dim() int   { return 8 }
+func (benchInstantEmbedder) Embed(_ context.Context, texts []string, _ embed.Kind) ([][]float32, error) {
 	out := make([][]float32, len(texts))
 	for i, t := range texts {
 		v := make([]float32, 8)
@@ -264,7 +264,7 @@ func (instantEmbedder) Embed(_ context.Context, texts []string, _ embed.Kind) ([
 // indexedWatch polls the chunks that are acknowledged but not yet indexed
 // (point reads, in acknowledgement order) and records when each became
 // indexed.
-type indexedWatch struct {
+type benchIndexedWatch struct {
 	store docs.Store
 	// inOrder stops each poll at the first chunk not yet indexed: the
 	// pipeline works roughly in arrival order, so a backlog of hundreds
@@ -278,18 +278,18 @@ type indexedWatch struct {
 	last    time.Time
 }
 
-func newIndexedWatch(store docs.Store, inOrder bool, every time.Duration) *indexedWatch {
-	return &indexedWatch{store: store, inOrder: inOrder, every: every, pending: map[docs.Key]time.Time{}}
+func newBenchIndexedWatch(store docs.Store, inOrder bool, every time.Duration) *benchIndexedWatch {
+	return &benchIndexedWatch{store: store, inOrder: inOrder, every: every, pending: map[docs.Key]time.Time{}}
 }
 
-func (w *indexedWatch) acked(k docs.Key, at time.Time) {
+func (w *benchIndexedWatch) acked(k docs.Key, at time.Time) {
 	w.mu.Lock()
 	w.pending[k] = at
 	w.order = append(w.order, k)
 	w.mu.Unlock()
 }
 
-func (w *indexedWatch) poll(ctx context.Context) error {
+func (w *benchIndexedWatch) poll(ctx context.Context) error {
 	w.mu.Lock()
 	keys := slices.Clone(w.order)
 	w.mu.Unlock()
@@ -323,7 +323,7 @@ func (w *indexedWatch) poll(ctx context.Context) error {
 }
 
 // wait polls until every acknowledged chunk is indexed (or timeout).
-func (w *indexedWatch) wait(ctx context.Context, timeout time.Duration) error {
+func (w *benchIndexedWatch) wait(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		if err := w.poll(ctx); err != nil {
@@ -353,15 +353,15 @@ func BenchmarkTableSearchable(b *testing.B) {
 	ctx := context.Background()
 	for range b.N {
 		cfg := testConfig(b)
-		p := startTestPipeline(b, cfg, overrides{STT: instantSTT{}, Embedder: instantEmbedder{}})
-		toks := mintTokens(b, p, "bench-search")
+		p := startTestPipeline(b, cfg, overrides{STT: instantSTT{}, Embedder: benchInstantEmbedder{}})
+		toks := benchTokens(b, p, "bench-search")
 		users := make([]string, benchClients)
 		for c := range users {
 			users[c] = p.app.pseudo.User(fmt.Sprintf("bench-search-%d", c))
 		}
 
 		// Latency: paced, polled until indexed.
-		paced := newIndexedWatch(p.app.docs, false, time.Millisecond)
+		paced := newBenchIndexedWatch(p.app.docs, false, time.Millisecond)
 		stop := make(chan struct{})
 		pollErr := make(chan error, 1)
 		go func() {
@@ -379,11 +379,11 @@ func BenchmarkTableSearchable(b *testing.B) {
 			}
 		}()
 		start := time.Now()
-		_, err := runLoad(benchPacedSeconds, func(c, i int) error {
+		_, err := benchLoad(benchPacedSeconds, func(c, i int) error {
 			// Spread the clients over the second, then one chunk a second.
 			time.Sleep(time.Until(start.Add(time.Duration(i)*time.Second + time.Duration(c)*time.Second/benchClients)))
 			cid := fmt.Sprintf("paced-%d", c)
-			if err := put(hc, fmt.Sprintf("http://%s/v1/conversations/%s/chunks/%d", p.addr, cid, i), toks[c], benchChunkWAV(i)); err != nil {
+			if err := benchPut(hc, fmt.Sprintf("http://%s/v1/conversations/%s/chunks/%d", p.addr, cid, i), toks[c], benchChunkWAV(i)); err != nil {
 				return err
 			}
 			paced.acked(records.ChunkKey(users[c], cid, i), time.Now())
@@ -403,11 +403,11 @@ func BenchmarkTableSearchable(b *testing.B) {
 
 		// Throughput: back to back; the watch starts after the uploads so
 		// its reads do not compete with them.
-		burst := newIndexedWatch(p.app.docs, true, 5*time.Millisecond)
+		burst := newBenchIndexedWatch(p.app.docs, true, 5*time.Millisecond)
 		start = time.Now()
-		up, err := runLoad(benchBurstPerClient, func(c, i int) error {
+		up, err := benchLoad(benchBurstPerClient, func(c, i int) error {
 			cid := fmt.Sprintf("burst-%d", c)
-			if err := put(hc, fmt.Sprintf("http://%s/v1/conversations/%s/chunks/%d", p.addr, cid, i), toks[c], benchChunkWAV(i)); err != nil {
+			if err := benchPut(hc, fmt.Sprintf("http://%s/v1/conversations/%s/chunks/%d", p.addr, cid, i), toks[c], benchChunkWAV(i)); err != nil {
 				return err
 			}
 			burst.acked(records.ChunkKey(users[c], cid, i), time.Now())
@@ -425,8 +425,8 @@ func BenchmarkTableSearchable(b *testing.B) {
 		hc.CloseIdleConnections()
 		sustained := float64(len(up.lat)) / burst.last.Sub(start).Seconds()
 
-		b.ReportMetric(ms(percentile(paced.lat, 50)), "searchable-p50-ms")
-		b.ReportMetric(ms(percentile(paced.lat, 99)), "searchable-p99-ms")
+		b.ReportMetric(benchMS(benchPercentile(paced.lat, 50)), "searchable-p50-ms")
+		b.ReportMetric(benchMS(benchPercentile(paced.lat, 99)), "searchable-p99-ms")
 		b.ReportMetric(float64(len(paced.lat)), "paced-chunks")
 		b.ReportMetric(sustained, "chunks/s")
 		b.ReportMetric(up.perSecond(), "burst-uploads/s")
