@@ -7,7 +7,7 @@ TESTFLAGS ?= -race -timeout 25m -p 2
 
 SHELL := /bin/bash
 
-.PHONY: run test build vet bench fuzz deps-run clean
+.PHONY: run test build vet bench bench-all fuzz deps-run clean
 
 ## run: start the whole pipeline on embedded defaults (no cloud account, no Docker)
 run: deps-run build
@@ -28,8 +28,13 @@ test:
 	$(GO) build -o bin/testsummary ./scripts/testsummary
 	set -o pipefail; scripts/with-emulators.sh $(GO) test $(TESTFLAGS) -json $(PKGS) | bin/testsummary
 
-## bench: the benchmarks (never timed assertions in tests)
+## bench: one table of the measured figures, each beside its floor from the
+## same run and its target (cmd/benchtable; also writes bench/results.json)
 bench:
+	$(GO) run ./cmd/benchtable -out bench/results.json
+
+## bench-all: every benchmark (never timed assertions in tests)
+bench-all:
 	$(GO) test -run '^$$' -bench . -benchmem -p 1 $(PKGS)
 
 ## fuzz: a short run of every fuzz target (FUZZTIME per target)
