@@ -35,12 +35,10 @@ const (
 	ClassExport     = "export"     // an export archive and its record
 )
 
-// FieldExpiresAt is the indexed expiry time (unix milliseconds); FieldClass
-// the retention class.
-const (
-	FieldExpiresAt = "expires_at"
-	FieldClass     = "class"
-)
+// FieldExpiresAt is the indexed expiry time (unix milliseconds). The class
+// is in the data, not indexed: no query selects by it, and every index row
+// is written when an item is stored and deleted when it expires.
+const FieldExpiresAt = "expires_at"
 
 // Expiry says that an item of a class must be gone by At. Ref names the
 // item within the user: the chunk id (ChunkID) for audio, transcripts and
@@ -65,7 +63,7 @@ func (e Expiry) Doc(user string) (docs.Doc, error) {
 	return docs.Doc{
 		Key:    ExpiryKey(user, e.Class, e.Ref),
 		Data:   data,
-		Fields: map[string]any{FieldExpiresAt: e.At.UnixMilli(), FieldClass: e.Class},
+		Fields: map[string]any{FieldExpiresAt: e.At.UnixMilli()},
 	}, nil
 }
 
