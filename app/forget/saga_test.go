@@ -26,6 +26,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/ratelimit/memlimit"
 	"github.com/lethe-dev/lethe/infra/vectors"
 	"github.com/lethe-dev/lethe/infra/vectors/flatvectors"
+	"github.com/lethe-dev/lethe/internal/testbus"
 )
 
 const (
@@ -42,25 +43,9 @@ type env struct {
 	vecs   vectors.Index
 	keys   *keys.Keyring
 	rates  *memlimit.Limiter
-	bus    *recordingBus
+	bus    *testbus.Recorder
 	events *events.Registry
 	saga   *forget.Saga
-}
-
-type recordingBus struct {
-	mu   sync.Mutex
-	sent []event.Event
-	err  error
-}
-
-func (b *recordingBus) Publish(ctx context.Context, topic string, e event.Event) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.err != nil {
-		return b.err
-	}
-	b.sent = append(b.sent, e)
-	return nil
 }
 
 func rateKeys(user string) []string { return []string{"user:" + user, "search:" + user} }
@@ -93,7 +78,7 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, dir: dir, docs: d, blobs: b, vecs: v, rates: memlimit.New(memlimit.Options{}),
-		keys: keys.NewKeyring(kek, keys.NewDocsKeysetStore(d), keys.Options{}), bus: &recordingBus{}, events: reg}
+		keys: keys.NewKeyring(kek, keys.NewDocsKeysetStore(d), keys.Options{}), bus: &testbus.Recorder{}, events: reg}
 	e.saga = &forget.Saga{Docs: d, Blobs: b, Vectors: v, Keys: e.keys, Rates: e.rates, RateKeys: rateKeys,
 		Audit: &audit.Log{Docs: d}, Bus: e.bus, Events: reg}
 	return e
@@ -167,8 +152,9 @@ func TestEraseUserEverywhereKeepsOthers(t *testing.T) {
 	if req.State != forget.StatePending || req.ID != forget.ErasureID(alice) {
 		t.Fatalf("request: %+v", req)
 	}
-	if len(e.bus.sent) != 1 || e.bus.sent[0].Type() != events.TypeUserErasureRequested {
-		t.Fatalf("announced %d events", len(e.bus.sent))
+	sent := e.bus.All()
+	if len(sent) != 1 || sent[0].Topic != events.TopicLifecycle || sent[0].Event.Type() != events.TypeUserErasureRequested {
+		t.Fatalf("announced %d events", len(sent))
 	}
 	// The tombstone is immediate: no key can be made or used from here on.
 	if _, err := e.keys.Seal(ctx, alice, []byte("late"), nil); !errors.Is(err, keys.ErrTombstoned) {
@@ -178,7 +164,7 @@ func TestEraseUserEverywhereKeepsOthers(t *testing.T) {
 	if err != nil || again.ID != req.ID {
 		t.Fatalf("second request: %+v %v", again, err)
 	}
-	if err := e.saga.Handle(ctx, e.bus.sent[0]); err != nil {
+	if err := e.saga.Handle(ctx, sent[0].Event); err != nil {
 		t.Fatalf("Handle: %v", err)
 	}
 	done, err := e.saga.Status(ctx, req.ID)
@@ -208,7 +194,7 @@ func TestEraseUserEverywhereKeepsOthers(t *testing.T) {
 		t.Fatalf("bob's data changed: %v, was %v", got, bobBefore)
 	}
 	// Running again, or redelivering, changes nothing.
-	if err := e.saga.Handle(ctx, e.bus.sent[0]); err != nil {
+	if err := e.saga.Handle(ctx, sent[0].Event); err != nil {
 		t.Fatal(err)
 	}
 	// The trail shows every step, with counts and no content.
@@ -362,7 +348,7 @@ func TestHandleRefusesForgedAndMalformedEvents(t *testing.T) {
 
 func TestRequestSurvivesAnAnnounceFailure(t *testing.T) {
 	e := newEnv(t)
-	e.bus.err = errors.New("bus down")
+	e.bus.SetFail(errors.New("bus down"))
 	ctx := t.Context()
 	req, err := e.saga.Request(ctx, alice, audit.ActorOperator)
 	if err != nil {

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/event"
-
 	"github.com/lethe-dev/lethe/app/ingest"
 	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/events"
@@ -27,51 +25,17 @@ import (
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/keys/filekek"
+	"github.com/lethe-dev/lethe/internal/testbus"
 )
 
 // published is one event handed to the bus.
-type published struct {
-	topic string
-	e     event.Event
-}
-
-// recordingBus keeps what was published; with fail set it refuses, as a
-// bus that is down does, and keeps nothing.
-type recordingBus struct {
-	mu   sync.Mutex
-	evs  []published
-	fail error
-}
-
-func (b *recordingBus) Publish(_ context.Context, topic string, e event.Event) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.fail != nil {
-		return b.fail
-	}
-	b.evs = append(b.evs, published{topic, e.Clone()})
-	return nil
-}
-
-func (b *recordingBus) setFail(err error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.fail = err
-}
-
-func (b *recordingBus) all() []published {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]published(nil), b.evs...)
-}
-
 // fixture is an Intake over real embedded stores in the test's directory.
 type fixture struct {
 	in    *ingest.Intake
 	docs  docs.Store
 	blobs blobs.Bucket
 	keys  *keys.Keyring
-	bus   *recordingBus
+	bus   *testbus.Recorder
 	now   time.Time
 }
 
@@ -97,7 +61,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatalf("events.NewRegistry: %v", err)
 	}
 	f := &fixture{
-		docs: store, blobs: bucket, bus: &recordingBus{},
+		docs: store, blobs: bucket, bus: &testbus.Recorder{},
 		keys: keys.NewKeyring(kek, keys.NewDocsKeysetStore(store), keys.Options{}),
 		now:  time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC),
 	}
@@ -165,7 +129,7 @@ func (f *fixture) assertNothingStored(t *testing.T) {
 	if len(objs) != 0 {
 		t.Errorf("%d blobs stored", len(objs))
 	}
-	if n := len(f.bus.all()); n != 0 {
+	if n := len(f.bus.All()); n != 0 {
 		t.Errorf("%d events published", n)
 	}
 }
@@ -231,14 +195,14 @@ func TestAcceptNewChunk(t *testing.T) {
 		t.Fatal("another user's key opens the blob")
 	}
 
-	evs := f.bus.all()
+	evs := f.bus.All()
 	if len(evs) != 1 {
 		t.Fatalf("%d events, want 1", len(evs))
 	}
-	e := evs[0].e
-	if evs[0].topic != events.TopicAudio || e.Type() != events.TypeChunkReceived || e.ID() != c.EventID ||
+	e := evs[0].Event
+	if evs[0].Topic != events.TopicAudio || e.Type() != events.TypeChunkReceived || e.ID() != c.EventID ||
 		e.Subject() != events.Subject(user, "conversations", "c1", "chunks", "4") {
-		t.Fatalf("event %s on %s", e, evs[0].topic)
+		t.Fatalf("event %s on %s", e, evs[0].Topic)
 	}
 	var data events.ChunkReceived
 	if err := json.Unmarshal(e.Data(), &data); err != nil {
@@ -300,7 +264,7 @@ func TestAcceptIdempotence(t *testing.T) {
 			if after, _ := f.chunk(t, user, "c1", 0); after != before {
 				t.Errorf("record changed: %+v", after)
 			}
-			if n := len(f.bus.all()); n != 1 {
+			if n := len(f.bus.All()); n != 1 {
 				t.Errorf("%d events, want the first only", n)
 			}
 		})
@@ -323,7 +287,7 @@ func TestAcceptPublishFailure(t *testing.T) {
 	wav := speech(t)
 	c := ingest.Chunk{User: user, ConversationID: "c1", Seq: 9, ContentType: "audio/wav", Audio: wav, Origin: ingest.OriginApp}
 	down := errors.New("pubsub unavailable")
-	f.bus.setFail(down)
+	f.bus.SetFail(down)
 	_, err := f.in.Accept(t.Context(), c)
 	if !errors.Is(err, down) {
 		t.Fatalf("Accept with the bus down = %v, want the bus's error", err)
@@ -341,7 +305,7 @@ func TestAcceptPublishFailure(t *testing.T) {
 	if _, err := f.in.Accept(t.Context(), c); !errors.Is(err, down) {
 		t.Fatalf("retry while down = %v", err)
 	}
-	f.bus.setFail(nil)
+	f.bus.SetFail(nil)
 	res, err := f.in.Accept(t.Context(), c)
 	if err != nil {
 		t.Fatal(err)
@@ -349,8 +313,8 @@ func TestAcceptPublishFailure(t *testing.T) {
 	if !res.Duplicate {
 		t.Error("the retry is not reported as a duplicate of the stored chunk")
 	}
-	evs := f.bus.all()
-	if len(evs) != 1 || evs[0].e.ID() != rec.EventID || rec.EventID != records.ChunkEventID(user, "c1", 9, f.digest(t, user, wav)) {
+	evs := f.bus.All()
+	if len(evs) != 1 || evs[0].Event.ID() != rec.EventID || rec.EventID != records.ChunkEventID(user, "c1", 9, f.digest(t, user, wav)) {
 		t.Fatalf("events %d (first id %v), want one with the record's id %s", len(evs), evs, rec.EventID)
 	}
 	if after, _ := f.chunk(t, user, "c1", 9); !after.Published {
@@ -360,7 +324,7 @@ func TestAcceptPublishFailure(t *testing.T) {
 	if res, err := f.in.Accept(t.Context(), c); err != nil || !res.Duplicate {
 		t.Fatalf("retry after publish = %+v, %v", res, err)
 	}
-	if n := len(f.bus.all()); n != 1 {
+	if n := len(f.bus.All()); n != 1 {
 		t.Fatalf("%d events after a retry of a published chunk", n)
 	}
 }
@@ -371,18 +335,18 @@ func TestAcceptRetryAfterErasure(t *testing.T) {
 	f := newFixture(t)
 	user := userID(t, "alice")
 	c := ingest.Chunk{User: user, ConversationID: "c1", Seq: 2, ContentType: "audio/wav", Audio: speech(t), Origin: ingest.OriginApp}
-	f.bus.setFail(errors.New("pubsub unavailable"))
+	f.bus.SetFail(errors.New("pubsub unavailable"))
 	if _, err := f.in.Accept(t.Context(), c); err == nil {
 		t.Fatal("Accept with the bus down succeeded")
 	}
-	f.bus.setFail(nil)
+	f.bus.SetFail(nil)
 	if err := f.docs.Put(t.Context(), docs.Doc{Key: records.TombstoneKey(user), Data: []byte(`{}`)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.in.Accept(t.Context(), c); !errors.Is(err, ingest.ErrTombstoned) {
 		t.Fatalf("retry after erasure = %v, want ErrTombstoned", err)
 	}
-	if n := len(f.bus.all()); n != 0 {
+	if n := len(f.bus.All()); n != 0 {
 		t.Fatalf("%d events published for an erased user", n)
 	}
 }
@@ -495,13 +459,13 @@ func TestAcceptConcurrent(t *testing.T) {
 		t.Fatalf("%d accepts report a new chunk, want 1", fresh)
 	}
 	rec, _ := f.chunk(t, user, "c1", 1)
-	evs := f.bus.all()
+	evs := f.bus.All()
 	if len(evs) == 0 || !rec.Published {
 		t.Fatalf("%d events, published %v", len(evs), rec.Published)
 	}
 	for _, e := range evs {
-		if e.e.ID() != rec.EventID {
-			t.Fatalf("event id %s, want %s", e.e.ID(), rec.EventID)
+		if e.Event.ID() != rec.EventID {
+			t.Fatalf("event id %s, want %s", e.Event.ID(), rec.EventID)
 		}
 	}
 	objs, err := f.blobs.List(t.Context(), records.AudioPrefix(user))
@@ -546,7 +510,7 @@ func TestAcceptRetryRepairsConversation(t *testing.T) {
 	if _, ok := f.chunk(t, user, "c1", 0); !ok {
 		t.Fatal("no chunk record after the failed conversation write: the test does not reach the half-done state")
 	}
-	if n := len(f.bus.all()); n != 0 {
+	if n := len(f.bus.All()); n != 0 {
 		t.Fatalf("%d events published before the conversation exists", n)
 	}
 	res, err := f.in.Accept(t.Context(), c)
@@ -564,7 +528,7 @@ func TestAcceptRetryRepairsConversation(t *testing.T) {
 	if conv.ID != "c1" || !conv.CreatedAt.Equal(f.now) || !conv.UpdatedAt.Equal(f.now) {
 		t.Fatalf("conversation after the retry: %+v, want c1 created and updated at %v", conv, f.now)
 	}
-	if n := len(f.bus.all()); n != 1 {
+	if n := len(f.bus.All()); n != 1 {
 		t.Fatalf("%d events after the retry, want 1", n)
 	}
 }

@@ -4,11 +4,9 @@
 package workertest
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -19,6 +17,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/keys/filekek"
+	"github.com/lethe-dev/lethe/internal/testbus"
 )
 
 // Stores are real embedded adapters in a fresh directory of the test.
@@ -85,43 +84,12 @@ func UserID(t *testing.T, name string) string {
 	return events.DeriveID("user", t.Name(), name)
 }
 
-// Published is one event a worker handed to the bus.
-type Published struct {
-	Topic string
-	Event event.Event
-}
-
-// RecordingBus collects published events; with a failure set it refuses
-// them (as a bus that is down would) and records nothing.
-type RecordingBus struct {
-	mu   sync.Mutex
-	evs  []Published
-	fail error
-}
-
-func (b *RecordingBus) Publish(_ context.Context, topic string, e event.Event) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.fail != nil {
-		return b.fail
-	}
-	b.evs = append(b.evs, Published{topic, e.Clone()})
-	return nil
-}
-
-// SetFail makes Publish fail with err (nil: succeed again).
-func (b *RecordingBus) SetFail(err error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.fail = err
-}
-
-// All returns what was published, in order.
-func (b *RecordingBus) All() []Published {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]Published(nil), b.evs...)
-}
+// Published is one recorded publish; RecordingBus keeps what was
+// published, and refuses (keeping nothing) after SetFail.
+type (
+	Published    = testbus.Published
+	RecordingBus = testbus.Recorder
+)
 
 // Outcome is what the bus does with a handler's result.
 type Outcome string
