@@ -149,36 +149,124 @@ func (in *Intake) Accept(ctx context.Context, c Chunk) (Result, error) {
 	if err != nil && !errors.Is(err, blobs.ErrPrecondition) {
 		return Result{}, fmt.Errorf("blobs.Write audio: %w", err)
 	}
-	if err := in.scheduleAudioExpiry(ctx, c.User, c.ConversationID, c.Seq, now); err != nil {
-		return Result{}, err
-	}
 	chunk := records.Chunk{
 		ConversationID: c.ConversationID, Seq: c.Seq, Status: records.StatusReceived,
 		BlobKey: blobKey, ContentType: c.ContentType, SampleRate: pcm.SampleRate,
 		Digest: digest, Size: int64(len(c.Audio)), Origin: c.Origin,
-		EventID:    records.ChunkEventID(c.User, c.ConversationID, c.Seq, digest),
+		EventID: records.ChunkEventID(c.User, c.ConversationID, c.Seq, digest),
+		// Marked before the event goes out, in the same commit as the
+		// record: a third commit per chunk only to say "sent" cost as much
+		// as the record. If the publish below fails the mark is taken
+		// back; if the process dies between the two, the reconciler
+		// re-drives the chunk (it is still "received"), so nothing is lost.
+		Published:  true,
 		ReceivedAt: now, UpdatedAt: now,
 	}
-	doc, err := chunk.Doc(c.User)
-	if err != nil {
-		return Result{}, fmt.Errorf("records.Chunk.Doc: %w", err)
-	}
-	if err := in.Docs.Create(ctx, doc); err != nil {
+	if err := in.record(ctx, c.User, chunk, now); err != nil {
 		if errors.Is(err, docs.ErrAlreadyExists) {
 			// A concurrent accept of the same seq won the race.
 			if existing, gerr := in.Docs.Get(ctx, key); gerr == nil {
 				return in.retry(ctx, c.User, existing, digest)
 			}
 		}
-		return Result{}, fmt.Errorf("docs.Create chunk: %w", err)
-	}
-	if err := in.touchConversation(ctx, c.User, c.ConversationID, now); err != nil {
-		return Result{}, fmt.Errorf("docs.Update conversation: %w", err)
+		return Result{}, err
 	}
 	if err := in.publish(ctx, c.User, chunk); err != nil {
+		in.unmarkPublished(ctx, c.User, chunk)
 		return Result{}, err
 	}
 	return Result{Chunk: chunk}, nil
+}
+
+// conversationTouchEvery: a conversation's updated_at is bumped by a chunk
+// only when it is older than this, so a live recording (a chunk a second)
+// does not rewrite its conversation on every chunk. Lists order by
+// updated_at; a few seconds of lag there is invisible.
+const conversationTouchEvery = 5 * time.Second
+
+// record writes, in one transaction, the audio's expiry (a record never
+// exists without it; audio kept 0 days is scheduled by the transcriber once
+// its transcript exists), the chunk record (only if absent) and the
+// conversation (created on its first chunk, its updated_at bumped after).
+func (in *Intake) record(ctx context.Context, user string, chunk records.Chunk, now time.Time) error {
+	doc, err := chunk.Doc(user)
+	if err != nil {
+		return fmt.Errorf("records.Chunk.Doc: %w", err)
+	}
+	read := []docs.Key{doc.Key, records.ConversationKey(user, chunk.ConversationID), records.RetentionKey(user)}
+	err = in.Docs.Transact(ctx, read, func(cur []*docs.Doc) ([]docs.Write, error) {
+		if cur[0] != nil {
+			return nil, docs.ErrAlreadyExists
+		}
+		pol, err := records.RetentionFrom(cur[2], in.Retention)
+		if err != nil {
+			return nil, err
+		}
+		ws := make([]docs.Write, 0, 3)
+		if pol.AudioDays > 0 {
+			e := records.Expiry{Class: records.ClassAudio, Ref: records.ChunkID(chunk.ConversationID, chunk.Seq), At: pol.ExpiresAt(records.ClassAudio, now)}
+			ed, err := e.Doc(user)
+			if err != nil {
+				return nil, err
+			}
+			ws = append(ws, docs.Write{Doc: ed})
+		}
+		ws = append(ws, docs.Write{Doc: doc, Create: true})
+		conv, touch, err := touched(cur[1], chunk.ConversationID, now)
+		if err != nil {
+			return nil, err
+		}
+		if touch {
+			cd, err := conv.Doc(user)
+			if err != nil {
+				return nil, err
+			}
+			ws = append(ws, docs.Write{Doc: cd})
+		}
+		return ws, nil
+	})
+	if err != nil {
+		return fmt.Errorf("docs.Transact chunk: %w", err)
+	}
+	return nil
+}
+
+// touched returns the conversation cur (nil: none yet) becomes with a
+// chunk at now, and whether it needs writing.
+func touched(cur *docs.Doc, cid string, now time.Time) (records.Conversation, bool, error) {
+	if cur == nil {
+		return records.Conversation{ID: cid, CreatedAt: now, UpdatedAt: now}, true, nil
+	}
+	c, err := records.ConversationFrom(*cur)
+	if err != nil {
+		return c, false, err
+	}
+	if now.Sub(c.UpdatedAt) < conversationTouchEvery {
+		return c, false, nil
+	}
+	c.UpdatedAt = now
+	return c, true, nil
+}
+
+// unmarkPublished takes back the published mark of a chunk whose event did
+// not go out, so a retry publishes it. Best effort: if it fails too, the
+// reconciler re-drives the chunk.
+func (in *Intake) unmarkPublished(ctx context.Context, user string, chunk records.Chunk) {
+	err := in.Docs.Update(ctx, records.ChunkKey(user, chunk.ConversationID, chunk.Seq), func(cur *docs.Doc) (*docs.Doc, error) {
+		if cur == nil {
+			return nil, nil
+		}
+		c, err := records.ChunkFrom(*cur)
+		if err != nil || !c.Published || c.Status != records.StatusReceived {
+			return cur, err
+		}
+		c.Published = false
+		d, err := c.Doc(user)
+		return &d, err
+	})
+	if err != nil && in.Logger != nil {
+		in.Logger.WarnContext(ctx, "could not take back a chunk's published mark; the reconciler re-drives it", "error", err.Error())
+	}
 }
 
 // retry answers an accept of a seq that already has a record.
@@ -212,6 +300,8 @@ func (in *Intake) retry(ctx context.Context, user string, existing docs.Doc, dig
 		if err := in.publish(ctx, user, chunk); err != nil {
 			return Result{}, err
 		}
+		in.markPublished(ctx, user, chunk)
+		chunk.Published = true
 	}
 	return Result{Chunk: chunk, Duplicate: true}, nil
 }
@@ -226,7 +316,12 @@ func (in *Intake) publish(ctx context.Context, user string, chunk records.Chunk)
 		// publishes it. Nothing is lost, but it is not yet announced.
 		return fmt.Errorf("bus.Publish chunk: %w", err)
 	}
-	err = in.Docs.Update(ctx, records.ChunkKey(user, chunk.ConversationID, chunk.Seq), func(cur *docs.Doc) (*docs.Doc, error) {
+	return nil
+}
+
+// markPublished records that a retry got the chunk's event out.
+func (in *Intake) markPublished(ctx context.Context, user string, chunk records.Chunk) {
+	err := in.Docs.Update(ctx, records.ChunkKey(user, chunk.ConversationID, chunk.Seq), func(cur *docs.Doc) (*docs.Doc, error) {
 		if cur == nil {
 			return nil, nil
 		}
@@ -242,25 +337,6 @@ func (in *Intake) publish(ctx context.Context, user string, chunk records.Chunk)
 		// The event is out; a retry would publish the same id again.
 		in.Logger.WarnContext(ctx, "could not mark chunk published", "error", err.Error())
 	}
-	return nil
-}
-
-// scheduleAudioExpiry records when the audio must be gone, before the chunk
-// record is written: a record never exists without its expiry. Audio kept
-// 0 days is scheduled by the transcriber, once its transcript exists.
-func (in *Intake) scheduleAudioExpiry(ctx context.Context, user, cid string, seq int, now time.Time) error {
-	pol, err := records.ReadRetention(ctx, in.Docs, user, in.Retention)
-	if err != nil {
-		return fmt.Errorf("records.ReadRetention: %w", err)
-	}
-	if pol.AudioDays == 0 {
-		return nil
-	}
-	e := records.Expiry{Class: records.ClassAudio, Ref: records.ChunkID(cid, seq), At: pol.ExpiresAt(records.ClassAudio, now)}
-	if err := records.ScheduleExpiry(ctx, in.Docs, user, e); err != nil {
-		return fmt.Errorf("records.ScheduleExpiry audio: %w", err)
-	}
-	return nil
 }
 
 // touchConversation creates the conversation record on its first chunk and

@@ -167,7 +167,7 @@ func TestAcceptNewChunk(t *testing.T) {
 	if c != want {
 		t.Fatalf("record\n%+v\nwant\n%+v", c, want)
 	}
-	if want.Published = false; res.Chunk != want {
+	if res.Chunk != want {
 		t.Errorf("result chunk %+v, want the record as created", res.Chunk)
 	}
 
@@ -474,54 +474,95 @@ func TestAcceptConcurrent(t *testing.T) {
 	}
 }
 
-// failingConversationStore fails the next conversation write, as a store
-// that times out between the chunk record and the conversation does.
-type failingConversationStore struct {
+// failingTransactStore fails the next multi-document write, as a store
+// that times out while committing the chunk record and its conversation.
+type failingTransactStore struct {
 	docs.Driver
 	mu   sync.Mutex
 	fail int
 }
 
-func (s *failingConversationStore) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc) (*docs.Doc, error)) error {
+func (s *failingTransactStore) Transact(ctx context.Context, read []docs.Key, fn func(cur []*docs.Doc) ([]docs.Write, error)) error {
 	s.mu.Lock()
-	fail := key.Collection == records.Conversations && s.fail > 0
-	if fail {
-		s.fail--
-	}
+	fail := s.fail > 0
+	s.fail--
 	s.mu.Unlock()
 	if fail {
 		return errors.New("firestore: deadline exceeded")
 	}
-	return s.Driver.Update(ctx, key, fn)
+	return s.Driver.Transact(ctx, read, fn)
 }
 
-// TestAcceptRetryRepairsConversation: an accept that stored the chunk
-// record but not its conversation is completed by the retry, so the
-// conversation the chunk belongs to exists before its event is out.
-func TestAcceptRetryRepairsConversation(t *testing.T) {
+// TestAcceptRecordIsAtomic: the chunk record, its audio expiry and its
+// conversation are one write, so a failed write leaves none of them (a chunk
+// is never transcribed under a conversation that answers 404) and the
+// retry stores them as new.
+func TestAcceptRecordIsAtomic(t *testing.T) {
 	f := newFixture(t)
-	store := &failingConversationStore{Driver: f.docs.Driver(), fail: 1}
-	f.in.Docs = docs.New(store)
+	f.in.Docs = docs.New(&failingTransactStore{Driver: f.docs.Driver(), fail: 1})
+	f.in.Retention = records.Retention{AudioDays: 30, TranscriptDays: 30, VectorDays: 30, ExportDays: 7}
 	user := userID(t, "alice")
 	c := ingest.Chunk{User: user, ConversationID: "c1", Seq: 0, ContentType: "audio/wav", Audio: speech(t), Origin: ingest.OriginApp}
 	if _, err := f.in.Accept(t.Context(), c); err == nil {
-		t.Fatal("Accept with the conversation write failing succeeded")
+		t.Fatal("Accept with the record write failing succeeded")
 	}
-	if _, ok := f.chunk(t, user, "c1", 0); !ok {
-		t.Fatal("no chunk record after the failed conversation write: the test does not reach the half-done state")
+	if _, ok := f.chunk(t, user, "c1", 0); ok {
+		t.Fatal("a chunk record after the failed write")
+	}
+	for _, k := range []docs.Key{records.ConversationKey(user, "c1"), records.ExpiryKey(user, records.ClassAudio, records.ChunkID("c1", 0))} {
+		if _, err := f.docs.Get(t.Context(), k); !errors.Is(err, docs.ErrNotFound) {
+			t.Fatalf("%s after the failed write: %v, want not found", k.Collection, err)
+		}
 	}
 	if n := len(f.bus.All()); n != 0 {
-		t.Fatalf("%d events published before the conversation exists", n)
+		t.Fatalf("%d events published for a chunk that was not recorded", n)
+	}
+	res, err := f.in.Accept(t.Context(), c)
+	if err != nil || res.Duplicate {
+		t.Fatalf("retry = %+v, %v; want a new chunk", res, err)
+	}
+	for _, k := range []docs.Key{records.ConversationKey(user, "c1"), records.ExpiryKey(user, records.ClassAudio, records.ChunkID("c1", 0))} {
+		if _, err := f.docs.Get(t.Context(), k); err != nil {
+			t.Fatalf("%s after the retry: %v", k.Collection, err)
+		}
+	}
+	if n := len(f.bus.All()); n != 1 {
+		t.Fatalf("%d events after the retry, want 1", n)
+	}
+}
+
+// TestAcceptRetryRepairsConversation: a chunk record without its
+// conversation and never announced (left by a version that wrote them
+// apart) is completed by the retry, so the conversation exists before the
+// chunk's event is out.
+func TestAcceptRetryRepairsConversation(t *testing.T) {
+	f := newFixture(t)
+	user := userID(t, "alice")
+	wav := speech(t)
+	c := ingest.Chunk{User: user, ConversationID: "c1", Seq: 0, ContentType: "audio/wav", Audio: wav, Origin: ingest.OriginApp}
+	sum := f.digest(t, user, wav)
+	half := records.Chunk{
+		ConversationID: "c1", Seq: 0, Status: records.StatusReceived,
+		BlobKey: records.AudioKey(user, "c1", 0, sum), ContentType: "audio/wav", SampleRate: 16000,
+		Digest: sum, Size: int64(len(wav)), Origin: ingest.OriginApp,
+		EventID: records.ChunkEventID(user, "c1", 0, sum), ReceivedAt: f.now, UpdatedAt: f.now,
+	}
+	d, err := half.Doc(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.docs.Create(t.Context(), d); err != nil {
+		t.Fatal(err)
 	}
 	res, err := f.in.Accept(t.Context(), c)
 	if err != nil || !res.Duplicate {
 		t.Fatalf("retry = %+v, %v; want a duplicate", res, err)
 	}
-	d, err := f.docs.Get(t.Context(), records.ConversationKey(user, "c1"))
+	cd, err := f.docs.Get(t.Context(), records.ConversationKey(user, "c1"))
 	if err != nil {
 		t.Fatalf("conversation after the retry: %v", err)
 	}
-	conv, err := records.ConversationFrom(d)
+	conv, err := records.ConversationFrom(cd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -530,5 +571,8 @@ func TestAcceptRetryRepairsConversation(t *testing.T) {
 	}
 	if n := len(f.bus.All()); n != 1 {
 		t.Fatalf("%d events after the retry, want 1", n)
+	}
+	if after, _ := f.chunk(t, user, "c1", 0); !after.Published {
+		t.Fatal("the record is not marked published after the retry published it")
 	}
 }

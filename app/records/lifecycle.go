@@ -139,6 +139,15 @@ func ReadRetention(ctx context.Context, store docs.Store, user string, defaults 
 	if err != nil {
 		return defaults, fmt.Errorf("docs.Get retention: %w", err)
 	}
+	return RetentionFrom(&d, defaults)
+}
+
+// RetentionFrom decodes a user's policy document (nil when the user set
+// none, so defaults apply).
+func RetentionFrom(d *docs.Doc, defaults Retention) (Retention, error) {
+	if d == nil {
+		return defaults, nil
+	}
 	var r Retention
 	if err := json.Unmarshal(d.Data, &r); err != nil {
 		return defaults, fmt.Errorf("json.Unmarshal retention: %w", err)

@@ -348,6 +348,13 @@ func (f *flakyDocs) Update(ctx context.Context, key docs.Key, fn func(cur *docs.
 	return f.Driver.Update(ctx, key, fn)
 }
 
+func (f *flakyDocs) Transact(ctx context.Context, read []docs.Key, fn func(cur []*docs.Doc) ([]docs.Write, error)) error {
+	if err := f.fail("Transact"); err != nil {
+		return err
+	}
+	return f.Driver.Transact(ctx, read, fn)
+}
+
 func (f *flakyDocs) Delete(ctx context.Context, key docs.Key) error {
 	if err := f.fail("Delete"); err != nil {
 		return err

@@ -49,8 +49,21 @@ const (
 )
 
 // MaxBatch is the largest number of writes one Firestore batch commits;
-// DeleteMany splits larger requests.
+// DeleteMany splits larger requests, and a Transact may write no more.
 const MaxBatch = 500
+
+// MaxTransactReads bounds the documents one Transact reads.
+const MaxTransactReads = 100
+
+// Write is one write of a Transact: Doc is put (created or replaced); with
+// Create, only if no document is at its key (else the whole transaction
+// fails with ErrAlreadyExists); with Delete, Doc.Key is deleted (Data and
+// Fields unused).
+type Write struct {
+	Doc    Doc
+	Create bool
+	Delete bool
+}
 
 // Filter compares one indexed field with a value (string or int64).
 type Filter struct {

@@ -43,6 +43,10 @@ type Driver interface {
 	// and fn's errors must come back as is.
 	Update(ctx context.Context, key Key, fn func(cur *Doc) (*Doc, error)) error
 	Delete(ctx context.Context, key Key) error
+	// Transact as Store.Transact; fn returns only valid writes (keys
+	// validated, fields normalised, no key twice), and fn's errors must
+	// come back as is.
+	Transact(ctx context.Context, read []Key, fn func(cur []*Doc) ([]Write, error)) error
 	DeleteMany(ctx context.Context, keys []Key) (int, error)
 	// Query returns up to q.Limit matches in the order Store.Query
 	// documents, strictly after after when it is not nil.
@@ -164,6 +168,77 @@ func (s Store) Update(ctx context.Context, key Key, fn func(cur *Doc) (*Doc, err
 		return err // ours, from the callback
 	}
 	return s.wrap("Update", err)
+}
+
+// Transact reads the documents at read (nil where absent, in read's
+// order) in one transaction, runs fn on them and commits the writes fn
+// returns, all or none: a multi-document Update. The intake uses it to make
+// a chunk's record, its expiry and its conversation durable in one commit
+// (one SQLite transaction, one Firestore commit) instead of one each. An
+// error from fn aborts with no write and is returned as is; a Create write
+// that finds a document fails it with ErrAlreadyExists. fn may run more than
+// once (Firestore retries contention). At most MaxTransactReads reads and
+// MaxBatch writes, no key written twice. On SQLite fn must not call write
+// methods of the same Store.
+func (s Store) Transact(ctx context.Context, read []Key, fn func(cur []*Doc) ([]Write, error)) error {
+	if len(read) > MaxTransactReads {
+		return fmt.Errorf("%w: Transact reads %d documents (at most %d)", ErrInvalid, len(read), MaxTransactReads)
+	}
+	for _, k := range read {
+		if err := ValidateKey(k); err != nil {
+			return err
+		}
+	}
+	var fnErr error
+	err := s.d.Transact(ctx, read, func(cur []*Doc) ([]Write, error) {
+		ws, err := fn(cur)
+		if err != nil {
+			fnErr = err
+			return nil, err
+		}
+		fnErr = nil
+		if ws, err = validWrites(ws); err != nil {
+			return nil, err
+		}
+		return ws, nil
+	})
+	if err != nil && fnErr != nil && errors.Is(err, fnErr) {
+		return fnErr // as is, per the port
+	}
+	if err != nil && errors.Is(err, ErrInvalid) {
+		return err // ours, from the callback
+	}
+	return s.wrap("Transact", err)
+}
+
+// validWrites validates ws and returns a copy with documents normalised.
+func validWrites(ws []Write) ([]Write, error) {
+	if len(ws) > MaxBatch {
+		return nil, fmt.Errorf("%w: Transact writes %d documents (at most %d)", ErrInvalid, len(ws), MaxBatch)
+	}
+	out := make([]Write, len(ws))
+	seen := make(map[Key]bool, len(ws))
+	for i, w := range ws {
+		if w.Create && w.Delete {
+			return nil, fmt.Errorf("%w: a Transact write both creates and deletes", ErrInvalid)
+		}
+		if err := ValidateKey(w.Doc.Key); err != nil {
+			return nil, err
+		}
+		if seen[w.Doc.Key] {
+			return nil, fmt.Errorf("%w: Transact writes %s/%s twice", ErrInvalid, w.Doc.Key.Collection, w.Doc.Key.ID)
+		}
+		seen[w.Doc.Key] = true
+		if !w.Delete {
+			d, err := normalised(w.Doc)
+			if err != nil {
+				return nil, err
+			}
+			w.Doc = d
+		}
+		out[i] = w
+	}
+	return out, nil
 }
 
 // Delete is idempotent: deleting an absent document is not an error.

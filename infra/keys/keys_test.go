@@ -127,6 +127,34 @@ func (f *fakeDocs) Update(_ context.Context, k docs.Key, fn func(*docs.Doc) (*do
 	return nil
 }
 
+func (f *fakeDocs) Transact(_ context.Context, read []docs.Key, fn func([]*docs.Doc) ([]docs.Write, error)) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cur := make([]*docs.Doc, len(read))
+	for i, k := range read {
+		if d, ok := f.docs[k]; ok {
+			cur[i] = &d
+		}
+	}
+	ws, err := fn(cur)
+	if err != nil {
+		return err
+	}
+	for _, w := range ws {
+		if _, ok := f.docs[w.Doc.Key]; ok && w.Create {
+			return docs.ErrAlreadyExists
+		}
+	}
+	for _, w := range ws {
+		if w.Delete {
+			delete(f.docs, w.Doc.Key)
+			continue
+		}
+		f.docs[w.Doc.Key] = w.Doc
+	}
+	return nil
+}
+
 func (f *fakeDocs) Delete(_ context.Context, k docs.Key) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -55,6 +55,10 @@ func RunConformanceTests(t *testing.T, newHarness HarnessMaker) {
 		{"ConcurrentCreate", testConcurrentCreate},
 		{"Update", testUpdate},
 		{"ConcurrentUpdate", testConcurrentUpdate},
+		{"Transact", testTransact},
+		{"TransactAtomic", testTransactAtomic},
+		{"TransactInvalid", testTransactInvalid},
+		{"ConcurrentTransact", testConcurrentTransact},
 		{"Delete", testDelete},
 		{"DeleteMany", testDeleteMany},
 		{"Query", testQuery},
@@ -446,6 +450,168 @@ func testConcurrentUpdate(t *testing.T, f *fixture) {
 	}
 	want := int64(workers * each)
 	wantDoc(t, f.mustGet(t, k), docs.Doc{Key: k, Data: fmt.Appendf(nil, "%d", want), Fields: map[string]any{"n": want}})
+}
+
+func testTransact(t *testing.T, f *fixture) {
+	a, b, c := key("u1", "things", "a"), key("u1", "things", "b"), key("u2", "other", "c")
+	f.put(t, docs.Doc{Key: c, Data: []byte("old c"), Fields: map[string]any{"status": "old", "gone": "soon"}})
+	var seen []*docs.Doc
+	err := f.s.Transact(f.ctx, []docs.Key{a, c}, func(cur []*docs.Doc) ([]docs.Write, error) {
+		seen = cur
+		return []docs.Write{
+			{Doc: docs.Doc{Key: a, Data: []byte("new a"), Fields: map[string]any{"status": "new", "n": 1}}, Create: true},
+			{Doc: docs.Doc{Key: b, Data: []byte("new b")}},
+			// Replaced: "gone" is no longer indexed, "status" changed.
+			{Doc: docs.Doc{Key: c, Data: []byte("new c"), Fields: map[string]any{"status": "new"}}},
+		}, nil
+	})
+	if err != nil {
+		t.Fatalf("Transact: %v", err)
+	}
+	if len(seen) != 2 || seen[0] != nil || seen[1] == nil || string(seen[1].Data) != "old c" {
+		t.Fatalf("Transact read %v, want [nil, old c]", seen)
+	}
+	wantDoc(t, f.mustGet(t, a), docs.Doc{Key: a, Data: []byte("new a"), Fields: map[string]any{"status": "new", "n": int64(1)}})
+	wantDoc(t, f.mustGet(t, b), docs.Doc{Key: b, Data: []byte("new b"), Fields: map[string]any{}})
+	wantDoc(t, f.mustGet(t, c), docs.Doc{Key: c, Data: []byte("new c"), Fields: map[string]any{"status": "new"}})
+	for _, tc := range []struct {
+		user, coll string
+		filter     docs.Filter
+		want       int
+	}{
+		{"u2", "other", docs.Filter{Field: "gone", Op: docs.Eq, Value: "soon"}, 0},
+		{"u2", "other", docs.Filter{Field: "status", Op: docs.Eq, Value: "old"}, 0},
+		{"u2", "other", docs.Filter{Field: "status", Op: docs.Eq, Value: "new"}, 1},
+		{"u1", "things", docs.Filter{Field: "n", Op: docs.Eq, Value: 1}, 1},
+	} {
+		got, err := f.s.Query(f.ctx, docs.Query{User: tc.user, Collection: tc.coll, Filters: []docs.Filter{tc.filter}})
+		if err != nil || len(got) != tc.want {
+			t.Errorf("Query %s %v = %v, %v; want %d", tc.coll, tc.filter, ids(got), err, tc.want)
+		}
+	}
+	// A delete, and a write of a document it did not read.
+	err = f.s.Transact(f.ctx, nil, func(cur []*docs.Doc) ([]docs.Write, error) {
+		return []docs.Write{{Doc: docs.Doc{Key: a}, Delete: true}, {Doc: docs.Doc{Key: b}, Delete: true}}, nil
+	})
+	if err != nil {
+		t.Fatalf("Transact delete: %v", err)
+	}
+	f.wantNotFound(t, a)
+	f.wantNotFound(t, b)
+}
+
+// testTransactAtomic: a failed transaction writes nothing, whether fn fails
+// or a Create finds a document (read first or not).
+func testTransactAtomic(t *testing.T, f *fixture) {
+	a, c := key("u1", "things", "a"), key("u1", "things", "c")
+	f.put(t, docs.Doc{Key: c, Data: []byte("c")})
+	boom := errors.New("boom")
+	for _, tc := range []struct {
+		name string
+		read []docs.Key
+		fn   func(cur []*docs.Doc) ([]docs.Write, error)
+		want error
+	}{
+		{"fn fails", []docs.Key{a}, func([]*docs.Doc) ([]docs.Write, error) { return nil, boom }, boom},
+		{"create over a read document", []docs.Key{c}, func([]*docs.Doc) ([]docs.Write, error) {
+			return []docs.Write{{Doc: docs.Doc{Key: a, Data: []byte("a")}}, {Doc: docs.Doc{Key: c, Data: []byte("c2")}, Create: true}}, nil
+		}, docs.ErrAlreadyExists},
+		{"create over an unread document", nil, func([]*docs.Doc) ([]docs.Write, error) {
+			return []docs.Write{{Doc: docs.Doc{Key: a, Data: []byte("a")}}, {Doc: docs.Doc{Key: c, Data: []byte("c2")}, Create: true}}, nil
+		}, docs.ErrAlreadyExists},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := f.s.Transact(f.ctx, tc.read, tc.fn)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Transact = %v, want %v", err, tc.want)
+			}
+			if tc.want == boom && err != boom {
+				t.Errorf("fn's error came back as %v, want it as is", err)
+			}
+			f.wantNotFound(t, a)
+			wantDoc(t, f.mustGet(t, c), docs.Doc{Key: c, Data: []byte("c"), Fields: map[string]any{}})
+		})
+	}
+}
+
+func testTransactInvalid(t *testing.T, f *fixture) {
+	a := key("u1", "things", "a")
+	tooMany := make([]docs.Key, docs.MaxTransactReads+1)
+	for i := range tooMany {
+		tooMany[i] = key("u1", "things", fmt.Sprintf("k%d", i))
+	}
+	ok := func([]*docs.Doc) ([]docs.Write, error) { return nil, nil }
+	for _, tc := range []struct {
+		name string
+		read []docs.Key
+		fn   func(cur []*docs.Doc) ([]docs.Write, error)
+	}{
+		{"too many reads", tooMany, ok},
+		{"invalid read key", []docs.Key{key("u1", "a/b", "x")}, ok},
+		{"same key twice", nil, func([]*docs.Doc) ([]docs.Write, error) {
+			return []docs.Write{{Doc: docs.Doc{Key: a, Data: []byte("1")}}, {Doc: docs.Doc{Key: a, Data: []byte("2")}}}, nil
+		}},
+		{"create and delete", nil, func([]*docs.Doc) ([]docs.Write, error) {
+			return []docs.Write{{Doc: docs.Doc{Key: a}, Create: true, Delete: true}}, nil
+		}},
+		{"invalid field", nil, func([]*docs.Doc) ([]docs.Write, error) {
+			return []docs.Write{{Doc: docs.Doc{Key: a, Fields: map[string]any{"f": 1.5}}}}, nil
+		}},
+		{"too many writes", nil, func([]*docs.Doc) ([]docs.Write, error) {
+			ws := make([]docs.Write, docs.MaxBatch+1)
+			for i := range ws {
+				ws[i] = docs.Write{Doc: docs.Doc{Key: key("u1", "things", fmt.Sprintf("w%d", i))}}
+			}
+			return ws, nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := f.s.Transact(f.ctx, tc.read, tc.fn); !errors.Is(err, docs.ErrInvalid) {
+				t.Fatalf("Transact = %v, want docs.ErrInvalid", err)
+			}
+			f.wantNotFound(t, a)
+		})
+	}
+}
+
+// testConcurrentTransact: transactions that read and bump one counter and
+// each create their own document lose no update and no document.
+func testConcurrentTransact(t *testing.T, f *fixture) {
+	const workers, each = 10, 4
+	counter := key("u1", "counters", "shared")
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*each)
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				own := key("u1", "items", fmt.Sprintf("w%d-%d", w, i))
+				errs <- f.s.Transact(f.ctx, []docs.Key{counter, own}, func(cur []*docs.Doc) ([]docs.Write, error) {
+					n := int64(0)
+					if cur[0] != nil {
+						n = cur[0].Fields["n"].(int64)
+					}
+					n++
+					return []docs.Write{
+						{Doc: docs.Doc{Key: counter, Data: fmt.Appendf(nil, "%d", n), Fields: map[string]any{"n": n}}},
+						{Doc: docs.Doc{Key: own, Data: []byte("x")}, Create: true},
+					}, nil
+				})
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("Transact: %v", err)
+		}
+	}
+	want := int64(workers * each)
+	wantDoc(t, f.mustGet(t, counter), docs.Doc{Key: counter, Data: fmt.Appendf(nil, "%d", want), Fields: map[string]any{"n": want}})
+	got, err := f.s.Query(f.ctx, docs.Query{User: "u1", Collection: "items"})
+	if err != nil || len(got) != workers*each {
+		t.Fatalf("Query items = %d, %v; want %d", len(got), err, workers*each)
+	}
 }
 
 func testDelete(t *testing.T, f *fixture) {

@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"slices"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -337,16 +338,12 @@ func (s *Driver) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	ref := s.ref(key)
-	h := fnv.New32a()
-	h.Write([]byte(ref.Path))
-	stripe := s.updating[h.Sum32()%updateStripes]
-	select {
-	case stripe <- struct{}{}:
-		defer func() { <-stripe }()
-	case <-ctx.Done():
-		return fmt.Errorf("firestoredocs.Update: %w", context.Cause(ctx))
+	unlock, err := s.lockStripes(ctx, ref.Path)
+	if err != nil {
+		return fmt.Errorf("firestoredocs.Update: %w", err)
 	}
-	err := s.c.RunTransaction(ctx, func(_ context.Context, tx *firestore.Transaction) error {
+	defer unlock()
+	err = s.c.RunTransaction(ctx, func(_ context.Context, tx *firestore.Transaction) error {
 		var cur *docs.Doc
 		snap, err := tx.Get(ref)
 		switch {
@@ -372,6 +369,105 @@ func (s *Driver) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc
 		}
 		// docs.Store validated next and set its key.
 		return tx.Set(ref, encode(next.Data, next.Fields))
+	}, firestore.MaxAttempts(txAttempts))
+	var fe fnError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &fe):
+		return fe.err // as is, per the port
+	}
+	return wrap("firestore.RunTransaction", err)
+}
+
+// lockStripes takes this process's stripes of paths, in stripe order so
+// two callers never wait on each other, and returns their release.
+func (s *Driver) lockStripes(ctx context.Context, paths ...string) (func(), error) {
+	idx := make([]int, 0, len(paths))
+	for _, p := range paths {
+		h := fnv.New32a()
+		h.Write([]byte(p))
+		idx = append(idx, int(h.Sum32()%updateStripes))
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	held := 0
+	unlock := func() {
+		for _, i := range idx[:held] {
+			<-s.updating[i]
+		}
+	}
+	for _, i := range idx {
+		select {
+		case s.updating[i] <- struct{}{}:
+			held++
+		case <-ctx.Done():
+			unlock()
+			return nil, context.Cause(ctx)
+		}
+	}
+	return unlock, nil
+}
+
+// Transact reads the documents in a read-write transaction (which locks
+// them), runs fn and commits its writes in the same commit. A conflicting
+// transaction makes the client run the whole attempt again, fn included.
+func (s *Driver) Transact(ctx context.Context, read []docs.Key, fn func(cur []*docs.Doc) ([]docs.Write, error)) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	refs := make([]*firestore.DocumentRef, len(read))
+	paths := make([]string, len(read))
+	for i, k := range read {
+		refs[i] = s.ref(k)
+		paths[i] = refs[i].Path
+	}
+	unlock, err := s.lockStripes(ctx, paths...)
+	if err != nil {
+		return fmt.Errorf("firestoredocs.Transact: %w", err)
+	}
+	defer unlock()
+	err = s.c.RunTransaction(ctx, func(_ context.Context, tx *firestore.Transaction) error {
+		cur := make([]*docs.Doc, len(read))
+		exists := make(map[docs.Key]bool, len(read))
+		if len(refs) > 0 {
+			snaps, err := tx.GetAll(refs)
+			if err != nil {
+				return err // as is: an Aborted code makes the client retry
+			}
+			for i, snap := range snaps {
+				if !snap.Exists() {
+					continue
+				}
+				d, err := decode(read[i], snap)
+				if err != nil {
+					return err
+				}
+				cur[i] = &d
+				exists[read[i]] = true
+			}
+		}
+		ws, err := fn(cur)
+		if err != nil {
+			return fnError{err}
+		}
+		for _, w := range ws {
+			ref := s.ref(w.Doc.Key)
+			switch {
+			case w.Delete:
+				err = tx.Delete(ref)
+			case w.Create && exists[w.Doc.Key]:
+				return fnError{docs.ErrAlreadyExists}
+			case w.Create:
+				// Unread: the commit's precondition refuses an existing one.
+				err = tx.Create(ref, encode(w.Doc.Data, w.Doc.Fields))
+			default:
+				err = tx.Set(ref, encode(w.Doc.Data, w.Doc.Fields))
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
 	}, firestore.MaxAttempts(txAttempts))
 	var fe fnError
 	switch {

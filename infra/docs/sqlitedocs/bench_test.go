@@ -32,7 +32,7 @@ func benchStore(b *testing.B) *Driver {
 				return err
 			}
 			d.Fields = fields
-			if err := putTx(ctx, tx, d); err != nil {
+			if err := s.putTx(ctx, tx, d, nil, false); err != nil {
 				return err
 			}
 		}
@@ -157,7 +157,7 @@ func BenchmarkDeleteMany(b *testing.B) {
 					return err
 				}
 				d.Fields = fields
-				if err := putTx(ctx, tx, d); err != nil {
+				if err := s.putTx(ctx, tx, d, nil, false); err != nil {
 					return err
 				}
 				keys = append(keys, d.Key)
