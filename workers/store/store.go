@@ -85,6 +85,7 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 	}
 	// Text with no words embeds to the zero vector: nothing to search,
 	// and the index refuses it, so the chunk is final without a vector.
+	indexed := false
 	if slices.ContainsFunc(vec, func(x float32) bool { return x != 0 }) {
 		// Metadata holds no user content: ids, numbers and the embedder name.
 		rec := vectors.Record{
@@ -103,49 +104,64 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 			}
 			return fmt.Errorf("vectors.Upsert: %w", err)
 		}
-		if err := w.scheduleVectorExpiry(ctx, in.User, records.ChunkID(in.ConversationID, in.Seq)); err != nil {
-			return err
-		}
+		indexed = true
 	}
-	err = w.Docs.Update(ctx, chunkKey, func(cur *docs.Doc) (*docs.Doc, error) {
-		if cur == nil {
-			return nil, nil
+	return w.record(ctx, in, indexed)
+}
+
+// record writes, in one transaction, when the vector must be gone (when
+// there is one: its own retention, but never later than its transcript's,
+// or a search would find what was said after the words are deleted) and
+// the chunk's "indexed".
+func (w *Worker) record(ctx context.Context, in events.EmbeddingCreated, indexed bool) error {
+	ref := records.ChunkID(in.ConversationID, in.Seq)
+	read := []docs.Key{
+		records.ChunkKey(in.User, in.ConversationID, in.Seq),
+		records.RetentionKey(in.User),
+		records.ExpiryKey(in.User, records.ClassTranscript, ref),
+	}
+	err := w.Docs.Transact(ctx, read, func(cur []*docs.Doc) ([]docs.Write, error) {
+		if cur[0] == nil {
+			return nil, nil // erased since: nothing to mark
 		}
-		c, err := records.ChunkFrom(*cur)
+		var ws []docs.Write
+		if indexed {
+			pol, err := records.RetentionFrom(cur[1], w.Retention)
+			if err != nil {
+				return nil, err
+			}
+			e := records.Expiry{Class: records.ClassVector, Ref: ref, At: pol.ExpiresAt(records.ClassVector, w.Now().UTC())}
+			if cur[2] != nil {
+				tr, err := records.ExpiryFrom(*cur[2])
+				if err != nil {
+					return nil, err
+				}
+				if tr.At.Before(e.At) {
+					e.At = tr.At
+				}
+			}
+			d, err := e.Doc(in.User)
+			if err != nil {
+				return nil, err
+			}
+			ws = append(ws, docs.Write{Doc: d})
+		}
+		c, err := records.ChunkFrom(*cur[0])
 		if err != nil {
 			return nil, err
 		}
-		if c.Status == records.StatusIndexed || c.Status == records.StatusFailed {
-			return cur, nil
+		if c.Status != records.StatusIndexed && c.Status != records.StatusFailed {
+			c.Status, c.UpdatedAt = records.StatusIndexed, w.Now().UTC()
+			d, err := c.Doc(in.User)
+			if err != nil {
+				return nil, err
+			}
+			ws = append(ws, docs.Write{Doc: d})
 		}
-		c.Status, c.UpdatedAt = records.StatusIndexed, w.Now().UTC()
-		d, err := c.Doc(in.User)
-		return &d, err
+		return ws, nil
 	})
 	if err != nil {
-		return fmt.Errorf("docs.Update chunk: %w", err)
-	}
-	return nil
-}
-
-// scheduleVectorExpiry records when the vector must be gone: its own
-// retention, but never later than its transcript's (a vector would let a
-// search find what was said after the words are deleted).
-func (w *Worker) scheduleVectorExpiry(ctx context.Context, user, ref string) error {
-	pol, err := records.ReadRetention(ctx, w.Docs, user, w.Retention)
-	if err != nil {
-		return fmt.Errorf("records.ReadRetention: %w", err)
-	}
-	e := records.Expiry{Class: records.ClassVector, Ref: ref, At: pol.ExpiresAt(records.ClassVector, w.Now().UTC())}
-	tr, ok, err := records.ReadExpiry(ctx, w.Docs, user, records.ClassTranscript, ref)
-	if err != nil {
-		return fmt.Errorf("records.ReadExpiry transcript: %w", err)
-	}
-	if ok && tr.At.Before(e.At) {
-		e.At = tr.At
-	}
-	if err := records.ScheduleExpiry(ctx, w.Docs, user, e); err != nil {
-		return fmt.Errorf("records.ScheduleExpiry vector: %w", err)
+		return fmt.Errorf("docs.Transact chunk: %w", err)
 	}
 	return nil
 }
@@ -153,28 +169,41 @@ func (w *Worker) scheduleVectorExpiry(ctx context.Context, user, ref string) err
 // claimVectorSpace records the embedder of the user's namespace on first use
 // and refuses vectors of any other (their scores would be meaningless).
 func (w *Worker) claimVectorSpace(ctx context.Context, user string, want records.VectorSpace) error {
-	err := w.Docs.Update(ctx, records.VectorSpaceKey(user), func(cur *docs.Doc) (*docs.Doc, error) {
-		if cur != nil {
-			var have records.VectorSpace
-			if err := json.Unmarshal(cur.Data, &have); err != nil {
-				return nil, fmt.Errorf("json.Unmarshal vectorspace: %w", err)
+	// Claimed once per user, checked on every vector: a read, not a write
+	// transaction, once the claim is there.
+	d, err := w.Docs.Get(ctx, records.VectorSpaceKey(user))
+	switch {
+	case err == nil:
+		err = sameSpace(d, want)
+	case errors.Is(err, docs.ErrNotFound):
+		err = w.Docs.Update(ctx, records.VectorSpaceKey(user), func(cur *docs.Doc) (*docs.Doc, error) {
+			if cur != nil {
+				return cur, sameSpace(*cur, want)
 			}
-			if have != want {
-				return nil, fmt.Errorf("%w: namespace has %s/%d, event has %s/%d", ErrEmbedderMismatch, have.Embedder, have.Dim, want.Embedder, want.Dim)
+			data, err := json.Marshal(want)
+			if err != nil {
+				return nil, err
 			}
-			return cur, nil
-		}
-		data, err := json.Marshal(want)
-		if err != nil {
-			return nil, err
-		}
-		return &docs.Doc{Key: records.VectorSpaceKey(user), Data: data, Fields: map[string]any{"embedder": want.Embedder}}, nil
-	})
+			return &docs.Doc{Key: records.VectorSpaceKey(user), Data: data, Fields: map[string]any{"embedder": want.Embedder}}, nil
+		})
+	}
 	if errors.Is(err, ErrEmbedderMismatch) {
 		return events.Permanent(err)
 	}
 	if err != nil {
-		return fmt.Errorf("docs.Update vectorspace: %w", err)
+		return fmt.Errorf("claim vectorspace: %w", err)
+	}
+	return nil
+}
+
+// sameSpace checks a claimed namespace against want.
+func sameSpace(d docs.Doc, want records.VectorSpace) error {
+	var have records.VectorSpace
+	if err := json.Unmarshal(d.Data, &have); err != nil {
+		return fmt.Errorf("json.Unmarshal vectorspace: %w", err)
+	}
+	if have != want {
+		return fmt.Errorf("%w: namespace has %s/%d, event has %s/%d", ErrEmbedderMismatch, have.Embedder, have.Dim, want.Embedder, want.Dim)
 	}
 	return nil
 }

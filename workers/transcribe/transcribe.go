@@ -112,22 +112,12 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 		DurationMS:     audio.Duration(pcm).Milliseconds(),
 		CreatedAt:      w.Now().UTC(),
 	}
-	d, err := seg.Doc(in.User)
-	if err != nil {
-		return events.Permanent(err)
-	}
-	if err := w.Docs.Put(ctx, d); err != nil {
-		return fmt.Errorf("docs.Put segment: %w", err)
-	}
-	if err := w.scheduleExpiries(ctx, in.User, segID, seg.CreatedAt, chunk.ReceivedAt); err != nil {
-		return err
-	}
 	// Silence has nothing to search: the chunk is final without an index.
 	next := records.StatusTranscribed
 	if tr.Text == "" {
 		next = records.StatusIndexed
 	}
-	if err := w.advance(ctx, in, next, ""); err != nil {
+	if err := w.record(ctx, in, seg, chunk.ReceivedAt, next); err != nil {
 		return err
 	}
 	if next == records.StatusIndexed {
@@ -136,29 +126,65 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 	return w.publishTranscript(ctx, in, seg)
 }
 
-// scheduleExpiries records when the transcript must be gone and, for audio
-// kept 0 days ("until transcribed"), that the audio may go now; audio kept
-// longer that has no expiry yet (the policy changed from 0 since intake)
-// gets one from its arrival. After the segment is written and before the
-// chunk advances, so a crash between is redelivered and schedules again
-// (idempotent).
-func (w *Worker) scheduleExpiries(ctx context.Context, user, segID string, at, received time.Time) error {
-	pol, err := records.ReadRetention(ctx, w.Docs, user, w.Retention)
+// record writes, in one transaction, the segment, when the transcript
+// must be gone and, for audio kept 0 days ("until transcribed"), that the
+// audio may go now (audio kept longer that has no expiry yet, because the
+// policy changed from 0 since intake, gets one from its arrival), and moves
+// the chunk to next. One commit, not four: a redelivery after a crash finds
+// either all of it or none.
+func (w *Worker) record(ctx context.Context, in events.ChunkReceived, seg records.Segment, received time.Time, next string) error {
+	segDoc, err := seg.Doc(in.User)
 	if err != nil {
-		return fmt.Errorf("records.ReadRetention: %w", err)
+		return events.Permanent(err)
 	}
-	exps := []records.Expiry{{Class: records.ClassTranscript, Ref: segID, At: pol.ExpiresAt(records.ClassTranscript, at)}}
-	if pol.AudioDays == 0 {
-		exps = append(exps, records.Expiry{Class: records.ClassAudio, Ref: segID, At: at})
-	} else if _, ok, err := records.ReadExpiry(ctx, w.Docs, user, records.ClassAudio, segID); err != nil {
-		return fmt.Errorf("records.ReadExpiry audio: %w", err)
-	} else if !ok {
-		exps = append(exps, records.Expiry{Class: records.ClassAudio, Ref: segID, At: pol.ExpiresAt(records.ClassAudio, received)})
+	segID := records.ChunkID(in.ConversationID, in.Seq)
+	read := []docs.Key{
+		records.ChunkKey(in.User, in.ConversationID, in.Seq),
+		records.RetentionKey(in.User),
+		records.ExpiryKey(in.User, records.ClassAudio, segID),
 	}
-	for _, e := range exps {
-		if err := records.ScheduleExpiry(ctx, w.Docs, user, e); err != nil {
-			return fmt.Errorf("records.ScheduleExpiry %s: %w", e.Class, err)
+	err = w.Docs.Transact(ctx, read, func(cur []*docs.Doc) ([]docs.Write, error) {
+		if cur[0] == nil {
+			return nil, errChunkGone
 		}
+		pol, err := records.RetentionFrom(cur[1], w.Retention)
+		if err != nil {
+			return nil, err
+		}
+		at := seg.CreatedAt
+		exps := []records.Expiry{{Class: records.ClassTranscript, Ref: segID, At: pol.ExpiresAt(records.ClassTranscript, at)}}
+		if pol.AudioDays == 0 {
+			exps = append(exps, records.Expiry{Class: records.ClassAudio, Ref: segID, At: at})
+		} else if cur[2] == nil {
+			exps = append(exps, records.Expiry{Class: records.ClassAudio, Ref: segID, At: pol.ExpiresAt(records.ClassAudio, received)})
+		}
+		ws := []docs.Write{{Doc: segDoc}}
+		for _, e := range exps {
+			d, err := e.Doc(in.User)
+			if err != nil {
+				return nil, err
+			}
+			ws = append(ws, docs.Write{Doc: d})
+		}
+		c, err := records.ChunkFrom(*cur[0])
+		if err != nil {
+			return nil, err
+		}
+		if rank(c.Status) < rank(next) {
+			c.Status, c.FailReason, c.UpdatedAt = next, "", w.Now().UTC()
+			d, err := c.Doc(in.User)
+			if err != nil {
+				return nil, err
+			}
+			ws = append(ws, docs.Write{Doc: d})
+		}
+		return ws, nil
+	})
+	if errors.Is(err, errChunkGone) {
+		return fmt.Errorf("transcribe: chunk record gone: %w", events.ErrDropped)
+	}
+	if err != nil {
+		return fmt.Errorf("docs.Transact segment: %w", err)
 	}
 	return nil
 }

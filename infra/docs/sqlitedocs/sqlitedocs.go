@@ -17,11 +17,13 @@
 package sqlitedocs
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"path/filepath"
 	"runtime"
@@ -289,6 +291,9 @@ func (s *Driver) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc
 			}
 			return err
 		}
+		if unchanged(cur, next) {
+			return nil // nothing to write (callers return cur for "no change")
+		}
 		// docs.Store validated next and set its key.
 		return s.putTx(ctx, tx, *next, fieldsOf(cur), true)
 	})
@@ -353,6 +358,11 @@ func (s *Driver) Transact(ctx context.Context, read []docs.Key, fn func(cur []*d
 		return s.checkpoint(ctx)
 	}
 	return err
+}
+
+// unchanged reports whether next is what cur already holds.
+func unchanged(cur, next *docs.Doc) bool {
+	return cur != nil && bytes.Equal(cur.Data, next.Data) && maps.Equal(cur.Fields, next.Fields)
 }
 
 func fieldsOf(d *docs.Doc) map[string]any {
