@@ -7,6 +7,7 @@ package functions
 import (
 	"context"
 	"errors"
+	"github.com/lethe-dev/lethe/infra/telemetry"
 	"log/slog"
 	"net"
 	"net/http"
@@ -94,6 +95,9 @@ type Deps struct {
 	Now  func() time.Time
 	// Retention is the policy of users who set none (configuration).
 	Retention records.Retention
+	// Telemetry makes each request's span (trace ids in its logs) and
+	// records request latency; nil still follows an incoming traceparent.
+	Telemetry *telemetry.Telemetry
 }
 
 // Server is the edge.
@@ -140,10 +144,7 @@ func New(d Deps) *Server {
 // recovery, security headers, an access log without bodies or tokens.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := s.d.Now()
-	ctx := r.Context()
-	if t, ok := logging.ParseTraceparent(r.Header.Get("traceparent")); ok {
-		ctx = logging.WithTrace(ctx, t)
-	}
+	ctx, endSpan := s.d.Telemetry.StartRequest(r)
 	r = r.WithContext(ctx)
 	h := w.Header()
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -165,6 +166,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			attrs = append(attrs, s.d.LogUsers.Attr(info.uid))
 		}
 		s.d.Logger.InfoContext(ctx, "request", attrs...)
+		endSpan(routeOf(r), rec.status)
 	}()
 	s.mux.ServeHTTP(rec, r)
 }

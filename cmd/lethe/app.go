@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"github.com/lethe-dev/lethe/infra/telemetry"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"io"
 
 	"errors"
@@ -62,7 +65,9 @@ type app struct {
 	// sessions revokes an erased user's Firebase sessions; nil with local
 	// tokens.
 	sessions functions.SessionRevoker
-	closers  []func() error
+	// tel makes the spans of requests and handlers and records metrics.
+	tel     *telemetry.Telemetry
+	closers []func() error
 }
 
 // overrides replace adapters in tests and benchmarks (an instant
@@ -87,6 +92,10 @@ type overrides struct {
 	// WrapHandler wraps each worker's handler inside the middleware chain,
 	// so it sees every attempt (counting attempts in tests).
 	WrapHandler func(subscription string, h bus.Handler) bus.Handler
+	// SpanProcessor and MetricReader see every span and metric, whatever
+	// the exporters (tests of tracing).
+	SpanProcessor sdktrace.SpanProcessor
+	MetricReader  sdkmetric.Reader
 }
 
 // publisher is events.Publisher, named short for the wiring.
@@ -117,6 +126,21 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides)
 	if a.events, err = events.NewRegistry(); err != nil {
 		return nil, fmt.Errorf("events.NewRegistry: %w", err)
 	}
+	tcfg := cfg.telemetry()
+	if ov.SpanProcessor != nil {
+		tcfg.SpanProcessors = append(tcfg.SpanProcessors, ov.SpanProcessor)
+	}
+	if ov.MetricReader != nil {
+		tcfg.MetricReaders = append(tcfg.MetricReaders, ov.MetricReader)
+	}
+	if a.tel, err = telemetry.New(ctx, tcfg); err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, func() error {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		return a.tel.Shutdown(sctx)
+	})
 
 	if err := refuseLegacySecrets(cfg, paths); err != nil {
 		return nil, err

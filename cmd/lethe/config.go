@@ -3,7 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/lethe-dev/lethe/infra/telemetry"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -34,9 +36,16 @@ type Config struct {
 	PushAudience       string `envconfig:"LETHE_PUSH_AUDIENCE" desc:"audience of push OIDC tokens"`
 	PushServiceAccount string `envconfig:"LETHE_PUSH_SERVICE_ACCOUNT" desc:"the service account push tokens must name; set to verify push OIDC tokens"`
 
-	LogLevel        string        `envconfig:"LETHE_LOG_LEVEL" default:"info" desc:"debug, info, warn, error"`
-	ShutdownTimeout time.Duration `envconfig:"LETHE_SHUTDOWN_TIMEOUT" default:"20s" desc:"bound on draining in-flight work at SIGTERM"`
-	HandlerTimeout  time.Duration `envconfig:"LETHE_HANDLER_TIMEOUT" default:"2m" desc:"per-event handler timeout"`
+	LogLevel string `envconfig:"LETHE_LOG_LEVEL" default:"info" desc:"debug, info, warn, error"`
+	// Telemetry: spans are always made (trace ids in every log line);
+	// exporters are off unless set.
+	Service          string        `envconfig:"K_SERVICE" default:"lethe" desc:"service name in traces and metrics (Cloud Run sets K_SERVICE)"`
+	TracesExporter   string        `envconfig:"LETHE_TRACES_EXPORTER" default:"none" desc:"none, stdout (JSON spans on stdout) or otlp (to LETHE_OTLP_ENDPOINT)"`
+	OTLPEndpoint     string        `envconfig:"LETHE_OTLP_ENDPOINT" default:"https://telemetry.googleapis.com:443" desc:"OTLP/gRPC endpoint of traces: Google's (Cloud Trace, with Application Default Credentials) or http://host:port of a collector"`
+	TraceSampleRatio float64       `envconfig:"LETHE_TRACE_SAMPLE_RATIO" default:"1" desc:"share of new traces exported, 0..1 (a caller's sampled traceparent is followed)"`
+	MetricsExporter  string        `envconfig:"LETHE_METRICS_EXPORTER" default:"none" desc:"none or gcp (Cloud Monitoring, project LETHE_PROJECT)"`
+	ShutdownTimeout  time.Duration `envconfig:"LETHE_SHUTDOWN_TIMEOUT" default:"20s" desc:"bound on draining in-flight work at SIGTERM"`
+	HandlerTimeout   time.Duration `envconfig:"LETHE_HANDLER_TIMEOUT" default:"2m" desc:"per-event handler timeout"`
 
 	// Reconciler re-drives items stuck in a non-final state.
 	ReconcileEvery time.Duration `envconfig:"LETHE_RECONCILE_EVERY" default:"30s" desc:"how often the reconciler looks for stuck items"`
@@ -157,6 +166,9 @@ func (c Config) validate() error {
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("LETHE_DATA_DIR: must not be empty"))
+	}
+	if err := c.telemetry().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("LETHE_TRACES_EXPORTER/LETHE_METRICS_EXPORTER/LETHE_OTLP_ENDPOINT/LETHE_TRACE_SAMPLE_RATIO: %w", err))
 	}
 	if c.MaxChunkBytes <= 0 || c.MaxChunkBytes > 32<<20 {
 		errs = append(errs, fmt.Errorf("LETHE_MAX_CHUNK_BYTES=%d: want 1..33554432 (Cloud Run caps HTTP/1 bodies at 32 MiB)", c.MaxChunkBytes))
@@ -354,5 +366,15 @@ func (c Config) limits() functions.Limits {
 		PerUser:    perMin(c.RateUserPerMin, 5),
 		Search:     perMin(c.RateSearchPerMin, 4),
 		FailedAuth: perMin(c.RateAuthFailPerMin, 3),
+	}
+}
+
+// telemetry is the exporters' configuration.
+func (c Config) telemetry() telemetry.Config {
+	return telemetry.Config{
+		Service: c.Service, ProjectID: c.ProjectID,
+		Traces: c.TracesExporter, Metrics: c.MetricsExporter,
+		OTLPEndpoint: c.OTLPEndpoint, SampleRatio: c.TraceSampleRatio,
+		Stdout: os.Stdout,
 	}
 }

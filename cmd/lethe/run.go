@@ -90,11 +90,14 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 	if ov.WrapPublisher != nil {
 		pub = ov.WrapPublisher(pub)
 	}
+	// Every event leaves with the trace context of what published it.
+	pub = a.tel.Publisher(pub)
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	var metrics middleware.Metrics
 	chain := func(h bus.Handler) bus.Handler {
 		return bus.Chain(h,
+			a.tel.Middleware,
 			middleware.Logging(logger),
 			metrics.Middleware,
 			middleware.Recoverer(logger),
@@ -212,6 +215,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			ExportURLKey: a.exportURLKey, ExportURLTTL: cfg.ExportURLTTL,
 			Retention:   cfg.retention(),
 			DeadLetters: newDeadLetterAdmin(a, now),
+			Telemetry:   a.tel,
 		})
 		mux := http.NewServeMux()
 		if pushReceiver != nil {

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"go.opentelemetry.io/otel/trace"
 	"io"
 	"log/slog"
 	"strings"
@@ -89,47 +90,11 @@ func severity(v slog.Value) string {
 	}
 }
 
-type traceKey struct{}
-
-// Trace is the trace context of a request or message, as carried by
-// traceparent or X-Cloud-Trace-Context.
-type Trace struct {
-	TraceID string
-	SpanID  string
-	Sampled bool
-}
-
-// WithTrace returns ctx carrying t; log records made with that ctx carry
-// Cloud Logging's trace fields.
-func WithTrace(ctx context.Context, t Trace) context.Context {
-	return context.WithValue(ctx, traceKey{}, t)
-}
-
-// TraceFrom returns the trace carried by ctx.
-func TraceFrom(ctx context.Context) (Trace, bool) {
-	t, ok := ctx.Value(traceKey{}).(Trace)
-	return t, ok && t.TraceID != ""
-}
-
-// ParseTraceparent reads a W3C traceparent header ("00-<trace>-<span>-<flags>").
-func ParseTraceparent(h string) (Trace, bool) {
-	parts := strings.Split(strings.TrimSpace(h), "-")
-	if len(parts) != 4 || len(parts[1]) != 32 || len(parts[2]) != 16 || len(parts[3]) != 2 {
-		return Trace{}, false
-	}
-	if !isHex(parts[1]) || !isHex(parts[2]) || !isHex(parts[3]) || strings.Trim(parts[1], "0") == "" {
-		return Trace{}, false
-	}
-	return Trace{TraceID: parts[1], SpanID: parts[2], Sampled: parts[3] == "01"}, true
-}
-
-func isHex(s string) bool {
-	for _, c := range s {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
+// TraceFrom returns the trace of the span ctx carries (infra/telemetry
+// starts one per request and per handled event).
+func TraceFrom(ctx context.Context) (trace.SpanContext, bool) {
+	sc := trace.SpanContextFromContext(ctx)
+	return sc, sc.HasTraceID()
 }
 
 type traceHandler struct {
@@ -138,15 +103,15 @@ type traceHandler struct {
 }
 
 func (h *traceHandler) Handle(ctx context.Context, r slog.Record) error {
-	if t, ok := TraceFrom(ctx); ok {
-		trace := t.TraceID
+	if sc, ok := TraceFrom(ctx); ok {
+		tr := sc.TraceID().String()
 		if h.projectID != "" {
-			trace = "projects/" + h.projectID + "/traces/" + t.TraceID
+			tr = "projects/" + h.projectID + "/traces/" + tr
 		}
 		r.AddAttrs(
-			slog.String("logging.googleapis.com/trace", trace),
-			slog.String("logging.googleapis.com/spanId", t.SpanID),
-			slog.Bool("logging.googleapis.com/trace_sampled", t.Sampled),
+			slog.String("logging.googleapis.com/trace", tr),
+			slog.String("logging.googleapis.com/spanId", sc.SpanID().String()),
+			slog.Bool("logging.googleapis.com/trace_sampled", sc.IsSampled()),
 		)
 	}
 	return h.Handler.Handle(ctx, r)
