@@ -95,6 +95,9 @@ type Deps struct {
 	Now  func() time.Time
 	// Retention is the policy of users who set none (configuration).
 	Retention records.Retention
+	// Console, when set, is served at "/" and "/console/" (the dev
+	// console; development only).
+	Console http.Handler
 	// Telemetry makes each request's span (trace ids in its logs) and
 	// records request latency; nil still follows an incoming traceparent.
 	Telemetry *telemetry.Telemetry
@@ -134,6 +137,10 @@ func New(d Deps) *Server {
 	s.mux.Handle("GET /v1/me/retention", s.authed(retention.get))
 	s.mux.Handle("PUT /v1/me/retention", s.authed(retention.put))
 	s.routeDeadLetters()
+	if d.Console != nil {
+		s.mux.Handle("GET /{$}", d.Console)
+		s.mux.Handle("GET /console/", d.Console)
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such route")
 	})

@@ -6,11 +6,18 @@
 #   install-deps.sh test  plus the tools tests use
 set -u
 want=(pocketsphinx pocketsphinx-en-us)
-[ "${1:-run}" = test ] && want+=(espeak-ng sox)
+[ "${1:-run}" = test ] && want+=(espeak-ng sox chromium)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# The dev console's browser test: playwright-core (pinned in
+# scripts/browser/package-lock.json) drives Debian's chromium; no browser
+# download.
+if [ "${1:-run}" = test ] && command -v npm >/dev/null 2>&1 && [ ! -d "$(dirname "$0")/browser/node_modules/playwright-core" ]; then
+  npm ci --prefix "$(dirname "$0")/browser" --no-audit --no-fund >/dev/null 2>&1 || echo "lethe: npm ci --prefix scripts/browser failed" >&2
+fi
+
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "lethe: please install: ${missing[*]} (Debian package names)" >&2

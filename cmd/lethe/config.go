@@ -36,6 +36,7 @@ type Config struct {
 	PushAudience       string `envconfig:"LETHE_PUSH_AUDIENCE" desc:"audience of push OIDC tokens"`
 	PushServiceAccount string `envconfig:"LETHE_PUSH_SERVICE_ACCOUNT" desc:"the service account push tokens must name; set to verify push OIDC tokens"`
 
+	Console  bool   `envconfig:"LETHE_CONSOLE" default:"true" desc:"serve the dev console at / (development only; production never serves it)"`
 	LogLevel string `envconfig:"LETHE_LOG_LEVEL" default:"info" desc:"debug, info, warn, error"`
 	// Telemetry: spans are always made (trace ids in every log line);
 	// exporters are off unless set.

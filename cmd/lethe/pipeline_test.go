@@ -37,7 +37,7 @@ func testConfig(t testing.TB) Config {
 		ShutdownTimeout: 20 * time.Second, HandlerTimeout: time.Minute,
 		ReconcileEvery: 500 * time.Millisecond, ReconcileAfter: time.Minute,
 		Workers: "transcribe,embed,store,lifecycle,reconcile", MaxInFlight: 4,
-		MaxChunkBytes: 16 << 20, STT: "pocketsphinx", Embedder: "hashing",
+		MaxChunkBytes: 16 << 20, STT: "pocketsphinx", Embedder: "hashing", Console: true,
 		Documents: "sqlite", Blobs: "dir", Vectors: "flat", KEK: "file", RateLimit: "memory", Auth: "local",
 		EmbedDim: 1024, Delivery: "pull",
 		// The production defaults: zero days would expire test data at

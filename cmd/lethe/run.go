@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lethe-dev/lethe/functions/console"
 	"io"
 	"log/slog"
 	"net"
@@ -216,6 +217,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			Retention:   cfg.retention(),
 			DeadLetters: newDeadLetterAdmin(a, now),
 			Telemetry:   a.tel,
+			Console:     devConsole(cfg),
 		})
 		mux := http.NewServeMux()
 		if pushReceiver != nil {
@@ -384,4 +386,13 @@ func newPushReceiver(ctx context.Context, cfg Config, a *app, logger *slog.Logge
 		return nil, fmt.Errorf("push.NewReceiver: %w", err)
 	}
 	return rc, nil
+}
+
+// devConsole is the console lethe run serves at "/" in development; never
+// in production, where the edge is an API only.
+func devConsole(cfg Config) http.Handler {
+	if cfg.Env != "development" || !cfg.Console {
+		return nil
+	}
+	return console.Handler()
 }

@@ -58,9 +58,9 @@ func TestOneUploadIsOneTrace(t *testing.T) {
 	client{t, "http://" + p.addr, tok}.waitDone("traced", 1)
 
 	want := map[string]bool{
-		"handle " + events.TypeChunkReceived:     false,
-		"handle " + events.TypeTranscriptCreated: false,
-		"handle " + events.TypeEmbeddingCreated:  false,
+		"handle " + events.TypeChunkReceived:       false,
+		"handle " + events.TypeTranscriptCreated:   false,
+		"handle " + events.TypeEmbeddingCreated:    false,
 		"PUT /v1/conversations/{cid}/chunks/{seq}": false,
 	}
 	waitFor(t, "the spans of every stage", func() bool {
@@ -105,4 +105,3 @@ func TestOneUploadIsOneTrace(t *testing.T) {
 		t.Errorf("only %v log lines carry the trace, want the handlers' too", traced)
 	}
 }
-
