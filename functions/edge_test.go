@@ -41,6 +41,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/logging"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
 	"github.com/lethe-dev/lethe/infra/ratelimit/memlimit"
+	"github.com/lethe-dev/lethe/infra/security"
 	"github.com/lethe-dev/lethe/infra/vectors/flatvectors"
 )
 
@@ -125,6 +126,13 @@ type edgeOptions struct {
 	deadLetters functions.DeadLetters
 	embedder    embed.Embedder // nil: hashembed
 	noJWKS      bool           // the issuer's keys not served (LETHE_AUTH=firebase)
+	// Hardening: the shared limiter (nil: in-memory), trusted proxy
+	// hops, security signals, the admin second factor, browser policy.
+	limiter      ratelimit.Limiter
+	proxyHops    int
+	security     *security.Signals
+	secondFactor bool
+	browser      functions.BrowserPolicy
 }
 
 func newEdgeWith(t testing.TB, o edgeOptions) *edge {
@@ -153,7 +161,11 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 	logs := &bytes.Buffer{}
 	e := &edge{t: t, issuer: iss, bus: bus, docs: store, dir: dir, pseudo: pseudonym.New(1, secret), logs: logs}
 	keyring := keys.NewKeyring(kek, keys.NewDocsKeysetStore(store), keys.Options{})
-	limiter := ratelimit.NewFallback(memlimit.New(memlimit.Options{}), memlimit.New(memlimit.Options{}), nil)
+	var primary ratelimit.Limiter = memlimit.New(memlimit.Options{})
+	if o.limiter != nil {
+		primary = o.limiter
+	}
+	limiter := ratelimit.NewFallback(primary, memlimit.New(memlimit.Options{}), nil)
 	trail := &audit.Log{Docs: store}
 	e.saga = &forget.Saga{Docs: store, Blobs: bucket, Vectors: idx, Keys: keyring, Rates: limiter,
 		RateKeys: functions.RateLimitKeys, Audit: trail, Bus: bus, Events: reg}
@@ -180,8 +192,9 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 		Limits:  o.limits,
 		Uploads: o.uploads, MaxUploadBytes: o.maxUpload, UploadURLTTL: o.ttl,
 		Now: o.now, ExportURLKey: o.exportKey,
-		Retention:   o.retention,
-		DeadLetters: o.deadLetters,
+		Retention:        o.retention,
+		DeadLetters:      o.deadLetters,
+		TrustedProxyHops: o.proxyHops, Security: o.security, AdminSecondFactor: o.secondFactor, Browser: o.browser,
 	})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)

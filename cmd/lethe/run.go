@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/lethe-dev/lethe/functions/push"
 	"github.com/lethe-dev/lethe/infra/bus"
 	"github.com/lethe-dev/lethe/infra/bus/middleware"
+	"github.com/lethe-dev/lethe/infra/security"
 	"github.com/lethe-dev/lethe/workers/embed"
 	"github.com/lethe-dev/lethe/workers/reconcile"
 	"github.com/lethe-dev/lethe/workers/store"
@@ -212,6 +214,12 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			ExportURLKey: a.exportURLKey, ExportURLTTL: cfg.ExportURLTTL,
 			Retention:   cfg.retention(),
 			DeadLetters: newDeadLetterAdmin(a, now),
+			// Hardening: client address, admin second factor, browsers, signals.
+			TrustedProxyHops:  cfg.TrustedProxyHops,
+			AdminSecondFactor: cfg.Auth == "firebase",
+			Browser:           functions.BrowserPolicy{AllowedOrigins: cfg.CORSOrigins, HSTS: strings.HasPrefix(cfg.PublicURL, "https://")},
+			Security: security.New(security.Options{Logger: logger, Users: a.logUsers, Now: now,
+				Threshold: cfg.SecurityAlertBurst, Window: cfg.SecurityAlertEvery}),
 		})
 		mux := http.NewServeMux()
 		if pushReceiver != nil {

@@ -18,6 +18,7 @@ func cmdToken(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 	uid := fs.String("uid", "", "the user id (the token's sub)")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime of the token (at most 24h)")
 	admin := fs.Bool("admin", false, "give the token the admin role (development only)")
+	factor := fs.String("second-factor", "", `claim a sign-in with this second factor ("totp", "phone"), as Firebase does; admin routes need one with LETHE_AUTH=firebase`)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -38,7 +39,7 @@ func cmdToken(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 	if *admin {
 		roles = []string{auth.RoleAdmin}
 	}
-	tok, err := iss.MintWithRoles(*uid, roles, *ttl)
+	tok, err := iss.MintWith(*uid, localissuer.MintOptions{Roles: roles, SecondFactor: *factor}, *ttl)
 	if err != nil {
 		return fmt.Errorf("localissuer.Mint: %w", err)
 	}
