@@ -1,6 +1,8 @@
 package functions_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -10,11 +12,16 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/functions"
 	"github.com/lethe-dev/lethe/infra/auth/localissuer"
+	"github.com/lethe-dev/lethe/infra/docs"
+	"github.com/lethe-dev/lethe/infra/embed"
+	"github.com/lethe-dev/lethe/infra/embed/hashembed"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
 	"github.com/lethe-dev/lethe/infra/ratelimit/redislimit"
 	"github.com/lethe-dev/lethe/infra/security"
+	"github.com/lethe-dev/lethe/infra/vectors"
 )
 
 // doFrom is do for a request that reached the edge through a proxy which
@@ -229,5 +236,188 @@ func TestValidateOrigins(t *testing.T) {
 		if err := functions.ValidateOrigins([]string{bad}); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// search posts a search body.
+func (e *edge) search(token, body string) reply {
+	e.t.Helper()
+	return e.do("POST", "/v1/search", token, "application/json", []byte(body))
+}
+
+// pages follows next_cursor through a paged list and returns every page.
+func (e *edge) pages(token, path, field string) [][]any {
+	e.t.Helper()
+	var out [][]any
+	cursor := ""
+	for range 20 {
+		p := path
+		if cursor != "" {
+			p += "&cursor=" + cursor
+		}
+		r := e.do("GET", p, token, "", nil)
+		if r.status != 200 {
+			e.t.Fatalf("GET %s: %d %v", p, r.status, r.body)
+		}
+		out = append(out, r.body[field].([]any))
+		cursor, _ = r.body["next_cursor"].(string)
+		if cursor == "" {
+			return out
+		}
+	}
+	e.t.Fatal("a paged list did not end")
+	return nil
+}
+
+func TestListsArePagedWithSealedCursors(t *testing.T) {
+	e := newEdge(t, 1<<20)
+	alice, bob := e.token("alice"), e.token("bob")
+	for i := range 5 {
+		if r := e.do("PUT", fmt.Sprintf("/v1/conversations/conv%d/chunks/0", i), alice, "audio/wav", tone(300+float64(i)*50, 100)); r.status != 202 {
+			t.Fatalf("upload %d: %d", i, r.status)
+		}
+	}
+	for seq := range 3 {
+		if r := e.do("PUT", fmt.Sprintf("/v1/conversations/long/chunks/%d", seq), alice, "audio/wav", tone(500+float64(seq)*10, 100)); r.status != 202 {
+			t.Fatalf("upload seq %d: %d", seq, r.status)
+		}
+	}
+	if r := e.do("PUT", "/v1/conversations/bobs/chunks/0", bob, "audio/wav", tone(700, 100)); r.status != 202 {
+		t.Fatalf("bob's upload: %d", r.status)
+	}
+	pages := e.pages(alice, "/v1/conversations?limit=2", "conversations")
+	seen := map[string]bool{}
+	sizes := []int{}
+	for _, p := range pages {
+		sizes = append(sizes, len(p))
+		for _, c := range p {
+			seen[c.(map[string]any)["id"].(string)] = true
+		}
+	}
+	if fmt.Sprint(sizes) != "[2 2 2]" || len(seen) != 6 || seen["bobs"] {
+		t.Fatalf("pages of %v holding %v, want 3 pages of 2 of alice's 6 conversations", sizes, seen)
+	}
+	chunkPages := e.pages(alice, "/v1/conversations/long?limit=2", "chunks")
+	if len(chunkPages) != 2 || len(chunkPages[0]) != 2 || len(chunkPages[1]) != 1 ||
+		chunkPages[1][0].(map[string]any)["seq"].(float64) != 2 {
+		t.Fatalf("chunk pages %v, want seqs [0 1] then [2]", chunkPages)
+	}
+
+	first := e.do("GET", "/v1/conversations?limit=2", alice, "", nil)
+	cursor := first.body["next_cursor"].(string)
+	convCursor := e.do("GET", "/v1/conversations/long?limit=1", alice, "", nil).body["next_cursor"].(string)
+	if strings.Contains(cursor, e.pseudo.User("alice")) {
+		t.Fatal("the cursor shows the user's key hash")
+	}
+	flipped := []byte(cursor)
+	flipped[len(flipped)/2] ^= 1
+	bad := []struct {
+		name, token, path string
+	}{
+		{"another user's cursor", bob, "/v1/conversations?cursor=" + cursor},
+		{"an edited cursor", alice, "/v1/conversations?cursor=" + string(flipped)},
+		{"a cursor of another list", alice, "/v1/conversations?cursor=" + convCursor},
+		{"a list cursor on a conversation", alice, "/v1/conversations/long?cursor=" + cursor},
+		{"a conversation's cursor on another conversation", alice, "/v1/conversations/conv1?cursor=" + convCursor},
+		{"not base64", alice, "/v1/conversations?cursor=%25%25"},
+		{"huge", alice, "/v1/conversations?cursor=" + strings.Repeat("A", 9000)},
+		{"padded", alice, "/v1/conversations?cursor=" + cursor + "=="},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			if r := e.do("GET", tc.path, tc.token, "", nil); r.status != 400 || errCode(r) != "invalid_cursor" {
+				t.Fatalf("%d %v, want 400 invalid_cursor", r.status, r.body)
+			}
+		})
+	}
+	for _, path := range []string{"/v1/conversations?limit=0", "/v1/conversations?limit=101", "/v1/conversations/long?limit=101"} {
+		if r := e.do("GET", path, alice, "", nil); r.status != 400 || errCode(r) != "invalid_limit" {
+			t.Errorf("GET %s: %d %v, want 400 invalid_limit", path, r.status, r.body)
+		}
+	}
+}
+
+func TestSearchIsAPostWithABody(t *testing.T) {
+	sig := security.New(security.Options{Threshold: -1})
+	e := newEdgeWith(t, edgeOptions{maxChunk: 1 << 20, security: sig})
+	alice, bob := e.token("alice"), e.token("bob")
+	// Alice has seven conversations indexed (vectors written as the
+	// store worker does); search pages through them.
+	user := e.pseudo.User("alice")
+	emb := hashembed.New()
+	space, err := json.Marshal(records.VectorSpace{Embedder: hashembed.ID, Dim: hashembed.Dim})
+	must(t, err)
+	must(t, e.docs.Put(t.Context(), docs.Doc{Key: records.VectorSpaceKey(user), Data: space}))
+	var recs []vectors.Record
+	for i := range 7 {
+		v, err := emb.Embed(t.Context(), []string{fmt.Sprintf("dentist appointment on day %d", i)}, embed.Passage)
+		must(t, err)
+		recs = append(recs, vectors.Record{ID: fmt.Sprintf("c%d#0", i), Values: v[0]})
+	}
+	must(t, e.vectors.Upsert(t.Context(), user, recs))
+
+	r := e.do("GET", "/v1/search?q=dentist", alice, "", nil)
+	if r.status != http.StatusMethodNotAllowed || errCode(r) != "method_not_allowed" || r.header.Get("Allow") != "POST" {
+		t.Fatalf("GET with the query in the URL: %d %v", r.status, r.body)
+	}
+	if strings.Contains(e.logs.String(), "dentist") {
+		t.Fatal("a query reached the logs")
+	}
+	seen := map[string]bool{}
+	var sizes []int
+	cursor := ""
+	for range 10 {
+		body, _ := json.Marshal(map[string]any{"q": "dentist appointment", "k": 3, "cursor": cursor})
+		if cursor == "" {
+			body, _ = json.Marshal(map[string]any{"q": "dentist appointment", "k": 3})
+		}
+		r := e.search(alice, string(body))
+		if r.status != 200 {
+			t.Fatalf("search: %d %v", r.status, r.body)
+		}
+		res := r.body["results"].([]any)
+		sizes = append(sizes, len(res))
+		for _, h := range res {
+			seen[h.(map[string]any)["conversation_id"].(string)] = true
+		}
+		cursor, _ = r.body["next_cursor"].(string)
+		if cursor == "" {
+			break
+		}
+	}
+	if fmt.Sprint(sizes) != "[3 3 1]" || len(seen) != 7 {
+		t.Fatalf("search pages %v over %d conversations, want [3 3 1] over 7", sizes, len(seen))
+	}
+	// Bob's searches see nothing of alice's, and her cursor is not his.
+	first := e.search(alice, `{"q":"dentist appointment","k":3}`)
+	cursor = first.body["next_cursor"].(string)
+	if r := e.search(bob, `{"q":"dentist appointment"}`); r.status != 200 || len(r.body["results"].([]any)) != 0 {
+		t.Fatalf("bob's search: %d %v", r.status, r.body)
+	}
+	if r := e.search(bob, `{"q":"dentist appointment","cursor":"`+cursor+`"}`); r.status != 400 || errCode(r) != "invalid_cursor" {
+		t.Fatalf("bob with alice's cursor: %d %v", r.status, r.body)
+	}
+	listCursor := func() string {
+		for i := range 3 {
+			e.do("PUT", fmt.Sprintf("/v1/conversations/l%d/chunks/0", i), alice, "audio/wav", tone(400, 100))
+		}
+		return e.do("GET", "/v1/conversations?limit=1", alice, "", nil).body["next_cursor"].(string)
+	}()
+	if r := e.search(alice, `{"q":"dentist","cursor":"`+listCursor+`"}`); r.status != 400 || errCode(r) != "invalid_cursor" {
+		t.Fatalf("a list's cursor on search: %d %v", r.status, r.body)
+	}
+	// Schema rejections are security events, named by body.
+	before := sig.Counts()[security.Key{Kind: security.SchemaRejection, Reason: "search"}]
+	for _, body := range []string{`{"q":"x","unknown":1}`, `{"q":5}`, `{"q":"x","k":1000}`} {
+		if r := e.search(alice, body); r.status != 400 || errCode(r) != "invalid_body" {
+			t.Fatalf("%s: %d %v", body, r.status, r.body)
+		}
+	}
+	if got := sig.Counts()[security.Key{Kind: security.SchemaRejection, Reason: "search"}] - before; got != 3 {
+		t.Fatalf("schema rejections counted %d, want 3", got)
+	}
+	big := `{"q":"` + strings.Repeat("a", 9<<10) + `"}`
+	if r := e.search(alice, big); r.status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("oversized body: %d", r.status)
 	}
 }
