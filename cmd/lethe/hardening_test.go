@@ -1,10 +1,18 @@
 package main
 
 import (
+	"crypto/rand"
 	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lethe-dev/lethe/internal/emulators"
 )
 
 // search is POST /v1/search with q in the body (never in the URL).
@@ -57,5 +65,81 @@ func TestEdgeHardeningConfig(t *testing.T) {
 		PublicURL: "http://lethe.example.com"}
 	if err := prod.guardProduction(); err == nil || !strings.Contains(err.Error(), "LETHE_PUBLIC_URL") {
 		t.Fatalf("production with an http public URL: %v", err)
+	}
+}
+
+// TestRejectedTokensBehindAProxyOnRedis is the edge as Cloud Run runs it:
+// one front end in front (LETHE_TRUSTED_PROXY_HOPS=1), the rejected-token
+// limit in a real Redis reached through a link the test cuts.
+func TestRejectedTokensBehindAProxyOnRedis(t *testing.T) {
+	redisURL := os.Getenv("LETHE_REDIS_URL")
+	if redisURL == "" {
+		redisURL = "redis://127.0.0.1:6379/0"
+	}
+	u, err := url.Parse(redisURL)
+	if err != nil {
+		t.Fatalf("LETHE_REDIS_URL: %v", err)
+	}
+	if c, err := net.DialTimeout("tcp", u.Host, 2*time.Second); err != nil {
+		emulators.Missing(t, "Redis at "+u.Host+" does not answer ("+err.Error()+")")
+	} else {
+		c.Close()
+	}
+	proxy := newCutProxy(t, u.Host)
+	cfg := testConfig(t)
+	cfg.Workers = "none"
+	cfg.RateLimit = "redis://" + proxy.addr() + u.Path
+	cfg.TrustedProxyHops = 1
+	cfg.RateAuthFailPerMin = 6 // a burst of 2
+	p := startTestPipeline(t, cfg, overrides{})
+	tok, err := p.app.issuer.Mint("alice-proxy", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Addresses unique to this run: the limiter's keys outlive it in Redis.
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	addr := func(n int) string { return fmt.Sprintf("2001:db8:%x:%x::%d", b[:2], b[2:], n) }
+	call := func(token string, xff ...string) int {
+		t.Helper()
+		req, err := http.NewRequest("GET", "http://"+p.addr+"/v1/conversations", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		for _, v := range xff {
+			req.Header.Add("X-Forwarded-For", v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i, want := range []int{401, 401, 429} {
+		if got := call("bad.token.x", addr(1)); got != want {
+			t.Fatalf("client 1, bad token %d: %d, want %d", i, got, want)
+		}
+	}
+	if got := call("bad.token.x", addr(9)+", "+addr(1)); got != 429 {
+		t.Fatalf("client 1 prepending another address: %d, want 429 (same key)", got)
+	}
+	if got := call("bad.token.x", addr(2)); got != 401 {
+		t.Fatalf("client 2 behind the same proxy: %d, want 401 (a bucket of its own)", got)
+	}
+	if got := call(tok, addr(1)); got != 200 {
+		t.Fatalf("a valid token from a limited address: %d, want 200", got)
+	}
+	proxy.set(true, true) // Redis unreachable
+	for _, tc := range []struct{ name, token string }{{"bad token", "bad.token.x"}, {"no token", ""}} {
+		if got := call(tc.token, addr(3)); got != http.StatusServiceUnavailable {
+			t.Fatalf("%s with Redis down: %d, want 503 (fail closed)", tc.name, got)
+		}
+	}
+	if got := call(tok, addr(3)); got != 200 {
+		t.Fatalf("a valid token with Redis down: %d, want 200 (per-user limit falls back)", got)
 	}
 }
