@@ -325,7 +325,7 @@ func TestAuthentication(t *testing.T) {
 			}
 		})
 	}
-	if !strings.Contains(e.logs.String(), "rejected token") {
+	if !strings.Contains(e.logs.String(), `"security_event":"auth_failure"`) {
 		t.Error("rejected tokens are not logged as security events")
 	}
 	if strings.Contains(e.logs.String(), parts[2]) || strings.Contains(e.logs.String(), forged) {

@@ -100,7 +100,7 @@ type Deps struct {
 	// client); every per-address limit and log uses the address it gives.
 	TrustedProxyHops int
 	// Security receives security events (counted, logged, alerted on);
-	// nil ignores them.
+	// nil: signals of the edge's own, with the default threshold.
 	Security *security.Signals
 	// AdminSecondFactor makes admin routes require a token signed in with
 	// a second factor (Firebase's firebase.sign_in_second_factor).
@@ -119,6 +119,9 @@ type Server struct {
 func New(d Deps) *Server {
 	if d.Now == nil {
 		d.Now = time.Now
+	}
+	if d.Security == nil {
+		d.Security = security.New(security.Options{Logger: d.Logger, Users: d.LogUsers, Now: d.Now})
 	}
 	s := &Server{d: d, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /healthz", s.healthz)
@@ -314,7 +317,6 @@ func (s *Server) auth(o authOptions, next http.HandlerFunc) http.Handler {
 				writeError(w, http.StatusServiceUnavailable, "unavailable", "cannot verify tokens now")
 				return
 			}
-			s.d.Logger.WarnContext(r.Context(), "rejected token", "route", routeOf(r), "security_event", "auth_failure")
 			s.securityEvent(r, security.AuthFailure, security.ReasonInvalid, "")
 			if !s.allow(w, r, rateKeyAuthFail+s.clientAddr(r), s.d.Limits.FailedAuth, ratelimit.FailClosed) {
 				return

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/lethe-dev/lethe/infra/auth"
@@ -27,6 +28,9 @@ func cmdToken(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 	}
 	if *ttl <= 0 || *ttl > 24*time.Hour {
 		return usageError{errors.New("--ttl must be between 1s and 24h")}
+	}
+	if len(*factor) > 64 || strings.Trim(*factor, "abcdefghijklmnopqrstuvwxyz_") != "" {
+		return usageError{errors.New("--second-factor must be a factor name such as totp or phone")}
 	}
 	if cfg.Env == envProduction {
 		return usageError{errors.New("the local issuer is refused when LETHE_ENV=production; users sign in with Firebase")}
