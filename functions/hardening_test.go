@@ -1,6 +1,7 @@
 package functions_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/embed"
 	"github.com/lethe-dev/lethe/infra/embed/hashembed"
+	"github.com/lethe-dev/lethe/infra/logging"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
 	"github.com/lethe-dev/lethe/infra/ratelimit/redislimit"
 	"github.com/lethe-dev/lethe/infra/security"
@@ -419,5 +421,40 @@ func TestSearchIsAPostWithABody(t *testing.T) {
 	big := `{"q":"` + strings.Repeat("a", 9<<10) + `"}`
 	if r := e.search(alice, big); r.status != http.StatusRequestEntityTooLarge {
 		t.Fatalf("oversized body: %d", r.status)
+	}
+}
+
+// TestBurstAgainstOneUserRaisesOneAlert: rate-limit hits of one user from
+// many addresses raise one ALERT naming the user's keyed hash, never the uid.
+func TestBurstAgainstOneUserRaisesOneAlert(t *testing.T) {
+	logs := &bytes.Buffer{}
+	users := logging.NewUserHasher(1, []byte("0123456789abcdef0123456789abcdef"))
+	sig := security.New(security.Options{Logger: logging.New(&lockedWriter{w: logs}, logging.Options{}), Users: users, Threshold: 3})
+	e := newEdgeWith(t, edgeOptions{maxChunk: 1 << 20, proxyHops: 1, security: sig,
+		limits: functions.Limits{PerUser: ratelimit.Limit{Rate: 1, Burst: 1, Period: time.Hour}}})
+	tok := e.token("alice-burst-uid")
+	for i := range 8 {
+		want := 429
+		if i == 0 {
+			want = 200
+		}
+		if r := e.doFrom([]string{fmt.Sprintf("198.51.100.%d", i)}, "GET", "/v1/conversations", tok); r.status != want {
+			t.Fatalf("call %d: %d, want %d", i, r.status, want)
+		}
+	}
+	var alerts []string
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if strings.Contains(line, `"severity":"ALERT"`) {
+			alerts = append(alerts, line)
+		}
+	}
+	if len(alerts) != 1 || !strings.Contains(alerts[0], users.Attr("alice-burst-uid").Value.String()) {
+		t.Fatalf("alerts %q, want one naming alice's user hash", alerts)
+	}
+	if strings.Contains(logs.String(), "alice-burst-uid") || strings.Contains(logs.String(), tok) {
+		t.Fatal("a uid or token reached the security log")
+	}
+	if got := sig.Counts()[security.Key{Kind: security.RateLimited, Reason: "user"}]; got != 7 {
+		t.Fatalf("per-user rate-limit hits counted %d, want 7", got)
 	}
 }

@@ -344,7 +344,7 @@ func (s *Server) auth(o authOptions, next http.HandlerFunc) http.Handler {
 				writeError(w, http.StatusGone, "account_erased", "this account was erased")
 				return
 			}
-		} else if !s.allow(w, r, rateKeyUser+c.user, s.d.Limits.PerUser, ratelimit.FallbackLocal) {
+		} else if !s.allowFor(w, r, rateKeyUser+c.user, s.d.Limits.PerUser, ratelimit.FallbackLocal, c.uid) {
 			return
 		}
 		if o.admin && !c.admin {
@@ -392,6 +392,12 @@ func (s *Server) limited(name string, l ratelimit.Limit, mode ratelimit.Mode, ne
 // allow counts one request against key; when it may not proceed it has
 // already answered 429 (with Retry-After) or 503. A zero limit is off.
 func (s *Server) allow(w http.ResponseWriter, r *http.Request, key string, l ratelimit.Limit, mode ratelimit.Mode) bool {
+	return s.allowFor(w, r, key, l, mode, callerFrom(r.Context()).uid)
+}
+
+// allowFor is allow for a request of user uid (raw; "" when unknown), whom
+// a rate_limited security event names by keyed hash.
+func (s *Server) allowFor(w http.ResponseWriter, r *http.Request, key string, l ratelimit.Limit, mode ratelimit.Mode, uid string) bool {
 	if s.d.Limiter == nil || l.Rate == 0 {
 		return true
 	}
@@ -404,7 +410,7 @@ func (s *Server) allow(w http.ResponseWriter, r *http.Request, key string, l rat
 	ratelimit.WriteHeaders(w, res, l)
 	if !res.Allowed {
 		class, _, _ := strings.Cut(key, ":")
-		s.securityEvent(r, security.RateLimited, class, callerFrom(r.Context()).uid)
+		s.securityEvent(r, security.RateLimited, class, uid)
 		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many requests; retry after the Retry-After delay")
 		return false
 	}

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lethe-dev/lethe/infra/auth"
+	"github.com/lethe-dev/lethe/infra/auth/localissuer"
 	"github.com/lethe-dev/lethe/internal/emulators"
 )
 
@@ -141,5 +145,46 @@ func TestRejectedTokensBehindAProxyOnRedis(t *testing.T) {
 	}
 	if got := call(tok, addr(3)); got != 200 {
 		t.Fatalf("a valid token with Redis down: %d, want 200 (per-user limit falls back)", got)
+	}
+}
+
+// TestTokenAdminWithSecondFactor: lethe token mints what Firebase would
+// send for an admin who signed in with a second factor.
+func TestTokenAdminWithSecondFactor(t *testing.T) {
+	cfg := testConfig(t)
+	for _, tc := range []struct {
+		args       []string
+		admin      bool
+		factor     string
+		usageError bool
+	}{
+		{[]string{"--uid", "root", "--admin", "--second-factor", "totp"}, true, "totp", false},
+		{[]string{"--uid", "root", "--admin"}, true, "", false},
+		{[]string{"--uid", "u"}, false, "", false},
+		{[]string{"--uid", "root", "--second-factor", "to tp"}, false, "", true},
+	} {
+		var out, errOut bytes.Buffer
+		err := cmdToken(t.Context(), cfg, tc.args, &out, &errOut)
+		if tc.usageError {
+			if !errors.As(err, new(usageError)) {
+				t.Fatalf("%q: %v, want a usage error", tc.args, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%q: %v", tc.args, err)
+		}
+		iss, err := localissuer.Open(dataPaths{cfg.DataDir}.issuer())
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := iss.Verifier()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := v.Verify(t.Context(), strings.TrimSpace(out.String()))
+		if err != nil || id.HasRole(auth.RoleAdmin) != tc.admin || id.SecondFactor != tc.factor {
+			t.Fatalf("%q: identity %+v, %v", tc.args, id, err)
+		}
 	}
 }
