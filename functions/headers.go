@@ -59,11 +59,14 @@ func (s *Server) browser(w http.ResponseWriter, r *http.Request) bool {
 		h.Set("Strict-Transport-Security", hstsValue)
 	}
 	origin := r.Header.Get("Origin")
+	if origin != "" || len(s.d.Browser.AllowedOrigins) > 0 {
+		// The answer depends on Origin: caches (of the public JWKS, say)
+		// must key on it.
+		h.Add("Vary", "Origin")
+	}
 	if origin == "" {
 		return false
 	}
-	// The answer depends on Origin: caches must key on it.
-	h.Add("Vary", "Origin")
 	allowed := slices.Contains(s.d.Browser.AllowedOrigins, origin)
 	preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
 	if preflight {
