@@ -100,3 +100,30 @@ func FuzzSearchBody(f *testing.F) {
 		}
 	})
 }
+
+// FuzzUploadURLBody: the upload-url body never panics the schema or the
+// decoder; whatever they accept is one object of the two known fields.
+func FuzzUploadURLBody(f *testing.F) {
+	for _, b := range []string{`{"content_type":"audio/wav","size":1000}`, `{"size":1}`, `{}`, `{"content_type":"audio/wav","size":1e3}`,
+		`{"content_type":"audio/wav","size":10.5}`, `{"bucket":"x"}`, `null`, `[]`, `{"size":1} {}`, `{"size":99999999999999999999}`} {
+		f.Add([]byte(b))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var req uploadURLRequest
+		if err := uploadURLBody.decode(body, &req); err != nil {
+			return
+		}
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal(body, &raw); err != nil {
+			t.Fatalf("accepted %q, not one object: %v", body, err)
+		}
+		for k := range raw {
+			if k != "content_type" && k != "size" {
+				t.Fatalf("accepted %q with unknown field %q", body, k)
+			}
+		}
+		if len(req.ContentType) > 4096 {
+			t.Fatalf("accepted a content type of %d bytes", len(req.ContentType))
+		}
+	})
+}
