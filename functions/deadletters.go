@@ -1,11 +1,8 @@
 package functions
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"slices"
 	"time"
@@ -116,7 +113,7 @@ func (s *Server) adminReplayDeadLetters(w http.ResponseWriter, r *http.Request) 
 	if !ok {
 		return
 	}
-	req, ok := readReplayRequest(w, r)
+	req, ok := s.readReplayRequest(w, r)
 	if !ok {
 		return
 	}
@@ -137,47 +134,33 @@ func (s *Server) adminReplayDeadLetters(w http.ResponseWriter, r *http.Request) 
 	writeJSON(w, http.StatusOK, res)
 }
 
-// readReplayRequest reads a body of at most maxReplayBody bytes holding
-// exactly one JSON object of known fields that names an id or all, not
-// both; when it returns false it has answered the error.
-func readReplayRequest(w http.ResponseWriter, r *http.Request) (ReplayRequest, bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxReplayBody))
-	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "the request body is larger than 4 KiB")
-		return ReplayRequest{}, false
-	}
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "unreadable body")
-		return ReplayRequest{}, false
-	}
-	req, err := parseReplayRequest(body)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_json", `the body must be {"id": "..."} or {"all": true}`)
-		return ReplayRequest{}, false
-	}
-	return req, true
+// replayBody is the POST /v1/admin/dlq/{topic}/replay body: an id or all,
+// exactly one.
+var replayBody = newBodySchema("dlq_replay", "https://lethe.dev/schemas/api/dlq-replay.json", `{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "$id": "https://lethe.dev/schemas/api/dlq-replay.json",
+  "type": "object",
+  "additionalProperties": false,
+  "properties": {
+    "id":  {"type": "string", "minLength": 1, "maxLength": 256},
+    "all": {"const": true}
+  },
+  "oneOf": [{"required": ["id"]}, {"required": ["all"]}]
+}`, maxReplayBody, `the body must be {"id": "..."} or {"all": true}`)
+
+// readReplayRequest reads and checks the body; when it returns false it
+// has answered the error.
+func (s *Server) readReplayRequest(w http.ResponseWriter, r *http.Request) (ReplayRequest, bool) {
+	var req ReplayRequest
+	return req, s.readJSON(w, r, replayBody, &req)
 }
 
 // parseReplayRequest parses one JSON object {"id": ...} or {"all": true}:
 // unknown fields, trailing data, both or neither are refused.
 func parseReplayRequest(body []byte) (ReplayRequest, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	var req *ReplayRequest
-	if err := dec.Decode(&req); err != nil {
+	var req ReplayRequest
+	if err := replayBody.decode(body, &req); err != nil {
 		return ReplayRequest{}, err
 	}
-	if req == nil {
-		return ReplayRequest{}, errors.New("null body")
-	}
-	if len(bytes.TrimSpace(body[dec.InputOffset():])) != 0 {
-		return ReplayRequest{}, errors.New("trailing data")
-	}
-	if req.All == (req.ID != "") {
-		return ReplayRequest{}, errors.New("want either id or all")
-	}
-	if len(req.ID) > 256 {
-		return ReplayRequest{}, errors.New("id too long")
-	}
-	return *req, nil
+	return req, nil
 }

@@ -41,6 +41,8 @@ import (
 	"github.com/lethe-dev/lethe/infra/logging"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
 	"github.com/lethe-dev/lethe/infra/ratelimit/memlimit"
+	"github.com/lethe-dev/lethe/infra/security"
+	"github.com/lethe-dev/lethe/infra/vectors"
 	"github.com/lethe-dev/lethe/infra/vectors/flatvectors"
 )
 
@@ -88,6 +90,7 @@ type edge struct {
 	saga   *forget.Saga
 	// sessions records the uids whose sessions were revoked.
 	sessions *revokedSessions
+	vectors  vectors.Index
 }
 
 type revokedSessions struct {
@@ -125,6 +128,13 @@ type edgeOptions struct {
 	deadLetters functions.DeadLetters
 	embedder    embed.Embedder // nil: hashembed
 	noJWKS      bool           // the issuer's keys not served (LETHE_AUTH=firebase)
+	// Hardening: the shared limiter (nil: in-memory), trusted proxy
+	// hops, security signals, the admin second factor, browser policy.
+	limiter      ratelimit.Limiter
+	proxyHops    int
+	security     *security.Signals
+	secondFactor bool
+	browser      functions.BrowserPolicy
 }
 
 func newEdgeWith(t testing.TB, o edgeOptions) *edge {
@@ -153,12 +163,16 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 	logs := &bytes.Buffer{}
 	e := &edge{t: t, issuer: iss, bus: bus, docs: store, dir: dir, pseudo: pseudonym.New(1, secret), logs: logs}
 	keyring := keys.NewKeyring(kek, keys.NewDocsKeysetStore(store), keys.Options{})
-	limiter := ratelimit.NewFallback(memlimit.New(memlimit.Options{}), memlimit.New(memlimit.Options{}), nil)
+	var primary ratelimit.Limiter = memlimit.New(memlimit.Options{})
+	if o.limiter != nil {
+		primary = o.limiter
+	}
+	limiter := ratelimit.NewFallback(primary, memlimit.New(memlimit.Options{}), nil)
 	trail := &audit.Log{Docs: store}
 	e.saga = &forget.Saga{Docs: store, Blobs: bucket, Vectors: idx, Keys: keyring, Rates: limiter,
 		RateKeys: functions.RateLimitKeys, Audit: trail, Bus: bus, Events: reg}
 	e.sessions = &revokedSessions{}
-	e.blobs, e.events, e.keys = bucket, reg, keyring
+	e.blobs, e.events, e.keys, e.vectors = bucket, reg, keyring, idx
 	jwks := iss.JWKS()
 	if o.noJWKS {
 		jwks = nil
@@ -180,8 +194,9 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 		Limits:  o.limits,
 		Uploads: o.uploads, MaxUploadBytes: o.maxUpload, UploadURLTTL: o.ttl,
 		Now: o.now, ExportURLKey: o.exportKey,
-		Retention:   o.retention,
-		DeadLetters: o.deadLetters,
+		Retention:        o.retention,
+		DeadLetters:      o.deadLetters,
+		TrustedProxyHops: o.proxyHops, Security: o.security, AdminSecondFactor: o.secondFactor, Browser: o.browser,
 	})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
@@ -289,8 +304,12 @@ func TestAuthentication(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, path := range []string{"/v1/conversations", "/v1/search?q=x", "/v1/conversations/c1"} {
-				req, _ := http.NewRequest("GET", e.url+path, nil)
+			for _, path := range []string{"/v1/conversations", "/v1/search", "/v1/conversations/c1"} {
+				method, body := "GET", ""
+				if path == "/v1/search" {
+					method, body = "POST", `{"q":"x"}`
+				}
+				req, _ := http.NewRequest(method, e.url+path, strings.NewReader(body))
 				if tc.header != "" {
 					req.Header.Set("Authorization", tc.header)
 				}
@@ -306,7 +325,7 @@ func TestAuthentication(t *testing.T) {
 			}
 		})
 	}
-	if !strings.Contains(e.logs.String(), "rejected token") {
+	if !strings.Contains(e.logs.String(), `"security_event":"auth_failure"`) {
 		t.Error("rejected tokens are not logged as security events")
 	}
 	if strings.Contains(e.logs.String(), parts[2]) || strings.Contains(e.logs.String(), forged) {
@@ -496,12 +515,13 @@ func TestCrossUserIsolation(t *testing.T) {
 func TestSearchValidation(t *testing.T) {
 	e := newEdge(t, 1<<20)
 	tok := e.token("alice")
-	for _, q := range []string{"/v1/search", "/v1/search?q=", "/v1/search?q=" + strings.Repeat("a", 513), "/v1/search?q=x&k=0", "/v1/search?q=x&k=51", "/v1/search?q=x&k=abc", "/v1/search?q=%ff%fe"} {
-		if r := e.do("GET", q, tok, "", nil); r.status != 400 {
-			t.Errorf("GET %s: %d, want 400", q, r.status)
+	for _, body := range []string{``, `{}`, `{"q":""}`, `{"q":"` + strings.Repeat("a", 513) + `"}`, `{"q":"x","k":0}`, `{"q":"x","k":51}`,
+		`{"q":"x","k":"abc"}`, `{"q":"   "}`, `{"q":"x","limit":3}`, `{"q":"x"} {}`, `["x"]`, `null`, `{"q":"x","cursor":"%%"}`} {
+		if r := e.do("POST", "/v1/search", tok, "application/json", []byte(body)); r.status != 400 {
+			t.Errorf("POST %s: %d %v, want 400", body, r.status, r.body)
 		}
 	}
-	r := e.do("GET", "/v1/search?q=hello", tok, "", nil)
+	r := e.search(tok, `{"q":"hello"}`)
 	if r.status != 200 || len(r.body["results"].([]any)) != 0 {
 		t.Fatalf("search with no memories: %d %v", r.status, r.body)
 	}
@@ -559,10 +579,10 @@ func TestRateLimits(t *testing.T) {
 		t.Fatalf("4th request: %d %v Retry-After=%q", r.status, r.body, r.header.Get("Retry-After"))
 	}
 	// Another user has their own budget; searches have a tighter one.
-	if r := e.do("GET", "/v1/search?q=hi", bob, "", nil); r.status != 200 {
+	if r := e.search(bob, `{"q":"hi"}`); r.status != 200 {
 		t.Fatalf("bob's first search: %d", r.status)
 	}
-	if r := e.do("GET", "/v1/search?q=hi", bob, "", nil); r.status != http.StatusTooManyRequests {
+	if r := e.search(bob, `{"q":"hi"}`); r.status != http.StatusTooManyRequests {
 		t.Fatalf("bob's second search: %d, want 429", r.status)
 	}
 	// Rejected tokens: two 401s, then 429 for that address.

@@ -40,7 +40,7 @@ func TestEraseMeTombstonesAtOnceAndReportsAReceipt(t *testing.T) {
 		{"PUT", "/v1/conversations/c2/chunks/0", "audio/wav"},
 		{"GET", "/v1/conversations", ""},
 		{"GET", "/v1/conversations/c1", ""},
-		{"GET", "/v1/search?q=hello", ""},
+		{"POST", "/v1/search", "application/json"},
 		{"DELETE", "/v1/conversations/c1", ""},
 		{"POST", "/v1/conversations/c3/chunks/0/upload-url", "application/json"},
 	} {

@@ -16,6 +16,7 @@ import (
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/docs"
+	"github.com/lethe-dev/lethe/infra/security"
 )
 
 // Export: POST starts an asynchronous build (the export worker), GET reports
@@ -141,6 +142,7 @@ func (s *Server) downloadExport(w http.ResponseWriter, r *http.Request) {
 	if err != nil || herr != nil || len(sig) != sha256.Size || !records.ValidExportID(id) ||
 		!hmac.Equal(sig, exportSignature(s.d.ExportURLKey, user, id, expires)) {
 		s.d.Logger.WarnContext(ctx, "rejected export URL", "security_event", "bad_signature")
+		s.securityEvent(r, security.SignatureFailure, "export_url", callerFrom(ctx).uid)
 		writeError(w, http.StatusForbidden, "invalid_signature", "this download URL is not valid for this account")
 		return
 	}

@@ -1,10 +1,8 @@
 package functions
 
 import (
-	"bytes"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -19,6 +17,7 @@ import (
 	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/keys"
+	"github.com/lethe-dev/lethe/infra/security"
 )
 
 // End-to-end encrypted notes: the client encrypts with a key the server
@@ -57,42 +56,25 @@ var (
 )
 
 // noteParser checks POST /v1/notes bodies against noteBodySchema.
-type noteParser struct{ schema *jsonschema.Schema }
+type noteParser struct{ body *bodySchema }
 
 func newNoteParser() (*noteParser, error) {
-	doc, err := jsonschema.UnmarshalJSON(strings.NewReader(noteBodySchema))
-	if err != nil {
-		return nil, fmt.Errorf("jsonschema.UnmarshalJSON notes: %w", err)
+	b := newBodySchema("notes", "https://lethe.dev/schemas/api/notes.create.json", noteBodySchema, maxNoteBody,
+		`the body must be one JSON object {"ciphertext": "<base64>"}`)
+	if b.err != nil {
+		return nil, b.err
 	}
-	c := jsonschema.NewCompiler()
-	c.DefaultDraft(jsonschema.Draft2020)
-	c.AssertFormat()
-	c.UseLoader(noSchemaLoader{})
-	const id = "https://lethe.dev/schemas/api/notes.create.json"
-	if err := c.AddResource(id, doc); err != nil {
-		return nil, fmt.Errorf("jsonschema.AddResource notes: %w", err)
-	}
-	s, err := c.Compile(id)
-	if err != nil {
-		return nil, fmt.Errorf("jsonschema.Compile notes: %w", err)
-	}
-	return &noteParser{schema: s}, nil
-}
-
-type noSchemaLoader struct{}
-
-func (noSchemaLoader) Load(url string) (any, error) {
-	return nil, fmt.Errorf("functions: schema loading disabled (%s)", url)
+	return &noteParser{body: b}, nil
 }
 
 // parse returns the client's ciphertext from a body, or why not (errors
 // name the rule, never the content).
 func (p *noteParser) parse(body []byte) ([]byte, error) {
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
-	if err != nil {
+	inst, err := p.body.validate(body)
+	if errors.Is(err, errBadJSON) {
 		return nil, errNoteMalformed
 	}
-	if err := p.schema.Validate(inst); err != nil {
+	if err != nil {
 		var ve *jsonschema.ValidationError
 		if errors.As(err, &ve) && tooLong(ve) {
 			return nil, errNoteTooLarge
@@ -182,6 +164,7 @@ func (s *Server) createNote(w http.ResponseWriter, r *http.Request, p *noteParse
 		writeError(w, http.StatusBadRequest, "malformed_json", "the body must be one JSON object")
 		return
 	case errors.Is(err, errNoteInvalid):
+		s.securityEvent(r, security.SchemaRejection, "notes", callerFrom(ctx).uid)
 		writeError(w, http.StatusBadRequest, "invalid_body", `the body must be {"ciphertext":"<base64>"} and nothing else`)
 		return
 	case errors.Is(err, errNoteBase64):

@@ -3,6 +3,7 @@ package functions
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"sort"
 	"strconv"
@@ -22,24 +23,38 @@ type conversationSummary struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
-const maxListLimit = 100
+const (
+	maxListLimit = 100
+	// maxConversationPage bounds the chunks (and their segments) one
+	// GET /v1/conversations/{cid} answers.
+	maxConversationPage = 100
+)
 
+// listConversations pages the caller's conversations, most recently
+// updated first: ?limit= (1..100, default 50) and ?cursor= (a next_cursor).
 func (s *Server) listConversations(w http.ResponseWriter, r *http.Request) {
-	limit, ok := intParam(r, "limit", 50, 1, maxListLimit)
+	ctx := r.Context()
+	user := callerFrom(ctx).user
+	limit, pos, ok := s.pageParams(w, r, cursorConversations, 50, maxListLimit)
 	if !ok {
-		writeError(w, http.StatusBadRequest, "invalid_limit", "limit must be an integer from 1 to 100")
 		return
 	}
-	found, err := s.d.Docs.Query(r.Context(), docs.Query{
-		User: callerFrom(r.Context()).user, Collection: records.Conversations,
+	found, next, err := s.d.Docs.QueryPage(ctx, docs.Query{
+		User: user, Collection: records.Conversations,
 		OrderBy: records.FieldUpdatedAt, Desc: true, Limit: limit,
-	})
+	}, pos)
+	if errors.Is(err, docs.ErrInvalid) && pos != "" {
+		// A sealed position the store no longer takes (a format change).
+		writeError(w, http.StatusBadRequest, "invalid_cursor", "cursor must be a next_cursor this API returned for this list")
+		return
+	}
 	if err != nil {
-		s.unavailable(w, r, "docs.Query conversations", err)
+		s.unavailable(w, r, "docs.QueryPage conversations", err)
 		return
 	}
 	out := struct {
 		Conversations []conversationSummary `json:"conversations"`
+		NextCursor    string                `json:"next_cursor"`
 	}{Conversations: []conversationSummary{}}
 	for _, d := range found {
 		c, err := records.ConversationFrom(d)
@@ -48,6 +63,10 @@ func (s *Server) listConversations(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		out.Conversations = append(out.Conversations, conversationSummary{c.ID, c.CreatedAt, c.UpdatedAt})
+	}
+	if out.NextCursor, err = s.sealCursor(ctx, user, cursorConversations, next); err != nil {
+		s.keyError(w, r, "seal cursor", err)
+		return
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -66,19 +85,29 @@ type segmentView struct {
 
 type conversationView struct {
 	conversationSummary
-	// Status is "processing" while any chunk is not final, else "done".
-	Status     string        `json:"status"`
+	// Status is "processing" while any chunk of the conversation is not
+	// final, else "done".
+	Status string `json:"status"`
+	// Chunks and Segments are one page, by seq; Transcript joins the
+	// page's segments. NextCursor ("" on the last page) fetches the next.
 	Chunks     []chunkView   `json:"chunks"`
 	Segments   []segmentView `json:"segments"`
 	Transcript string        `json:"transcript"`
+	NextCursor string        `json:"next_cursor"`
 }
 
+// getConversation answers one page of a conversation: ?limit= chunks
+// (1..100, default 100) from ?cursor=, with the segments of those chunks.
 func (s *Server) getConversation(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	user := callerFrom(ctx).user
 	cid := r.PathValue("cid")
 	if !records.ValidConversationID(cid) {
 		writeError(w, http.StatusBadRequest, "invalid_conversation_id", "conversation id must match [A-Za-z0-9_-]{1,64}")
+		return
+	}
+	limit, pos, ok := s.pageParams(w, r, conversationCursorList(cid), maxConversationPage, maxConversationPage)
+	if !ok {
 		return
 	}
 	d, err := s.d.Docs.Get(ctx, records.ConversationKey(user, cid))
@@ -100,10 +129,27 @@ func (s *Server) getConversation(w http.ResponseWriter, r *http.Request) {
 		conversationSummary: conversationSummary{conv.ID, conv.CreatedAt, conv.UpdatedAt},
 		Status:              "done", Chunks: []chunkView{}, Segments: []segmentView{},
 	}
-	byConv := []docs.Filter{{Field: records.FieldConversation, Op: docs.Eq, Value: cid}}
-	chunks, err := s.d.Docs.Query(ctx, docs.Query{User: user, Collection: records.Chunks, Filters: byConv, OrderBy: records.FieldSeq})
+	byConv := docs.Filter{Field: records.FieldConversation, Op: docs.Eq, Value: cid}
+	// Status without reading every chunk: is there one still in flight?
+	for _, st := range []string{records.StatusReceived, records.StatusTranscribed} {
+		busy, err := s.d.Docs.Query(ctx, docs.Query{User: user, Collection: records.Chunks, Limit: 1,
+			Filters: []docs.Filter{byConv, {Field: records.FieldStatus, Op: docs.Eq, Value: st}}})
+		if err != nil {
+			s.unavailable(w, r, "docs.Query chunks by status", err)
+			return
+		}
+		if len(busy) > 0 {
+			view.Status = "processing"
+		}
+	}
+	chunks, next, err := s.d.Docs.QueryPage(ctx, docs.Query{User: user, Collection: records.Chunks,
+		Filters: []docs.Filter{byConv}, OrderBy: records.FieldSeq, Limit: limit}, pos)
+	if errors.Is(err, docs.ErrInvalid) && pos != "" {
+		writeError(w, http.StatusBadRequest, "invalid_cursor", "cursor must be a next_cursor this API returned for this list")
+		return
+	}
 	if err != nil {
-		s.unavailable(w, r, "docs.Query chunks", err)
+		s.unavailable(w, r, "docs.QueryPage chunks", err)
 		return
 	}
 	for _, cd := range chunks {
@@ -112,34 +158,46 @@ func (s *Server) getConversation(w http.ResponseWriter, r *http.Request) {
 			s.unavailable(w, r, "records.ChunkFrom", err)
 			return
 		}
-		if c.Status != records.StatusIndexed && c.Status != records.StatusFailed {
-			view.Status = "processing"
-		}
 		view.Chunks = append(view.Chunks, chunkView{c.Seq, c.Status})
 	}
-	segs, err := s.d.Docs.Query(ctx, docs.Query{User: user, Collection: records.Segments, Filters: byConv, OrderBy: records.FieldSeq})
-	if err != nil {
-		s.unavailable(w, r, "docs.Query segments", err)
+	if len(view.Chunks) > 0 {
+		// The segments of this page's chunks: a seq range, bounded.
+		first, last := view.Chunks[0].Seq, view.Chunks[len(view.Chunks)-1].Seq
+		if pos == "" {
+			first = 0
+		}
+		if next == "" {
+			last = math.MaxInt32
+		}
+		segs, err := s.d.Docs.Query(ctx, docs.Query{User: user, Collection: records.Segments, OrderBy: records.FieldSeq, Limit: limit,
+			Filters: []docs.Filter{byConv, {Field: records.FieldSeq, Op: docs.Gte, Value: int64(first)}, {Field: records.FieldSeq, Op: docs.Lte, Value: int64(last)}}})
+		if err != nil {
+			s.unavailable(w, r, "docs.Query segments", err)
+			return
+		}
+		var texts []string
+		for _, sd := range segs {
+			seg, err := records.SegmentFrom(sd)
+			if err != nil {
+				s.unavailable(w, r, "records.SegmentFrom", err)
+				return
+			}
+			text, err := s.d.Keys.Open(ctx, user, seg.SealedText, keys.AD(user, records.Segments, sd.Key.ID, "text"))
+			if err != nil {
+				s.unavailable(w, r, "keys.Open segment", err)
+				return
+			}
+			view.Segments = append(view.Segments, segmentView{seg.Seq, string(text), seg.Model, seg.DurationMS})
+			if len(text) > 0 {
+				texts = append(texts, string(text))
+			}
+		}
+		view.Transcript = strings.Join(texts, " ")
+	}
+	if view.NextCursor, err = s.sealCursor(ctx, user, conversationCursorList(cid), next); err != nil {
+		s.keyError(w, r, "seal cursor", err)
 		return
 	}
-	var texts []string
-	for _, sd := range segs {
-		seg, err := records.SegmentFrom(sd)
-		if err != nil {
-			s.unavailable(w, r, "records.SegmentFrom", err)
-			return
-		}
-		text, err := s.d.Keys.Open(ctx, user, seg.SealedText, keys.AD(user, records.Segments, sd.Key.ID, "text"))
-		if err != nil {
-			s.unavailable(w, r, "keys.Open segment", err)
-			return
-		}
-		view.Segments = append(view.Segments, segmentView{seg.Seq, string(text), seg.Model, seg.DurationMS})
-		if len(text) > 0 {
-			texts = append(texts, string(text))
-		}
-	}
-	view.Transcript = strings.Join(texts, " ")
 	writeJSON(w, http.StatusOK, view)
 }
 
@@ -155,26 +213,77 @@ const (
 	candidatesPerHit   = 4
 	maxSearchResults   = 50
 	defaultSearchLimit = 10
+	// maxSearchDepth bounds how far cursors page into one ranking.
+	maxSearchDepth = 200
+	maxSearchBody  = 8 << 10
 )
 
+// searchBody is POST /v1/search: the query travels in the body so that it
+// never reaches load-balancer or request logs.
+var searchBody = newBodySchema("search", "https://lethe.dev/schemas/api/search.json", fmt.Sprintf(`{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "$id": "https://lethe.dev/schemas/api/search.json",
+  "type": "object",
+  "additionalProperties": false,
+  "required": ["q"],
+  "properties": {
+    "q":      {"type": "string", "minLength": 1, "maxLength": %d},
+    "k":      {"type": "integer", "minimum": 1, "maximum": %d},
+    "cursor": {"type": "string", "maxLength": %d}
+  }
+}`, maxQueryChars, maxSearchResults, maxCursorChars), maxSearchBody, `the body must be one JSON object {"q": "...", "k": N, "cursor": "..."}`)
+
+type searchRequest struct {
+	Q      string `json:"q"`
+	K      *int   `json:"k"`
+	Cursor string `json:"cursor"`
+}
+
+// searchByURL answers the old GET /v1/search?q=: a query in a URL lands in
+// request logs, so it is refused without being read.
+func (s *Server) searchByURL(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Allow", http.MethodPost)
+	writeError(w, http.StatusMethodNotAllowed, "method_not_allowed",
+		`search is POST /v1/search with a JSON body {"q": "...", "k": N}: queries do not belong in URLs`)
+}
+
 // search ranks the caller's conversations by their best-matching segment.
-// Only the caller's namespace is queried.
+// Only the caller's namespace is queried. A next_cursor pages further
+// into the same ranking, up to maxSearchDepth conversations.
 func (s *Server) search(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	user := callerFrom(ctx).user
-	q := strings.TrimSpace(r.URL.Query().Get("q"))
-	if q == "" || !utf8.ValidString(q) || utf8.RuneCountInString(q) > maxQueryChars {
+	var req searchRequest
+	if !s.readJSON(w, r, searchBody, &req) {
+		return
+	}
+	q := strings.TrimSpace(req.Q)
+	if q == "" || !utf8.ValidString(q) {
 		writeError(w, http.StatusBadRequest, "invalid_query", "q must be 1 to 512 characters of text")
 		return
 	}
-	k, ok := intParam(r, "k", defaultSearchLimit, 1, maxSearchResults)
-	if !ok {
-		writeError(w, http.StatusBadRequest, "invalid_k", "k must be an integer from 1 to 50")
-		return
+	k := defaultSearchLimit
+	if req.K != nil {
+		k = *req.K
 	}
+	offset := 0
+	if req.Cursor != "" {
+		pos, ok := s.cursorPosition(w, r, cursorSearch, req.Cursor)
+		if !ok {
+			return
+		}
+		n, err := strconv.Atoi(pos)
+		if err != nil || n <= 0 || n >= maxSearchDepth {
+			writeError(w, http.StatusBadRequest, "invalid_cursor", "cursor must be a next_cursor this API returned for this list")
+			return
+		}
+		offset = n
+	}
+	k = min(k, maxSearchDepth-offset)
 	out := struct {
-		Embedder string      `json:"embedder"`
-		Results  []searchHit `json:"results"`
+		Embedder   string      `json:"embedder"`
+		Results    []searchHit `json:"results"`
+		NextCursor string      `json:"next_cursor"`
 	}{Embedder: s.d.Embedder.ID(), Results: []searchHit{}}
 	vs, ok, err := records.ReadVectorSpace(ctx, s.d.Docs, user)
 	if err != nil {
@@ -198,43 +307,60 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request) {
 		s.unavailable(w, r, "embedder.Embed", err)
 		return
 	}
-	matches, err := s.d.Vectors.Query(ctx, user, vecs[0], k*candidatesPerHit, nil)
+	// One more conversation than the page says whether another follows.
+	want := offset + k + 1
+	matches, err := s.d.Vectors.Query(ctx, user, vecs[0], want*candidatesPerHit, nil)
 	if err != nil {
 		s.unavailable(w, r, "vectors.Query", err)
 		return
 	}
-	hits := map[string]*searchHit{}
-	var order []*searchHit
+	type ranked struct {
+		hit  *searchHit
+		seqs []int
+	}
+	byConv := map[string]*ranked{}
+	var order []*ranked
 	for _, m := range matches {
 		cid, seqStr, ok := strings.Cut(m.ID, "#")
 		seq, err := strconv.Atoi(seqStr)
 		if !ok || err != nil || m.Score <= 0 {
 			continue
 		}
-		h := hits[cid]
+		h := byConv[cid]
 		if h == nil {
-			if len(order) == k {
+			if len(order) == want {
 				continue
 			}
-			h = &searchHit{ConversationID: cid, Score: m.Score, Snippets: []string{}}
-			hits[cid] = h
+			h = &ranked{hit: &searchHit{ConversationID: cid, Score: m.Score, Snippets: []string{}}}
+			byConv[cid] = h
 			order = append(order, h)
 		}
-		if len(h.Snippets) >= snippetsPerHit {
-			continue
-		}
-		text, found, err := s.segmentText(r, user, cid, seq)
-		if err != nil {
-			s.unavailable(w, r, "segment text", err)
-			return
-		}
-		if found {
-			h.Snippets = append(h.Snippets, text)
+		if len(h.seqs) < snippetsPerHit {
+			h.seqs = append(h.seqs, seq)
 		}
 	}
-	sort.SliceStable(order, func(i, j int) bool { return order[i].Score > order[j].Score })
-	for _, h := range order {
-		out.Results = append(out.Results, *h)
+	sort.SliceStable(order, func(i, j int) bool { return order[i].hit.Score > order[j].hit.Score })
+	more := len(order) > offset+k && offset+k < maxSearchDepth
+	page := order[min(offset, len(order)):min(offset+k, len(order))]
+	for _, h := range page {
+		// Only the page's snippets are opened.
+		for _, seq := range h.seqs {
+			text, found, err := s.segmentText(r, user, h.hit.ConversationID, seq)
+			if err != nil {
+				s.unavailable(w, r, "segment text", err)
+				return
+			}
+			if found {
+				h.hit.Snippets = append(h.hit.Snippets, text)
+			}
+		}
+		out.Results = append(out.Results, *h.hit)
+	}
+	if more {
+		if out.NextCursor, err = s.sealCursor(ctx, user, cursorSearch, strconv.Itoa(offset+k)); err != nil {
+			s.keyError(w, r, "seal cursor", err)
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -1,18 +1,11 @@
 package functions
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"slices"
-	"strings"
-	"sync"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
-	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 
 	"github.com/lethe-dev/lethe/app/audit"
 	"github.com/lethe-dev/lethe/app/records"
@@ -43,31 +36,15 @@ var retentionSchema = fmt.Sprintf(`{
 
 // retentionRoutes serve the caller's retention policy.
 type retentionRoutes struct {
-	s      *Server
-	once   sync.Once
-	schema *jsonschema.Schema
-	err    error
+	s    *Server
+	body *bodySchema
 }
 
-func newRetentionRoutes(s *Server) *retentionRoutes { return &retentionRoutes{s: s} }
-
-// compiled returns the policy schema, compiled on first use.
-func (rt *retentionRoutes) compiled() (*jsonschema.Schema, error) {
-	rt.once.Do(func() {
-		doc, err := jsonschema.UnmarshalJSON(strings.NewReader(retentionSchema))
-		if err != nil {
-			rt.err = fmt.Errorf("jsonschema.UnmarshalJSON retention: %w", err)
-			return
-		}
-		c := jsonschema.NewCompiler()
-		c.DefaultDraft(jsonschema.Draft2020)
-		if err := c.AddResource(retentionSchemaID, doc); err != nil {
-			rt.err = fmt.Errorf("jsonschema.AddResource retention: %w", err)
-			return
-		}
-		rt.schema, rt.err = c.Compile(retentionSchemaID)
-	})
-	return rt.schema, rt.err
+func newRetentionRoutes(s *Server) *retentionRoutes {
+	b := newBodySchema("retention", retentionSchemaID, retentionSchema, maxRetentionBody,
+		`the body must be one JSON object {"audio_days": N, "transcript_days": N, "vector_days": N, "export_days": N}`)
+	b.code, b.describe = "invalid_policy", describePolicyErrors
+	return &retentionRoutes{s: s, body: b}
 }
 
 // get answers the policy in effect: the caller's, or the defaults.
@@ -87,9 +64,13 @@ func (rt *retentionRoutes) put(w http.ResponseWriter, r *http.Request) {
 	s := rt.s
 	ctx := r.Context()
 	user := callerFrom(ctx).user
-	pol, status, code, msg := rt.decode(w, r)
-	if status != 0 {
-		writeError(w, status, code, msg)
+	var body retentionBody
+	if !s.readJSON(w, r, rt.body, &body) {
+		return
+	}
+	pol, err := body.policy()
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_json", rt.body.shape)
 		return
 	}
 	gone, err := records.Tombstoned(ctx, s.d.Docs, user)
@@ -118,69 +99,32 @@ func (rt *retentionRoutes) put(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, pol)
 }
 
-// decode reads and validates a policy; a non-zero status is the error to
-// answer.
-func (rt *retentionRoutes) decode(w http.ResponseWriter, r *http.Request) (pol records.Retention, status int, code, msg string) {
-	tooLarge := func() (records.Retention, int, string, string) {
-		return pol, http.StatusRequestEntityTooLarge, "too_large", "the request body is larger than 4 KiB"
-	}
-	if r.ContentLength > maxRetentionBody {
-		return tooLarge()
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRetentionBody))
-	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
-		return tooLarge()
-	}
-	if err != nil {
-		return pol, http.StatusBadRequest, "bad_body", "the request body could not be read"
-	}
-	const shape = `the body must be one JSON object {"audio_days": N, "transcript_days": N, "vector_days": N, "export_days": N}`
-	pol, verr := rt.validate(body)
-	switch {
-	case errors.Is(verr, errBadJSON):
-		return pol, http.StatusBadRequest, "bad_json", shape
-	case verr != nil:
-		var ve *jsonschema.ValidationError
-		if errors.As(verr, &ve) {
-			return pol, http.StatusBadRequest, "invalid_policy", describePolicyErrors(ve)
-		}
-		s := rt.s
-		s.d.Logger.ErrorContext(r.Context(), "retention schema", "error", verr.Error())
-		return pol, http.StatusInternalServerError, "internal", "internal error"
-	}
-	return pol, 0, "", ""
+// retentionBody is the policy as sent: the schema admits integers written
+// as 30.0 or 3e1, so they are read as numbers and then taken whole.
+type retentionBody struct {
+	AudioDays      json.Number `json:"audio_days"`
+	TranscriptDays json.Number `json:"transcript_days"`
+	VectorDays     json.Number `json:"vector_days"`
+	ExportDays     json.Number `json:"export_days"`
 }
 
-var errBadJSON = errors.New("not one JSON value")
-
-// validate checks body against the policy schema and decodes it: a
-// *jsonschema.ValidationError for a policy out of bounds or of the wrong
-// shape, errBadJSON for a body that is not JSON.
+// validate checks body against the schema and returns its policy.
 func (rt *retentionRoutes) validate(body []byte) (records.Retention, error) {
-	var pol records.Retention
-	sch, err := rt.compiled()
-	if err != nil {
-		return pol, err
+	var b retentionBody
+	if err := rt.body.decode(body, &b); err != nil {
+		return records.Retention{}, err
 	}
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
-	if err != nil {
-		return pol, errBadJSON
-	}
-	if err := sch.Validate(inst); err != nil {
-		return pol, err
-	}
-	// The schema admits integers written as 30.0 or 3e1; decode as
-	// numbers, then take the (whole, bounded) values.
-	var raw map[string]json.Number
-	if err := json.Unmarshal(body, &raw); err != nil {
-		return pol, errBadJSON
-	}
-	days := func(name string) int {
-		f, _ := raw[name].Float64()
+	return b.policy()
+}
+
+// policy returns the (whole, bounded) policy of a body the schema passed.
+func (b retentionBody) policy() (records.Retention, error) {
+	days := func(n json.Number) int {
+		f, _ := n.Float64()
 		return int(f)
 	}
-	pol = records.Retention{AudioDays: days("audio_days"), TranscriptDays: days("transcript_days"),
-		VectorDays: days("vector_days"), ExportDays: days("export_days")}
+	pol := records.Retention{AudioDays: days(b.AudioDays), TranscriptDays: days(b.TranscriptDays),
+		VectorDays: days(b.VectorDays), ExportDays: days(b.ExportDays)}
 	if err := pol.Validate(); err != nil {
 		return pol, errBadJSON // unreachable past the schema; never stored
 	}
@@ -189,44 +133,7 @@ func (rt *retentionRoutes) validate(body []byte) (records.Retention, error) {
 
 // describePolicyErrors names each failing field without echoing values.
 func describePolicyErrors(ve *jsonschema.ValidationError) string {
-	var msgs []string
-	var walk func(*jsonschema.ValidationError)
-	walk = func(e *jsonschema.ValidationError) {
-		if len(e.Causes) > 0 {
-			for _, c := range e.Causes {
-				walk(c)
-			}
-			return
-		}
-		at := "body"
-		if len(e.InstanceLocation) > 0 {
-			at = strings.Join(e.InstanceLocation, "/")
-		}
-		switch k := e.ErrorKind.(type) {
-		case *kind.Required:
-			for _, m := range k.Missing {
-				msgs = append(msgs, m+": required")
-			}
-		case *kind.AdditionalProperties:
-			for _, p := range k.Properties {
-				if len(p) > 64 {
-					p = p[:64] + "…"
-				}
-				msgs = append(msgs, fmt.Sprintf("%q: unknown field", p))
-			}
-		case *kind.Type:
-			msgs = append(msgs, fmt.Sprintf("%s: want %s", at, strings.Join(k.Want, " or ")))
-		case *kind.Minimum, *kind.Maximum:
-			msgs = append(msgs, fmt.Sprintf("%s: want whole days from 0 to %d", at, records.MaxRetentionDays))
-		default:
-			msgs = append(msgs, at+": invalid")
-		}
-	}
-	walk(ve)
-	slices.Sort(msgs)
-	msgs = slices.Compact(msgs)
-	if len(msgs) > 8 {
-		msgs = append(msgs[:8], fmt.Sprintf("and %d more", len(msgs)-8))
-	}
-	return "invalid retention policy: " + strings.Join(msgs, "; ")
+	return "invalid retention policy: " + schemaErrorList(ve, func(at string) string {
+		return fmt.Sprintf("%s: want whole days from 0 to %d", at, records.MaxRetentionDays)
+	})
 }

@@ -46,7 +46,7 @@ func TestSearchEmbedderWrongShape(t *testing.T) {
 			space, err := json.Marshal(records.VectorSpace{Embedder: hashembed.ID, Dim: hashembed.Dim})
 			must(t, err)
 			must(t, e.docs.Put(t.Context(), docs.Doc{Key: records.VectorSpaceKey(e.pseudo.User("alice")), Data: space}))
-			r := e.do("GET", "/v1/search?q=hello", e.token("alice"), "", nil)
+			r := e.search(e.token("alice"), `{"q":"hello"}`)
 			if r.status != 503 || errCode(r) != "unavailable" {
 				t.Fatalf("search: %d %v, want 503 unavailable", r.status, r.body)
 			}

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"github.com/lethe-dev/lethe/infra/telemetry"
 	"log/slog"
-	"net"
 	"net/http"
 	"runtime/debug"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/lethe-dev/lethe/app/forget"
 	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/events"
+	"github.com/lethe-dev/lethe/functions/internal/clientip"
 	"github.com/lethe-dev/lethe/functions/internal/reply"
 	"github.com/lethe-dev/lethe/infra/auth"
 	"github.com/lethe-dev/lethe/infra/blobs"
@@ -27,6 +27,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/logging"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
+	"github.com/lethe-dev/lethe/infra/security"
 	"github.com/lethe-dev/lethe/infra/vectors"
 )
 
@@ -101,6 +102,18 @@ type Deps struct {
 	// Telemetry makes each request's span (trace ids in its logs) and
 	// records request latency; nil still follows an incoming traceparent.
 	Telemetry *telemetry.Telemetry
+	// TrustedProxyHops is how many trusted proxies append to
+	// X-Forwarded-For in front of the edge (0: the socket peer is the
+	// client); every per-address limit and log uses the address it gives.
+	TrustedProxyHops int
+	// Security receives security events (counted, logged, alerted on);
+	// nil: signals of the edge's own, with the default threshold.
+	Security *security.Signals
+	// AdminSecondFactor makes admin routes require a token signed in with
+	// a second factor (Firebase's firebase.sign_in_second_factor).
+	AdminSecondFactor bool
+	// Browser holds the CORS allowlist and HSTS (see headers.go).
+	Browser BrowserPolicy
 }
 
 // Server is the edge.
@@ -114,6 +127,9 @@ func New(d Deps) *Server {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
+	if d.Security == nil {
+		d.Security = security.New(security.Options{Logger: d.Logger, Users: d.LogUsers, Now: d.Now})
+	}
 	s := &Server{d: d, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
@@ -124,7 +140,8 @@ func New(d Deps) *Server {
 	s.mux.Handle("POST /v1/conversations/{cid}/chunks/{seq}/upload-url", s.authed(s.uploadURL))
 	s.mux.Handle("GET /v1/conversations", s.authed(s.listConversations))
 	s.mux.Handle("GET /v1/conversations/{cid}", s.authed(s.getConversation))
-	s.mux.Handle("GET /v1/search", s.authed(s.limited(rateKeySearch, d.Limits.Search, ratelimit.FailClosed, s.search)))
+	s.mux.Handle("POST /v1/search", s.authed(s.limited(rateKeySearch, d.Limits.Search, ratelimit.FailClosed, s.search)))
+	s.mux.HandleFunc("GET /v1/search", s.searchByURL)
 	s.mux.Handle("DELETE /v1/conversations/{cid}", s.authed(s.deleteConversation))
 	s.mux.Handle("DELETE /v1/me", s.authedErased(s.eraseMe))
 	s.mux.Handle("GET /v1/me/erasure/{id}", s.authedErased(s.erasureStatus))
@@ -157,7 +174,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Referrer-Policy", "no-referrer")
-	info := &requestInfo{}
+	info := &requestInfo{addr: s.clientAddr(r)}
 	r = r.WithContext(context.WithValue(ctx, requestInfoKey{}, info))
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	defer func() {
@@ -168,13 +185,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		attrs := []any{"method", r.Method, "route", routeOf(r), "status", rec.status,
-			"duration_ms", s.d.Now().Sub(start).Milliseconds()}
+			"duration_ms", s.d.Now().Sub(start).Milliseconds(), "client_addr", info.addr}
 		if info.uid != "" && s.d.LogUsers != nil {
 			attrs = append(attrs, s.d.LogUsers.Attr(info.uid))
 		}
 		s.d.Logger.InfoContext(ctx, "request", attrs...)
 		endSpan(routeOf(r), rec.status)
 	}()
+	if s.browser(rec, r) {
+		return // a CORS preflight, answered
+	}
 	s.mux.ServeHTTP(rec, r)
 }
 
@@ -228,7 +248,10 @@ func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
 }
 
 // requestInfo carries what the access log needs from inner handlers.
-type requestInfo struct{ uid string }
+type requestInfo struct {
+	uid  string
+	addr string // the client address (trusted proxy hops)
+}
 
 type requestInfoKey struct{}
 
@@ -243,8 +266,9 @@ type caller struct {
 
 // Rate-limit keys of a user (RateLimitKeys lists them for erasure).
 const (
-	rateKeyUser   = "user:"
-	rateKeySearch = "search"
+	rateKeyUser     = "user:"
+	rateKeySearch   = "search"
+	rateKeyAuthFail = "authfail:" // per client address, not per user
 )
 
 // RateLimitKeys names every rate-limit entry the edge keeps for a user, so
@@ -279,10 +303,17 @@ type authOptions struct {
 func (s *Server) auth(o authOptions, next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, ok := bearer(r.Header.Get("Authorization"))
-		if !ok && !s.allow(w, r, "authfail:"+clientAddr(r), s.d.Limits.FailedAuth, ratelimit.FallbackLocal) {
-			return
-		}
 		if !ok {
+			reason := security.ReasonMissing
+			if r.Header.Get("Authorization") != "" {
+				reason = security.ReasonMalformed
+			}
+			s.securityEvent(r, security.AuthFailure, reason, "")
+			// An unauthenticated request: its per-address limit fails
+			// closed when the shared limiter is down.
+			if !s.allow(w, r, rateKeyAuthFail+s.clientAddr(r), s.d.Limits.FailedAuth, ratelimit.FailClosed) {
+				return
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="lethe"`)
 			writeError(w, http.StatusUnauthorized, "unauthenticated", "a bearer token is required")
 			return
@@ -295,8 +326,8 @@ func (s *Server) auth(o authOptions, next http.HandlerFunc) http.Handler {
 				writeError(w, http.StatusServiceUnavailable, "unavailable", "cannot verify tokens now")
 				return
 			}
-			s.d.Logger.WarnContext(r.Context(), "rejected token", "route", routeOf(r), "security_event", "auth_failure")
-			if !s.allow(w, r, "authfail:"+clientAddr(r), s.d.Limits.FailedAuth, ratelimit.FallbackLocal) {
+			s.securityEvent(r, security.AuthFailure, security.ReasonInvalid, "")
+			if !s.allow(w, r, rateKeyAuthFail+s.clientAddr(r), s.d.Limits.FailedAuth, ratelimit.FailClosed) {
 				return
 			}
 			writeError(w, http.StatusUnauthorized, "unauthenticated", "the token is not valid")
@@ -315,19 +346,24 @@ func (s *Server) auth(o authOptions, next http.HandlerFunc) http.Handler {
 			return
 		}
 		if gone {
-			if !s.allow(w, r, "erased:"+clientAddr(r), s.d.Limits.PerUser, ratelimit.FallbackLocal) {
+			if !s.allow(w, r, "erased:"+s.clientAddr(r), s.d.Limits.PerUser, ratelimit.FallbackLocal) {
 				return
 			}
 			if !o.allowErased {
 				writeError(w, http.StatusGone, "account_erased", "this account was erased")
 				return
 			}
-		} else if !s.allow(w, r, rateKeyUser+c.user, s.d.Limits.PerUser, ratelimit.FallbackLocal) {
+		} else if !s.allowFor(w, r, rateKeyUser+c.user, s.d.Limits.PerUser, ratelimit.FallbackLocal, c.uid) {
 			return
 		}
 		if o.admin && !c.admin {
-			s.d.Logger.WarnContext(r.Context(), "admin route refused", "route", routeOf(r), "security_event", "forbidden_admin")
+			s.securityEvent(r, security.ForbiddenAdmin, security.ReasonNoRole, id.UID)
 			writeError(w, http.StatusForbidden, "forbidden", "this route needs the admin role")
+			return
+		}
+		if o.admin && s.d.AdminSecondFactor && id.SecondFactor == "" {
+			s.securityEvent(r, security.ForbiddenAdmin, security.ReasonNoSecondFactor, id.UID)
+			writeError(w, http.StatusForbidden, "second_factor_required", "admin routes need a sign-in with a second factor")
 			return
 		}
 		ctx := context.WithValue(r.Context(), userKey{}, c)
@@ -365,6 +401,12 @@ func (s *Server) limited(name string, l ratelimit.Limit, mode ratelimit.Mode, ne
 // allow counts one request against key; when it may not proceed it has
 // already answered 429 (with Retry-After) or 503. A zero limit is off.
 func (s *Server) allow(w http.ResponseWriter, r *http.Request, key string, l ratelimit.Limit, mode ratelimit.Mode) bool {
+	return s.allowFor(w, r, key, l, mode, callerFrom(r.Context()).uid)
+}
+
+// allowFor is allow for a request of user uid (raw; "" when unknown), whom
+// a rate_limited security event names by keyed hash.
+func (s *Server) allowFor(w http.ResponseWriter, r *http.Request, key string, l ratelimit.Limit, mode ratelimit.Mode, uid string) bool {
 	if s.d.Limiter == nil || l.Rate == 0 {
 		return true
 	}
@@ -376,19 +418,28 @@ func (s *Server) allow(w http.ResponseWriter, r *http.Request, key string, l rat
 	}
 	ratelimit.WriteHeaders(w, res, l)
 	if !res.Allowed {
-		s.d.Logger.WarnContext(r.Context(), "rate limited", "route", routeOf(r), "security_event", "rate_limited")
+		class, _, _ := strings.Cut(key, ":")
+		s.securityEvent(r, security.RateLimited, class, uid)
 		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many requests; retry after the Retry-After delay")
 		return false
 	}
 	return true
 }
 
-// clientAddr is the peer address. Behind a load balancer that is the
-// balancer; Cloud Armor limits per client IP in front of it.
-func clientAddr(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
+// clientAddr is the client's address: the X-Forwarded-For entry the
+// outermost trusted proxy wrote (TrustedProxyHops), so that behind Cloud
+// Run's front end every client is not one address; what a client adds
+// itself is ignored.
+func (s *Server) clientAddr(r *http.Request) string {
+	if info, ok := r.Context().Value(requestInfoKey{}).(*requestInfo); ok && info.addr != "" {
+		return info.addr
 	}
-	return host
+	addr, _ := clientip.Resolver{Hops: s.d.TrustedProxyHops}.Addr(r)
+	return addr
+}
+
+// securityEvent reports one security event with the request's route and
+// client address; uid is the raw uid when known (hashed by Security).
+func (s *Server) securityEvent(r *http.Request, kind security.Kind, reason, uid string) {
+	s.d.Security.Record(r.Context(), security.Event{Kind: kind, Reason: reason, Route: routeOf(r), Addr: s.clientAddr(r), UID: uid})
 }

@@ -2,9 +2,7 @@ package functions
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -70,9 +68,8 @@ func (s *Server) uploadURL(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	req, status, code, msg := decodeUploadURLRequest(w, r)
-	if status != 0 {
-		writeError(w, status, code, msg)
+	var req uploadURLRequest
+	if !s.readJSON(w, r, uploadURLBody, &req) {
 		return
 	}
 	if len(req.ContentType) > maxUploadContentType || !ingest.AcceptedType(req.ContentType) {
@@ -113,40 +110,19 @@ func (s *Server) uploadURL(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// decodeUploadURLRequest reads exactly one JSON object of known fields
-// from a body of at most maxUploadURLBody bytes; a non-zero status is the
-// error to answer.
-func decodeUploadURLRequest(w http.ResponseWriter, r *http.Request) (req uploadURLRequest, status int, code, msg string) {
-	tooLarge := func() (uploadURLRequest, int, string, string) {
-		return req, http.StatusRequestEntityTooLarge, "too_large", "the request body is larger than 4 KiB"
-	}
-	if r.ContentLength > maxUploadURLBody {
-		return tooLarge()
-	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxUploadURLBody))
-	dec.DisallowUnknownFields()
-	var p *uploadURLRequest
-	err := dec.Decode(&p)
-	if err == nil && p == nil {
-		err = errors.New("null body")
-	}
-	if err == nil {
-		// Exactly one value: anything after it but white space is refused.
-		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
-			err = terr
-			if err == nil {
-				err = errors.New("trailing data")
-			}
-		}
-	}
-	if err != nil {
-		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
-			return tooLarge()
-		}
-		return req, http.StatusBadRequest, "bad_json", `the body must be one JSON object {"content_type": "...", "size": N}`
-	}
-	return *p, 0, "", ""
-}
+// uploadURLBody is the POST .../upload-url body. The schema checks the
+// shape; the handler answers the type (415) and the size (400, 413) with
+// their own codes.
+var uploadURLBody = newBodySchema("upload_url", "https://lethe.dev/schemas/api/upload-url.json", `{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "$id": "https://lethe.dev/schemas/api/upload-url.json",
+  "type": "object",
+  "additionalProperties": false,
+  "properties": {
+    "content_type": {"type": "string", "maxLength": 1024},
+    "size": {"type": "integer"}
+  }
+}`, maxUploadURLBody, `the body must be one JSON object {"content_type": "...", "size": N}`)
 
 func (s *Server) maxUploadBytes() int64 {
 	if s.d.MaxUploadBytes > 0 {

@@ -6,6 +6,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/telemetry"
 	"net"
 	"os"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -59,6 +60,14 @@ type Config struct {
 	RateUserPerMin     int `envconfig:"LETHE_RATE_USER_PER_MIN" default:"600" desc:"requests per minute per user (0: off)"`
 	RateSearchPerMin   int `envconfig:"LETHE_RATE_SEARCH_PER_MIN" default:"60" desc:"searches per minute per user (0: off)"`
 	RateAuthFailPerMin int `envconfig:"LETHE_RATE_AUTHFAIL_PER_MIN" default:"30" desc:"rejected tokens per minute per client address before 429 (0: off)"`
+
+	// The public edge: client addresses behind proxies, browsers, security
+	// signals.
+	TrustedProxyHops   int           `envconfig:"LETHE_TRUSTED_PROXY_HOPS" default:"0" desc:"trusted proxies that append to X-Forwarded-For in front of the edge: 0 the socket peer is the client, 1 Cloud Run (run.app URL), 2 a Google Cloud load balancer in front of Cloud Run"`
+	CORSOrigins        []string      `envconfig:"LETHE_CORS_ORIGINS" desc:"comma-separated exact origins (https://app.example.com) browsers may call the API from; empty: none"`
+	PublicURL          string        `envconfig:"LETHE_PUBLIC_URL" desc:"the edge's public base URL (https://...); https turns on Strict-Transport-Security"`
+	SecurityAlertBurst int           `envconfig:"LETHE_SECURITY_ALERT_THRESHOLD" default:"20" desc:"security events from one address or against one user within LETHE_SECURITY_ALERT_WINDOW that log one ALERT (-1: off)"`
+	SecurityAlertEvery time.Duration `envconfig:"LETHE_SECURITY_ALERT_WINDOW" default:"1m" desc:"the window of LETHE_SECURITY_ALERT_THRESHOLD"`
 
 	MaxInFlight int `envconfig:"LETHE_MAX_IN_FLIGHT" default:"4" desc:"events each worker handles at once"`
 
@@ -179,6 +188,21 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Errorf("%s=%d: want 0..1000000", name, v))
 		}
 	}
+	if c.TrustedProxyHops < 0 || c.TrustedProxyHops > functions.MaxTrustedProxyHops {
+		errs = append(errs, fmt.Errorf("LETHE_TRUSTED_PROXY_HOPS=%d: want 0..%d", c.TrustedProxyHops, functions.MaxTrustedProxyHops))
+	}
+	if err := functions.ValidateOrigins(c.CORSOrigins); err != nil {
+		errs = append(errs, fmt.Errorf("LETHE_CORS_ORIGINS: %w", err))
+	}
+	if u, err := url.Parse(c.PublicURL); c.PublicURL != "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "") {
+		errs = append(errs, fmt.Errorf("LETHE_PUBLIC_URL=%q: want https://host[/path]", c.PublicURL))
+	}
+	if c.SecurityAlertBurst < -1 || c.SecurityAlertBurst == 0 || c.SecurityAlertBurst > 1_000_000 {
+		errs = append(errs, fmt.Errorf("LETHE_SECURITY_ALERT_THRESHOLD=%d: want 1..1000000, or -1 for off", c.SecurityAlertBurst))
+	}
+	if c.SecurityAlertEvery < time.Second || c.SecurityAlertEvery > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("LETHE_SECURITY_ALERT_WINDOW=%s: want 1s..24h", c.SecurityAlertEvery))
+	}
 	if c.MaxUploadBytes <= 0 || c.MaxUploadBytes > 5<<30 {
 		errs = append(errs, fmt.Errorf("LETHE_MAX_UPLOAD_BYTES=%d: want 1..5368709120", c.MaxUploadBytes))
 	}
@@ -291,6 +315,9 @@ func (c Config) guardProduction() error {
 	}
 	if c.Auth == "local" {
 		errs = append(errs, errors.New("LETHE_AUTH=local: anyone with the data dir can mint tokens; refused when LETHE_ENV=production"))
+	}
+	if strings.HasPrefix(c.PublicURL, "http://") {
+		errs = append(errs, errors.New("LETHE_PUBLIC_URL is http://: tokens would cross the network in clear; refused when LETHE_ENV=production"))
 	}
 	if c.KEK == "file" {
 		errs = append(errs, errors.New("LETHE_KEK=file: a key-encryption key on local disk; refused when LETHE_ENV=production (use gcpkms://...)"))

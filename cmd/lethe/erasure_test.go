@@ -158,8 +158,8 @@ func erasureScenario(t *testing.T, cfg Config, stored func() []byte) []string {
 		t.Fatalf("bob's conversation after alice's erasure: %d %q", code, again.Transcript)
 	}
 	var res searchReply
-	q := strings.Join(strings.Fields(bobConv.Transcript)[:3], "+")
-	if code := bob.do("GET", "/v1/search?q="+q, "", nil, &res); code != 200 || len(res.Results) == 0 || res.Results[0].ConversationID != "bobDentistZ3w" {
+	q := strings.Join(strings.Fields(bobConv.Transcript)[:3], " ")
+	if code := bob.search(q, &res); code != 200 || len(res.Results) == 0 || res.Results[0].ConversationID != "bobDentistZ3w" {
 		t.Fatalf("bob's search after alice's erasure: %d %+v", code, res.Results)
 	}
 	if err := p.stop(); err != nil {

@@ -245,8 +245,8 @@ func runSlice(t *testing.T, cfg Config) []string {
 	}
 	for _, tc := range []struct{ conv, text string }{{"memo", memo.Transcript}, {"dentist", dentist.Transcript}} {
 		var res searchReply
-		q := strings.Join(strings.Fields(tc.text)[:3], "+")
-		if code := alice.do("GET", "/v1/search?q="+q, "", nil, &res); code != 200 {
+		q := strings.Join(strings.Fields(tc.text)[:3], " ")
+		if code := alice.search(q, &res); code != 200 {
 			t.Fatalf("search: %d", code)
 		}
 		if len(res.Results) == 0 || res.Results[0].ConversationID != tc.conv {
@@ -256,7 +256,7 @@ func runSlice(t *testing.T, cfg Config) []string {
 			t.Fatalf("search %q: snippet %v, want the transcript", q, res.Results[0].Snippets)
 		}
 		var other searchReply
-		if code := bob.do("GET", "/v1/search?q="+q, "", nil, &other); code != 200 || len(other.Results) != 0 {
+		if code := bob.search(q, &other); code != 200 || len(other.Results) != 0 {
 			t.Fatalf("bob's search for alice's words: %d %+v", code, other.Results)
 		}
 	}

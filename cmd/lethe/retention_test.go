@@ -89,7 +89,7 @@ func TestRetentionAudioZeroDaysEndToEnd(t *testing.T) {
 		t.Fatalf("after the sweep: %d %+v", code, after)
 	}
 	var found searchReply
-	if code := c.do("GET", "/v1/search?q=instant", "", nil, &found); code != http.StatusOK || len(found.Results) != 1 {
+	if code := c.search("instant", &found); code != http.StatusOK || len(found.Results) != 1 {
 		t.Errorf("search after the audio sweep: %d %+v", code, found)
 	}
 }
@@ -114,7 +114,7 @@ func TestRetentionTranscriptsExpireEndToEnd(t *testing.T) {
 	c.waitDone("memo", 1)
 	search := func() int {
 		var found searchReply
-		if code := c.do("GET", "/v1/search?q=instant", "", nil, &found); code != http.StatusOK {
+		if code := c.search("instant", &found); code != http.StatusOK {
 			t.Fatalf("search: %d", code)
 		}
 		return len(found.Results)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/lethe-dev/lethe/functions/push"
 	"github.com/lethe-dev/lethe/infra/bus"
 	"github.com/lethe-dev/lethe/infra/bus/middleware"
+	"github.com/lethe-dev/lethe/infra/security"
 	"github.com/lethe-dev/lethe/workers/embed"
 	"github.com/lethe-dev/lethe/workers/reconcile"
 	"github.com/lethe-dev/lethe/workers/store"
@@ -218,6 +220,12 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			DeadLetters: newDeadLetterAdmin(a, now),
 			Telemetry:   a.tel,
 			Console:     devConsole(cfg),
+			// Hardening: client address, admin second factor, browsers, signals.
+			TrustedProxyHops:  cfg.TrustedProxyHops,
+			AdminSecondFactor: cfg.Auth == "firebase",
+			Browser:           functions.BrowserPolicy{AllowedOrigins: cfg.CORSOrigins, HSTS: strings.HasPrefix(cfg.PublicURL, "https://")},
+			Security: security.New(security.Options{Logger: logger, Users: a.logUsers, Now: now,
+				Threshold: cfg.SecurityAlertBurst, Window: cfg.SecurityAlertEvery}),
 		})
 		mux := http.NewServeMux()
 		if pushReceiver != nil {
@@ -302,7 +310,7 @@ func printWelcome(w io.Writer, p *pipeline) {
 	}
 	fmt.Fprintf(w, "Try:\n  curl -X PUT -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: audio/wav' --data-binary @testdata/speech-hello.wav %s/v1/conversations/demo/chunks/0\n", base)
 	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" %s/v1/conversations/demo\n", base)
-	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" '%s/v1/search?q=memory'\n\n", base)
+	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" -d '{\"q\":\"memory\"}' %s/v1/search\n\n", base)
 }
 
 func cmdEdge(ctx context.Context, cfg Config, logger *slog.Logger, args []string) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/lethe-dev/lethe/infra/auth"
@@ -18,6 +19,7 @@ func cmdToken(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 	uid := fs.String("uid", "", "the user id (the token's sub)")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime of the token (at most 24h)")
 	admin := fs.Bool("admin", false, "give the token the admin role (development only)")
+	factor := fs.String("second-factor", "", `claim a sign-in with this second factor ("totp", "phone"), as Firebase does; admin routes need one with LETHE_AUTH=firebase`)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -26,6 +28,9 @@ func cmdToken(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 	}
 	if *ttl <= 0 || *ttl > 24*time.Hour {
 		return usageError{errors.New("--ttl must be between 1s and 24h")}
+	}
+	if len(*factor) > 64 || strings.Trim(*factor, "abcdefghijklmnopqrstuvwxyz_") != "" {
+		return usageError{errors.New("--second-factor must be a factor name such as totp or phone")}
 	}
 	if cfg.Env == envProduction {
 		return usageError{errors.New("the local issuer is refused when LETHE_ENV=production; users sign in with Firebase")}
@@ -38,7 +43,7 @@ func cmdToken(ctx context.Context, cfg Config, args []string, stdout, stderr io.
 	if *admin {
 		roles = []string{auth.RoleAdmin}
 	}
-	tok, err := iss.MintWithRoles(*uid, roles, *ttl)
+	tok, err := iss.MintWith(*uid, localissuer.MintOptions{Roles: roles, SecondFactor: *factor}, *ttl)
 	if err != nil {
 		return fmt.Errorf("localissuer.Mint: %w", err)
 	}

@@ -92,8 +92,8 @@ func TestEndToEndSignedUploadOnEmulators(t *testing.T) {
 		t.Fatalf("transcript %q is too short", conv.Transcript)
 	}
 	var res searchReply
-	q := strings.Join(strings.Fields(conv.Transcript)[:3], "+")
-	if code := carol.do("GET", "/v1/search?q="+q, "", nil, &res); code != http.StatusOK || len(res.Results) == 0 || res.Results[0].ConversationID != "longcall" {
+	q := strings.Join(strings.Fields(conv.Transcript)[:3], " ")
+	if code := carol.search(q, &res); code != http.StatusOK || len(res.Results) == 0 || res.Results[0].ConversationID != "longcall" {
 		t.Fatalf("search %q: %d %+v", q, code, res.Results)
 	}
 	// A second ticket for an accepted seq is refused: the upload path is

@@ -20,6 +20,10 @@ const RoleAdmin = "admin"
 type Identity struct {
 	UID   string
 	Roles []string
+	// SecondFactor names the second factor the user signed in with
+	// (Firebase's firebase.sign_in_second_factor: "phone", "totp"); empty
+	// for a single-factor sign-in.
+	SecondFactor string
 }
 
 // HasRole reports whether the identity holds role.

@@ -73,12 +73,18 @@ func replaceAttr(groups []string, a slog.Attr) slog.Attr {
 	return a
 }
 
+// LevelAlert is Cloud Logging's ALERT severity: a record someone must act
+// on now (a security burst). Log-based alerting policies select it.
+const LevelAlert = slog.Level(16)
+
 func severity(v slog.Value) string {
 	l, ok := v.Any().(slog.Level)
 	if !ok {
 		return "DEFAULT"
 	}
 	switch {
+	case l >= LevelAlert:
+		return "ALERT"
 	case l >= slog.LevelError:
 		return "ERROR"
 	case l >= slog.LevelWarn:

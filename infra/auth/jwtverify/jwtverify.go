@@ -167,7 +167,34 @@ func (v *Verifier) Verify(ctx context.Context, rawToken string) (auth.Identity, 
 	if err != nil {
 		return auth.Identity{}, err
 	}
-	return auth.Identity{UID: sub, Roles: roles}, nil
+	factor, err := secondFactor(claims)
+	if err != nil {
+		return auth.Identity{}, err
+	}
+	return auth.Identity{UID: sub, Roles: roles, SecondFactor: factor}, nil
+}
+
+// secondFactor reads firebase.sign_in_second_factor, which Firebase sets
+// when the sign-in used a second factor. Absent: "". Malformed: the token is
+// refused (fail closed), as for roles.
+func secondFactor(claims jwt.MapClaims) (string, error) {
+	fb, ok := claims["firebase"]
+	if !ok || fb == nil {
+		return "", nil
+	}
+	m, ok := fb.(map[string]any)
+	if !ok {
+		return "", unauthenticated("firebase claim malformed", nil)
+	}
+	raw, ok := m["sign_in_second_factor"]
+	if !ok || raw == nil {
+		return "", nil
+	}
+	f, ok := raw.(string)
+	if !ok || !roleRE.MatchString(f) {
+		return "", unauthenticated("second factor claim malformed", nil)
+	}
+	return f, nil
 }
 
 // keyfunc wraps Keys: it insists on a kid and an iat (jwt checks iat only

@@ -153,6 +153,24 @@ func TestVerify(t *testing.T) {
 		{"iat slightly ahead", good.sign(t, jwt.SigningMethodRS256, with(func(c jwt.MapClaims) { c["iat"] = now.Add(10 * time.Second).Unix() })), "user-123", nil},
 		{"sub of 128", good.sign(t, jwt.SigningMethodRS256, with(func(c jwt.MapClaims) { c["sub"] = strings.Repeat("u", 128) })), strings.Repeat("u", 128), nil},
 	}
+	t.Run("reads the second factor", func(t *testing.T) {
+		for claim, want := range map[string]string{"totp": "totp", "phone": "phone", "": ""} {
+			tok := good.sign(t, jwt.SigningMethodRS256, with(func(c jwt.MapClaims) {
+				fb := map[string]any{"sign_in_provider": "password"}
+				if claim != "" {
+					fb["sign_in_second_factor"] = claim
+				}
+				c["firebase"] = fb
+			}))
+			id, err := v.Verify(t.Context(), tok)
+			if err != nil || id.SecondFactor != want {
+				t.Fatalf("second factor %q: %+v, %v", claim, id, err)
+			}
+		}
+		if id, err := v.Verify(t.Context(), validTok); err != nil || id.SecondFactor != "" {
+			t.Fatalf("no firebase claim: %+v, %v", id, err)
+		}
+	})
 	for _, tc := range okCases {
 		t.Run("accepts "+tc.name, func(t *testing.T) {
 			id, err := v.Verify(t.Context(), tc.token)
@@ -186,6 +204,9 @@ func TestVerify(t *testing.T) {
 		{"sub of 129", good.sign(t, jwt.SigningMethodRS256, with(func(c jwt.MapClaims) { c["sub"] = strings.Repeat("u", 129) })), "sub too long"},
 		{"roles not a list", good.sign(t, jwt.SigningMethodRS256, with(func(c jwt.MapClaims) { c["roles"] = "admin" })), "roles"},
 		{"roles not strings", good.sign(t, jwt.SigningMethodRS256, with(func(c jwt.MapClaims) { c["roles"] = []any{1} })), "roles"},
+		{"firebase claim not an object", good.sign(t, jwt.SigningMethodRS256, with(func(c jwt.MapClaims) { c["firebase"] = "totp" })), "firebase claim"},
+		{"second factor not a string", good.sign(t, jwt.SigningMethodRS256, with(func(c jwt.MapClaims) { c["firebase"] = map[string]any{"sign_in_second_factor": true} })), "second factor"},
+		{"second factor with odd bytes", good.sign(t, jwt.SigningMethodRS256, with(func(c jwt.MapClaims) { c["firebase"] = map[string]any{"sign_in_second_factor": "to tp\n"} })), "second factor"},
 		{"HS256 with public key PEM", hmacToken(t, "k1", pubPEM), ""},
 		{"HS256 with public key DER", hmacToken(t, "k1", pubDER), ""},
 		{"HS256 with modulus", hmacToken(t, "k1", good.key.N.Bytes()), ""},

@@ -205,6 +205,20 @@ func (i *Issuer) Mint(uid string, ttl time.Duration) (string, error) {
 
 // MintWithRoles is Mint with a roles claim (RolesClaim).
 func (i *Issuer) MintWithRoles(uid string, roles []string, ttl time.Duration) (string, error) {
+	return i.MintWith(uid, MintOptions{Roles: roles}, ttl)
+}
+
+// MintOptions are the optional claims of MintWith.
+type MintOptions struct {
+	Roles []string
+	// SecondFactor, when set, is put in firebase.sign_in_second_factor as
+	// Firebase does for a sign-in with a second factor ("totp", "phone").
+	SecondFactor string
+}
+
+// MintWith is Mint with optional claims.
+func (i *Issuer) MintWith(uid string, o MintOptions, ttl time.Duration) (string, error) {
+	roles := o.Roles
 	if !uidRE.MatchString(uid) {
 		return "", errors.New("localissuer.Mint: uid must be 1-128 of [A-Za-z0-9_.@:+-]")
 	}
@@ -222,6 +236,9 @@ func (i *Issuer) MintWithRoles(uid string, roles []string, ttl time.Duration) (s
 	}
 	if len(roles) > 0 {
 		claims[RolesClaim] = roles
+	}
+	if o.SecondFactor != "" {
+		claims["firebase"] = map[string]any{"sign_in_provider": "password", "sign_in_second_factor": o.SecondFactor}
 	}
 	t := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
 	t.Header["kid"] = i.kid
