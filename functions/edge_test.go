@@ -125,6 +125,7 @@ type edgeOptions struct {
 	deadLetters functions.DeadLetters
 	embedder    embed.Embedder // nil: hashembed
 	noJWKS      bool           // the issuer's keys not served (LETHE_AUTH=firebase)
+	streams     functions.StreamLimits
 }
 
 func newEdgeWith(t testing.TB, o edgeOptions) *edge {
@@ -182,6 +183,7 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 		Now: o.now, ExportURLKey: o.exportKey,
 		Retention:   o.retention,
 		DeadLetters: o.deadLetters,
+		Leases:      memlimit.NewLeases(nil), Streams: o.streams,
 	})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)

@@ -94,6 +94,10 @@ type Deps struct {
 	Now  func() time.Time
 	// Retention is the policy of users who set none (configuration).
 	Retention records.Retention
+	// Leases caps open streams across instances (GET /v1/listen); nil
+	// answers 501. Streams bounds each streaming connection.
+	Leases  ratelimit.Leases
+	Streams StreamLimits
 }
 
 // Server is the edge.
@@ -114,6 +118,7 @@ func New(d Deps) *Server {
 		s.mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
 	}
 	s.mux.Handle("PUT /v1/conversations/{cid}/chunks/{seq}", s.authed(s.putChunk))
+	s.mux.HandleFunc("GET /v1/listen", s.listen) // authenticates after the handshake
 	s.mux.Handle("POST /v1/conversations/{cid}/chunks/{seq}/upload-url", s.authed(s.uploadURL))
 	s.mux.Handle("GET /v1/conversations", s.authed(s.listConversations))
 	s.mux.Handle("GET /v1/conversations/{cid}", s.authed(s.getConversation))
@@ -189,6 +194,10 @@ func (r *statusRecorder) WriteHeader(code int) {
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection (WebSocket
+// handshakes hijack it).
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func (r *statusRecorder) Write(b []byte) (int, error) {
 	r.wrote = true

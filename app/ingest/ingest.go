@@ -80,6 +80,8 @@ type Chunk struct {
 	ContentType    string
 	Audio          []byte
 	Origin         string
+	// Stream: the stream time of a chunk cut from a stream (OriginStream).
+	Stream *records.StreamSpan
 }
 
 // Result says what Accept did.
@@ -157,7 +159,7 @@ func (in *Intake) Accept(ctx context.Context, c Chunk) (Result, error) {
 		BlobKey: blobKey, ContentType: c.ContentType, SampleRate: pcm.SampleRate,
 		Digest: digest, Size: int64(len(c.Audio)), Origin: c.Origin,
 		EventID:    records.ChunkEventID(c.User, c.ConversationID, c.Seq, digest),
-		ReceivedAt: now, UpdatedAt: now,
+		ReceivedAt: now, UpdatedAt: now, Stream: c.Stream,
 	}
 	doc, err := chunk.Doc(c.User)
 	if err != nil {
