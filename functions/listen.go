@@ -415,7 +415,10 @@ func (st *stream) run(ctx context.Context, conn *websocket.Conn) *closeErr {
 	defer wg.Wait()
 	defer cancel()
 	wg.Add(2)
-	go func() { defer wg.Done(); st.keepLeases(ctx, hit(websocket.StatusTryAgainLater, "stream lease lost; reconnect to resume")) }()
+	go func() {
+		defer wg.Done()
+		st.keepLeases(ctx, hit(websocket.StatusTryAgainLater, "stream lease lost; reconnect to resume"))
+	}()
 	go func() { defer wg.Done(); st.sendTranscripts(ctx, conn) }()
 
 	for {
