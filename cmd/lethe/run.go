@@ -212,6 +212,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			ExportURLKey: a.exportURLKey, ExportURLTTL: cfg.ExportURLTTL,
 			Retention:   cfg.retention(),
 			DeadLetters: newDeadLetterAdmin(a, now),
+			Leases:      a.leases, Streams: cfg.streamLimits(),
 		})
 		mux := http.NewServeMux()
 		if pushReceiver != nil {
