@@ -66,21 +66,12 @@ func (e *edge) refusal(ctx context.Context, o streamtest.Options) websocket.Stat
 	return websocket.CloseStatus(err)
 }
 
-// dialResuming dials again after a drop: the dropped connection may still
-// be cutting its last chunk, and the conversation's lease answers 4409
-// until it is done.
+// dialResuming dials again after a drop.
 func (e *edge) dialResuming(ctx context.Context, o streamtest.Options) *streamtest.Client {
 	e.t.Helper()
-	for {
-		c, err := streamtest.Dial(ctx, e.url, o)
-		switch {
-		case err == nil:
-			return c
-		case websocket.CloseStatus(err) != functions.CloseBusy:
-			e.t.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	c, err := streamtest.DialResuming(ctx, e.url, o)
+	must(e.t, err)
+	return c
 }
 
 // checkDurable fails unless chunk seq is durable right now: its record (with

@@ -12,8 +12,11 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/lethe-dev/lethe/functions"
 )
 
 // Message is any server message: hello, ack or transcript.
@@ -70,6 +73,23 @@ func Dial(ctx context.Context, base string, o Options) (*Client, error) {
 		return nil, fmt.Errorf("first message is %q, not hello", c.Hello.Type)
 	}
 	return c, nil
+}
+
+// DialResuming dials again after a drop: the dropped connection may still be
+// cutting its last chunk, and the conversation answers 4409 until it is
+// done; it retries until ctx ends.
+func DialResuming(ctx context.Context, base string, o Options) (*Client, error) {
+	for {
+		c, err := Dial(ctx, base, o)
+		if err == nil || websocket.CloseStatus(err) != functions.CloseBusy {
+			return c, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // Next reads the next server message.
