@@ -3,6 +3,7 @@ package functions
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -356,8 +357,11 @@ type stream struct {
 	endMS   int64 // stream time the durable chunks cover
 	chunks  int   // cut on this connection
 
-	buf  []int16 // audio after endMS, at req.rate
-	odd  []byte  // pcm16: the first byte of a sample split across frames
+	// wav holds a WAV header's room, then the audio after endMS as
+	// little-endian PCM16 at req.rate (pcm16: the client's bytes as they
+	// came, a sample split across frames included): a chunk is sent to the
+	// intake in place, with no copy.
+	wav  []byte
 	opus *audio.OpusPacketDecoder
 
 	mu      sync.Mutex
@@ -396,7 +400,8 @@ func (st *stream) run(ctx context.Context, conn *websocket.Conn) *closeErr {
 		st.opus = dec
 	}
 	target := int(st.lim.ChunkDuration/time.Second) * st.req.rate
-	st.buf = make([]int16, 0, target)
+	// Room for one chunk and the frame that completes it.
+	st.wav = make([]byte, audio.WAVHeaderLen, audio.WAVHeaderLen+2*target+int(st.lim.MaxFrameBytes))
 
 	// Limits: the timers close the connection, which ends the read.
 	var limitHit sync.Once
@@ -439,7 +444,7 @@ func (st *stream) run(ctx context.Context, conn *websocket.Conn) *closeErr {
 				return closeWith(CloseBadRequest, "bad message: "+err.Error())
 			}
 			// end: cut what is buffered, ack the last chunk, close 1000.
-			if cerr := st.cut(ctx, conn, len(st.buf)-len(st.buf)%st.msPerSample()); cerr != nil {
+			if cerr := st.cut(ctx, conn, st.samples()-st.samples()%st.msPerSample()); cerr != nil {
 				return cerr
 			}
 			if st.lastSeq != nil && st.chunks == 0 {
@@ -452,10 +457,10 @@ func (st *stream) run(ctx context.Context, conn *websocket.Conn) *closeErr {
 		if cerr := st.feed(data); cerr != nil {
 			return cerr
 		}
-		for len(st.buf) >= target {
+		for st.samples() >= target {
 			n := target
 			if st.opus != nil {
-				n = len(st.buf) // whole packets: the client resends packets, not samples
+				n = st.samples() // whole packets: the client resends packets, not samples
 			}
 			if cerr := st.cut(ctx, conn, n); cerr != nil {
 				return cerr
@@ -464,28 +469,24 @@ func (st *stream) run(ctx context.Context, conn *websocket.Conn) *closeErr {
 	}
 }
 
+// samples is how many whole samples are buffered.
+func (st *stream) samples() int { return (len(st.wav) - audio.WAVHeaderLen) / 2 }
+
 // feed appends one binary message's audio to the buffer.
 func (st *stream) feed(data []byte) *closeErr {
-	if st.opus != nil {
-		pcm, err := st.opus.Decode(data)
-		if err != nil {
-			return closeWith(CloseBadAudio, "an Opus packet does not decode")
-		}
-		if len(pcm)%st.msPerSample() != 0 {
-			return closeWith(CloseBadAudio, "Opus packets must last whole milliseconds")
-		}
-		st.buf = append(st.buf, pcm...)
+	if st.opus == nil {
+		st.wav = append(st.wav, data...)
 		return nil
 	}
-	if len(st.odd) == 1 && len(data) > 0 {
-		st.buf = append(st.buf, int16(uint16(st.odd[0])|uint16(data[0])<<8))
-		st.odd, data = st.odd[:0], data[1:]
+	pcm, err := st.opus.Decode(data)
+	if err != nil {
+		return closeWith(CloseBadAudio, "an Opus packet does not decode")
 	}
-	for i := 0; i+1 < len(data); i += 2 {
-		st.buf = append(st.buf, int16(uint16(data[i])|uint16(data[i+1])<<8))
+	if len(pcm)%st.msPerSample() != 0 {
+		return closeWith(CloseBadAudio, "Opus packets must last whole milliseconds")
 	}
-	if len(data)%2 == 1 {
-		st.odd = append(st.odd[:0], data[len(data)-1])
+	for _, v := range pcm {
+		st.wav = binary.LittleEndian.AppendUint16(st.wav, uint16(v))
 	}
 	return nil
 }
@@ -501,7 +502,8 @@ func (st *stream) cut(ctx context.Context, conn *websocket.Conn, n int) *closeEr
 		seq = *st.lastSeq + 1
 	}
 	span := &records.StreamSpan{StartMS: st.endMS, EndMS: st.endMS + int64(n/st.msPerSample())}
-	body := audio.EncodeWAV(audio.PCM{SampleRate: st.req.rate, Samples: st.buf[:n]})
+	body := st.wav[:audio.WAVHeaderLen+2*n]
+	audio.PutWAVHeader(body, st.req.rate, n)
 	_, err := st.s.intake().Accept(ctx, ingest.Chunk{
 		User: st.caller.user, ConversationID: st.req.cid, Seq: seq, ContentType: "audio/wav",
 		Audio: body, Origin: ingest.OriginStream, Stream: span,
@@ -519,7 +521,7 @@ func (st *stream) cut(ctx context.Context, conn *websocket.Conn, n int) *closeEr
 	default:
 		return st.s.streamUnavailable(ctx, "ingest.Accept", err)
 	}
-	st.buf = st.buf[:copy(st.buf, st.buf[n:])]
+	st.wav = st.wav[:audio.WAVHeaderLen+copy(st.wav[audio.WAVHeaderLen:], st.wav[len(body):])]
 	st.lastSeq, st.endMS = &seq, span.EndMS
 	st.chunks++
 	st.mu.Lock()
