@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -300,7 +302,7 @@ func (s *Server) openStream(ctx context.Context, r *http.Request, lim StreamLimi
 		s.d.Logger.WarnContext(ctx, "stream into another user's conversation refused", "security_event", "forbidden_conversation")
 		return nil, closeWith(CloseForbidden, "this conversation id belongs to another user")
 	}
-	st := &stream{s: s, lim: lim, req: req, caller: c, holder: newHolder(), pending: map[int]bool{}}
+	st := &stream{s: s, lim: lim, req: req, caller: c, holder: newHolder(), pending: map[int]bool{}, acked: make(chan struct{}, 1)}
 	st.userKey, st.convKey = "streams:"+c.user, "stream:"+c.user+":"+req.cid
 	got, err := s.d.Leases.Acquire(ctx, st.userKey, st.holder, lim.MaxPerUser, lim.LeaseTTL)
 	if err != nil {
@@ -365,7 +367,8 @@ type stream struct {
 	opus *audio.OpusPacketDecoder
 
 	mu      sync.Mutex
-	pending map[int]bool // acked, transcript not yet sent
+	pending map[int]bool  // acked, transcript not yet sent
+	acked   chan struct{} // a new chunk is pending
 }
 
 func (st *stream) release() {
@@ -427,7 +430,7 @@ func (st *stream) run(ctx context.Context, conn *websocket.Conn) *closeErr {
 	go func() { defer wg.Done(); st.sendTranscripts(ctx, conn) }()
 
 	for {
-		typ, data, err := conn.Read(ctx)
+		typ, data, err := st.read(ctx, conn)
 		if err != nil {
 			limitHit.Do(func() {})
 			if limitErr != nil {
@@ -454,8 +457,10 @@ func (st *stream) run(ctx context.Context, conn *websocket.Conn) *closeErr {
 			}
 			return closeWith(websocket.StatusNormalClosure, "end")
 		}
-		if cerr := st.feed(data); cerr != nil {
-			return cerr
+		if st.opus != nil {
+			if cerr := st.feedOpus(data); cerr != nil {
+				return cerr
+			}
 		}
 		for st.samples() >= target {
 			n := target
@@ -472,12 +477,35 @@ func (st *stream) run(ctx context.Context, conn *websocket.Conn) *closeErr {
 // samples is how many whole samples are buffered.
 func (st *stream) samples() int { return (len(st.wav) - audio.WAVHeaderLen) / 2 }
 
-// feed appends one binary message's audio to the buffer.
-func (st *stream) feed(data []byte) *closeErr {
-	if st.opus == nil {
-		st.wav = append(st.wav, data...)
-		return nil
+// read reads the next message. PCM16 goes straight into the buffer (data
+// is then nil): at 50 messages a second per stream, a copy per message
+// adds up.
+func (st *stream) read(ctx context.Context, conn *websocket.Conn) (websocket.MessageType, []byte, error) {
+	typ, r, err := conn.Reader(ctx)
+	if err != nil {
+		return 0, nil, err
 	}
+	if typ != websocket.MessageBinary || st.opus != nil {
+		data, err := io.ReadAll(r)
+		return typ, data, err
+	}
+	for {
+		if len(st.wav) == cap(st.wav) {
+			st.wav = slices.Grow(st.wav, 4096)
+		}
+		n, err := r.Read(st.wav[len(st.wav):cap(st.wav)])
+		st.wav = st.wav[:len(st.wav)+n]
+		if errors.Is(err, io.EOF) {
+			return typ, nil, nil
+		}
+		if err != nil {
+			return 0, nil, err
+		}
+	}
+}
+
+// feedOpus decodes one Opus packet into the buffer.
+func (st *stream) feedOpus(data []byte) *closeErr {
 	pcm, err := st.opus.Decode(data)
 	if err != nil {
 		return closeWith(CloseBadAudio, "an Opus packet does not decode")
@@ -527,6 +555,10 @@ func (st *stream) cut(ctx context.Context, conn *websocket.Conn, n int) *closeEr
 	st.mu.Lock()
 	st.pending[seq] = true
 	st.mu.Unlock()
+	select {
+	case st.acked <- struct{}{}:
+	default:
+	}
 	if err := writeMessage(ctx, conn, ackMessage{Type: "ack", Seq: seq, EndMS: span.EndMS}); err != nil {
 		return closeWith(websocket.StatusGoingAway, "write failed")
 	}
@@ -563,16 +595,25 @@ func (st *stream) keepLeases(ctx context.Context, onLost func()) {
 const maxPendingTranscripts = 64
 
 // sendTranscripts sends each acked chunk's transcript once it is in the
-// stores (any instance's workers may have written it).
+// stores (any instance's workers may have written it). It polls every
+// TranscriptPoll after an ack, backing off to 16 times that while nothing
+// comes, so a stream whose transcripts lag costs few reads.
 func (st *stream) sendTranscripts(ctx context.Context, conn *websocket.Conn) {
-	t := time.NewTicker(st.lim.TranscriptPoll)
+	wait := st.lim.TranscriptPoll
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-st.acked:
+			wait = st.lim.TranscriptPoll
+			t.Reset(wait)
+			continue
 		case <-t.C:
 		}
+		wait = min(2*wait, 16*st.lim.TranscriptPoll)
+		t.Reset(wait)
 		st.mu.Lock()
 		low, n := records.MaxSeq+1, len(st.pending)
 		for seq := range st.pending {
