@@ -28,7 +28,19 @@ func (c client) search(query string, out *searchReply) int {
 // with every chunk exactly once, transcribed, and found by search.
 func TestStreamEndToEnd(t *testing.T) {
 	requirePocketSphinx(t)
-	cfg := testConfig(t)
+	streamSlice(t, testConfig(t))
+}
+
+// TestStreamEndToEndOnEmulators is the same on the production adapters:
+// Firestore and Pub/Sub emulators, fake-gcs.
+func TestStreamEndToEndOnEmulators(t *testing.T) {
+	psHost, fsHost := requireEmulators(t)
+	requirePocketSphinx(t)
+	gcs := newFakeGCS(t, "lethe-stream-audio")
+	streamSlice(t, emulatorConfig(t, psHost, fsHost, gcs.URL(), "lethe-stream-audio"))
+}
+
+func streamSlice(t *testing.T, cfg Config) {
 	cfg.StreamChunkSeconds = 2
 	// PocketSphinx on shared cores can take longer than the default idle
 	// timeout to transcribe a chunk the Opus case waits for.
