@@ -444,7 +444,9 @@ func (st *stream) run(ctx context.Context, conn *websocket.Conn) *closeErr {
 		idle.Reset(st.lim.IdleTimeout)
 		if typ == websocket.MessageText {
 			if _, err := ParseListenMessage(data); err != nil {
-				return closeWith(CloseBadRequest, "bad message: "+err.Error())
+				// The reason never echoes the message (and a close
+				// reason must fit 123 bytes).
+				return closeWith(CloseBadRequest, `bad message: the only one is {"type":"end"}`)
 			}
 			// end: cut what is buffered, ack the last chunk, close 1000.
 			if cerr := st.cut(ctx, conn, st.samples()-st.samples()%st.msPerSample()); cerr != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"slices"
@@ -275,6 +276,10 @@ func TestListenRefusals(t *testing.T) {
 	defer busy.Conn.CloseNow()
 	busy2 := e.dial(ctx, streamtest.Options{Token: e.token("busy"), Query: pcmQuery("b2")})
 	defer busy2.Conn.CloseNow()
+	erased := e.token("erased")
+	if r := e.do("DELETE", "/v1/me", erased, "", nil); r.status != http.StatusAccepted {
+		t.Fatalf("DELETE /v1/me: %d", r.status)
+	}
 	forged := e.token("mallory")
 	forged = forged[:len(forged)-4] + "AAAA"
 	for _, tc := range []struct {
@@ -288,6 +293,7 @@ func TestListenRefusals(t *testing.T) {
 		{"another user's conversation", streamtest.Options{Token: e.token("mallory"), Query: pcmQuery("owned")}, functions.CloseForbidden},
 		{"conversation already streaming", streamtest.Options{Token: e.token("owner"), Query: pcmQuery("owned")}, functions.CloseBusy},
 		{"too many streams", streamtest.Options{Token: e.token("busy"), Query: pcmQuery("b3")}, functions.CloseTooMany},
+		{"erased account", streamtest.Options{Token: erased, Query: pcmQuery("x")}, functions.CloseErased},
 		{"bad codec", streamtest.Options{Token: e.token("u"), Query: url.Values{"conversation_id": {"x"}, "codec": {"mp3"}}}, functions.CloseBadRequest},
 		{"bad rate", streamtest.Options{Token: e.token("u"), Query: url.Values{"conversation_id": {"x"}, "codec": {"pcm16"}, "sample_rate": {"44100"}}}, functions.CloseBadRequest},
 		{"bad conversation id", streamtest.Options{Token: e.token("u"), Query: pcmQuery("a/b")}, functions.CloseBadRequest},
@@ -323,5 +329,18 @@ func TestListenRefusals(t *testing.T) {
 				t.Fatalf("closed with %d, want %d", code, tc.want)
 			}
 		})
+	}
+}
+
+// A connection open for the maximum duration is closed with 4413, so a
+// client reconnects (and resumes) rather than holding one socket forever.
+func TestListenMaxDuration(t *testing.T) {
+	ctx := context.Background()
+	e := newEdgeWith(t, edgeOptions{maxChunk: 1 << 20, streams: functions.StreamLimits{MaxDuration: 200 * time.Millisecond, IdleTimeout: time.Hour}})
+	c := e.dial(ctx, streamtest.Options{Token: e.token("u"), Query: pcmQuery("long")})
+	code, err := c.Drain(ctx, nil)
+	must(t, err)
+	if code != functions.CloseTooLong {
+		t.Fatalf("closed with %d, want %d", code, functions.CloseTooLong)
 	}
 }
