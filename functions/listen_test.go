@@ -344,3 +344,39 @@ func TestListenMaxDuration(t *testing.T) {
 		t.Fatalf("closed with %d, want %d", code, functions.CloseTooLong)
 	}
 }
+
+// An erasure deletes the user's stream claims too: they are global, keyed
+// by a hash of the conversation id, but name the user.
+func TestListenErasureForgetsStreamClaims(t *testing.T) {
+	ctx := context.Background()
+	e := newEdgeWith(t, edgeOptions{maxChunk: 1 << 20, streams: functions.StreamLimits{ChunkDuration: time.Second}})
+	tok := e.token("claimer")
+	c := e.dial(ctx, streamtest.Options{Token: tok, Query: pcmQuery("claimed")})
+	must(t, c.SendPCM(ctx, speech(t)[:20000], 3200))
+	must(t, c.End(ctx))
+	if code, err := c.Drain(ctx, nil); err != nil || code != websocket.StatusNormalClosure {
+		t.Fatalf("stream: %d %v", code, err)
+	}
+	claims := func() int {
+		found, err := e.docs.Query(ctx, docs.Query{Collection: records.StreamClaims})
+		must(t, err)
+		return len(found)
+	}
+	if claims() != 1 {
+		t.Fatalf("%d stream claims, want 1", claims())
+	}
+	r := e.do("DELETE", "/v1/me", tok, "", nil)
+	id, _ := r.body["id"].(string)
+	if r.status != http.StatusAccepted || id == "" {
+		t.Fatalf("DELETE /v1/me: %d %v", r.status, r.body)
+	}
+	if _, err := e.saga.Run(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if n := claims(); n != 0 {
+		t.Fatalf("%d stream claims left after the erasure", n)
+	}
+	// The id is free again: another user may stream it.
+	other := e.dial(ctx, streamtest.Options{Token: e.token("next"), Query: pcmQuery("claimed")})
+	other.Conn.CloseNow()
+}

@@ -17,6 +17,9 @@ import (
 // the collection holds no conversation id in clear.
 const StreamClaims = "streamclaims"
 
+// fieldOwner indexes a claim by its owner, so an erasure finds them.
+const fieldOwner = "owner"
+
 type streamClaim struct {
 	Owner     string    `json:"owner"` // keyed hash of the uid
 	CreatedAt time.Time `json:"created_at"`
@@ -31,7 +34,7 @@ func ClaimStream(ctx context.Context, store docs.Store, idHash, user string, now
 	if err != nil {
 		return false, fmt.Errorf("json.Marshal stream claim: %w", err)
 	}
-	err = store.Create(ctx, docs.Doc{Key: key, Data: data})
+	err = store.Create(ctx, docs.Doc{Key: key, Data: data, Fields: map[string]any{fieldOwner: user}})
 	if err == nil {
 		return true, nil
 	}
@@ -65,4 +68,25 @@ func LastChunk(ctx context.Context, store docs.Store, user, cid string) (c Chunk
 	}
 	c, err = ChunkFrom(found[0])
 	return c, err == nil, err
+}
+
+// StreamClaimsOf lists the keys of the stream claims user holds (an
+// erasure deletes them with the user's other documents).
+func StreamClaimsOf(ctx context.Context, store docs.Store, user string) ([]docs.Key, error) {
+	var keys []docs.Key
+	after := ""
+	for {
+		page, next, err := store.QueryPage(ctx, docs.Query{Collection: StreamClaims,
+			Filters: []docs.Filter{{Field: fieldOwner, Op: docs.Eq, Value: user}}}, after)
+		if err != nil {
+			return nil, fmt.Errorf("docs.QueryPage stream claims: %w", err)
+		}
+		for _, d := range page {
+			keys = append(keys, d.Key)
+		}
+		if next == "" {
+			return keys, nil
+		}
+		after = next
+	}
 }
