@@ -135,6 +135,7 @@ type edgeOptions struct {
 	security     *security.Signals
 	secondFactor bool
 	browser      functions.BrowserPolicy
+	streams      functions.StreamLimits
 }
 
 func newEdgeWith(t testing.TB, o edgeOptions) *edge {
@@ -197,6 +198,9 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 		Retention:        o.retention,
 		DeadLetters:      o.deadLetters,
 		TrustedProxyHops: o.proxyHops, Security: o.security, AdminSecondFactor: o.secondFactor, Browser: o.browser,
+		Retention:   o.retention,
+		DeadLetters: o.deadLetters,
+		Leases:      memlimit.NewLeases(nil), Streams: o.streams,
 	})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)

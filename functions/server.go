@@ -114,6 +114,10 @@ type Deps struct {
 	AdminSecondFactor bool
 	// Browser holds the CORS allowlist and HSTS (see headers.go).
 	Browser BrowserPolicy
+	// Leases caps open streams across instances (GET /v1/listen); nil
+	// answers 501. Streams bounds each streaming connection.
+	Leases  ratelimit.Leases
+	Streams StreamLimits
 }
 
 // Server is the edge.
@@ -137,6 +141,7 @@ func New(d Deps) *Server {
 		s.mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
 	}
 	s.mux.Handle("PUT /v1/conversations/{cid}/chunks/{seq}", s.authed(s.putChunk))
+	s.mux.HandleFunc("GET /v1/listen", s.listen) // authenticates after the handshake
 	s.mux.Handle("POST /v1/conversations/{cid}/chunks/{seq}/upload-url", s.authed(s.uploadURL))
 	s.mux.Handle("GET /v1/conversations", s.authed(s.listConversations))
 	s.mux.Handle("GET /v1/conversations/{cid}", s.authed(s.getConversation))
@@ -218,6 +223,10 @@ func (r *statusRecorder) WriteHeader(code int) {
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection (WebSocket
+// handshakes hijack it).
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func (r *statusRecorder) Write(b []byte) (int, error) {
 	r.wrote = true

@@ -70,6 +70,28 @@ resource "google_firestore_index" "chunks_conversation_seq" {
   }
 }
 
+# A conversation's last chunk (GET /v1/listen's hello: where a stream
+# resumes): fields.conversation_id == C, ordered by fields.seq descending.
+resource "google_firestore_index" "chunks_conversation_seq_desc" {
+  project     = var.project_id
+  database    = var.firestore_database
+  collection  = "chunks"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "fields.conversation_id"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "fields.seq"
+    order      = "DESCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "DESCENDING"
+  }
+}
+
 # A conversation's transcript segments, in order (same endpoint).
 resource "google_firestore_index" "segments_conversation_seq" {
   project     = var.project_id

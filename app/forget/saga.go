@@ -421,7 +421,11 @@ func (s *Saga) inventory(ctx context.Context, user string) (map[string]int, erro
 	if err != nil {
 		return nil, fmt.Errorf("docs.CountUser: %w", err)
 	}
-	out[StoreDocuments] = n
+	claims, err := records.StreamClaimsOf(ctx, s.Docs, user)
+	if err != nil {
+		return nil, err
+	}
+	out[StoreDocuments] = n + len(claims)
 	nb := 0
 	for _, p := range BlobPrefixes(user) {
 		objs, err := s.Blobs.List(ctx, p)
@@ -471,8 +475,18 @@ func (s *Saga) deleteAll(ctx context.Context, user string) (map[string]int, erro
 			return out, fmt.Errorf("ratelimit.Forget: %w", err)
 		}
 	}
+	// Stream claims are global (keyed by a hash of the conversation id)
+	// but name the user as owner.
+	claims, err := records.StreamClaimsOf(ctx, s.Docs, user)
+	if err != nil {
+		return out, err
+	}
+	nc, err := s.Docs.DeleteMany(ctx, claims)
+	if err != nil {
+		return out, fmt.Errorf("docs.DeleteMany stream claims: %w", err)
+	}
 	n, err := s.Docs.DeleteUser(ctx, user)
-	out[StoreDocuments+".deleted"] = n
+	out[StoreDocuments+".deleted"] = n + nc
 	if err != nil {
 		return out, fmt.Errorf("docs.DeleteUser: %w", err)
 	}

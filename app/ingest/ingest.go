@@ -80,6 +80,8 @@ type Chunk struct {
 	ContentType    string
 	Audio          []byte
 	Origin         string
+	// Stream: the stream time of a chunk cut from a stream (OriginStream).
+	Stream *records.StreamSpan
 }
 
 // Result says what Accept did.
@@ -160,7 +162,7 @@ func (in *Intake) Accept(ctx context.Context, c Chunk) (Result, error) {
 		// back; if the process dies between the two, the reconciler
 		// re-drives the chunk (it is still "received"), so nothing is lost.
 		Published:  true,
-		ReceivedAt: now, UpdatedAt: now,
+		ReceivedAt: now, UpdatedAt: now, Stream: c.Stream,
 	}
 	if err := in.record(ctx, c.User, chunk, now); err != nil {
 		if errors.Is(err, docs.ErrAlreadyExists) {

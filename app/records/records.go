@@ -95,6 +95,17 @@ type Chunk struct {
 	// AudioDeletedAt is when a retention sweep deleted the audio (BlobKey
 	// is then empty): readers and re-drives know it is gone on purpose.
 	AudioDeletedAt time.Time `json:"audio_deleted_at,omitzero"`
+	// Stream is the stream time a chunk cut from a WebSocket stream covers;
+	// written with the record, so the last chunk says where a
+	// reconnecting client resumes.
+	Stream *StreamSpan `json:"stream,omitempty"`
+}
+
+// StreamSpan is a chunk's stretch of stream time, in milliseconds from the
+// start of the stream: [StartMS, EndMS).
+type StreamSpan struct {
+	StartMS int64 `json:"start_ms"`
+	EndMS   int64 `json:"end_ms"`
 }
 
 // ChunkKey is the document key of a chunk.

@@ -35,7 +35,7 @@ import (
 // pattern per run, since a benchmark without sub-benchmarks reports nothing
 // under a two-level pattern.
 var benchRuns = []struct{ pkg, pattern string }{
-	{"./cmd/lethe", "^(BenchmarkTableUpload|BenchmarkTableSearchable)$"},
+	{"./cmd/lethe", "^(BenchmarkTableUpload|BenchmarkTableSearchable|BenchmarkTableStreams)$"},
 	// The other_users=1 case is left out: seeding a second user of that
 	// size takes minutes and the target is about one.
 	{"./app/forget", "^BenchmarkEraseUser$/^other_users=0$"},
@@ -356,6 +356,7 @@ func rows(m map[string]map[string]float64, rss, bareRSS float64) ([]Row, error) 
 	erase0 := get("BenchmarkEraseUser/other_users=0", "ms/erasure")
 	sweep := get("BenchmarkSweep/transcripts+vectors", "items/s")
 	sweepAudio := get("BenchmarkSweep/with-audio", "items/s")
+	streams, perStream := get("BenchmarkTableStreams", "streams-held"), get("BenchmarkTableStreams", "MiB/stream")
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("missing from the benchmark output: %s", strings.Join(missing, "; "))
 	}
@@ -379,6 +380,9 @@ func rows(m map[string]map[string]float64, rss, bareRSS float64) ([]Row, error) 
 		{Figure: "erase one user (10k conversations, 100k vectors, 10k blobs)", Value: erase0 / 1000, Unit: "s", Target: "< 30 s", Met: below(erase0/1000, 30)},
 		{Figure: "retention sweep (transcripts + vectors)", Value: sweep, Unit: "items/s", Target: "≥ 10,000/s", Met: atLeast(sweep, 10000)},
 		{Figure: "retention sweep (with audio)", Value: sweepAudio, Unit: "items/s"},
+		{Figure: "real-time PCM16 streams held, every ack < 1 s (lethe run, workers off, 100 ms frames, 10 s chunks)", Value: streams, Unit: "streams",
+			Target: "≥ 500", Met: atLeast(streams, 500)},
+		{Figure: "RSS per open stream (at that count)", Value: perStream, Unit: "MiB", Target: "< 1 MiB", Met: below(perStream, 1)},
 	}, nil
 }
 

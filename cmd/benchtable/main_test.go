@@ -70,6 +70,7 @@ func TestRowsRequireEveryFigure(t *testing.T) {
 		"BenchmarkEraseUser/other_users=1":   {"ms/erasure": 16000},
 		"BenchmarkSweep/transcripts+vectors": {"items/s": 20000},
 		"BenchmarkSweep/with-audio":          {"items/s": 3000},
+		"BenchmarkTableStreams":              {"streams-held": 250, "MiB/stream": 0.8},
 	}
 	rs, err := rows(m, 50<<20, 8<<20)
 	if err != nil {
@@ -81,7 +82,8 @@ func TestRowsRequireEveryFigure(t *testing.T) {
 			met[r.Figure] = *r.Met
 		}
 	}
-	if met[rs[0].Figure] || !met["upload ack → searchable p99"] || !met["idle RSS of lethe run"] {
+	if met[rs[0].Figure] || !met["upload ack → searchable p99"] || !met["idle RSS of lethe run"] ||
+		!met["RSS per open stream (at that count)"] {
 		t.Errorf("met = %v", met)
 	}
 	if *rs[0].Ratio != 0.15 {

@@ -61,6 +61,7 @@ type app struct {
 	issuer       *localissuer.Issuer
 	verifier     auth.Verifier
 	limiter      *ratelimit.Fallback
+	leases       ratelimit.Leases // open streams
 	audit        *audit.Log
 	// sessions revokes an erased user's Firebase sessions; nil with local
 	// tokens.
@@ -201,6 +202,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides)
 	if lc != nil {
 		a.closers = append(a.closers, lc.Close)
 	}
+	a.leases = streamLeases(lc)
 	if a.embedder = ov.Embedder; a.embedder == nil {
 		if a.embedder, err = openEmbedder(cfg); err != nil {
 			return nil, err

@@ -136,6 +136,13 @@ type Config struct {
 	RetentionVectorDays     int           `envconfig:"LETHE_RETENTION_VECTOR_DAYS" default:"365" desc:"days search vectors are kept (never longer than their transcript)"`
 	RetentionExportDays     int           `envconfig:"LETHE_RETENTION_EXPORT_DAYS" default:"7" desc:"days export archives are kept"`
 	RetentionSweepEvery     time.Duration `envconfig:"LETHE_RETENTION_SWEEP_EVERY" default:"1h" desc:"lethe run: how often a retention sweep is requested on the lifecycle topic (0: never; in production Cloud Scheduler requests them)"`
+
+	// Streaming ingest (GET /v1/listen): see streams.go.
+	StreamChunkSeconds  int           `envconfig:"LETHE_STREAM_CHUNK_SECONDS" default:"10" desc:"seconds of streamed audio per chunk (each chunk is transcribed and acked on its own)"`
+	StreamMaxFrameBytes int64         `envconfig:"LETHE_STREAM_MAX_FRAME_BYTES" default:"65536" desc:"largest WebSocket message of a stream (larger: close 1009)"`
+	StreamIdleTimeout   time.Duration `envconfig:"LETHE_STREAM_IDLE_TIMEOUT" default:"30s" desc:"a stream that sends nothing this long is closed (4408)"`
+	StreamMaxDuration   time.Duration `envconfig:"LETHE_STREAM_MAX_DURATION" default:"4h" desc:"a stream open this long is closed (4413; the client reconnects and resumes)"`
+	StreamMaxPerUser    int           `envconfig:"LETHE_STREAM_MAX_PER_USER" default:"2" desc:"open streams per user across every instance (more: close 4429)"`
 }
 
 const (
@@ -282,6 +289,7 @@ func (c Config) validate() error {
 	if c.EmbedDim < 1 || c.EmbedDim > 20000 {
 		errs = append(errs, fmt.Errorf("LETHE_EMBED_DIM=%d: want 1..20000", c.EmbedDim))
 	}
+	errs = append(errs, c.validateStreams()...)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 }
 
 type lethe struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	addr   string
 	stderr *bytes.Buffer
@@ -40,7 +40,7 @@ func letheEnv(dataDir string, extra ...string) []string {
 }
 
 // startLethe runs `lethe run` and waits for the address it prints.
-func startLethe(t *testing.T, dataDir string, extra ...string) *lethe {
+func startLethe(t testing.TB, dataDir string, extra ...string) *lethe {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "run")
 	cmd.Env = letheEnv(dataDir, extra...)

@@ -226,6 +226,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			Browser:           functions.BrowserPolicy{AllowedOrigins: cfg.CORSOrigins, HSTS: strings.HasPrefix(cfg.PublicURL, "https://")},
 			Security: security.New(security.Options{Logger: logger, Users: a.logUsers, Now: now,
 				Threshold: cfg.SecurityAlertBurst, Window: cfg.SecurityAlertEvery}),
+			Leases: a.leases, Streams: cfg.streamLimits(),
 		})
 		mux := http.NewServeMux()
 		if pushReceiver != nil {

@@ -179,22 +179,32 @@ func sanitizeID(id string) string {
 
 // EncodeWAV writes p as a canonical 44-byte-header mono PCM16 WAV file.
 func EncodeWAV(p PCM) []byte {
-	dataLen := 2 * len(p.Samples)
-	out := make([]byte, 44+dataLen)
-	copy(out[0:4], "RIFF")
-	binary.LittleEndian.PutUint32(out[4:8], uint32(36+dataLen))
-	copy(out[8:16], "WAVEfmt ")
-	binary.LittleEndian.PutUint32(out[16:20], 16)
-	binary.LittleEndian.PutUint16(out[20:22], wavFormatPCM)
-	binary.LittleEndian.PutUint16(out[22:24], 1)
-	binary.LittleEndian.PutUint32(out[24:28], uint32(p.SampleRate))
-	binary.LittleEndian.PutUint32(out[28:32], uint32(2*p.SampleRate))
-	binary.LittleEndian.PutUint16(out[32:34], 2)
-	binary.LittleEndian.PutUint16(out[34:36], 16)
-	copy(out[36:40], "data")
-	binary.LittleEndian.PutUint32(out[40:44], uint32(dataLen))
+	out := make([]byte, WAVHeaderLen+2*len(p.Samples))
+	PutWAVHeader(out, p.SampleRate, len(p.Samples))
 	for i, s := range p.Samples {
-		binary.LittleEndian.PutUint16(out[44+2*i:], uint16(s))
+		binary.LittleEndian.PutUint16(out[WAVHeaderLen+2*i:], uint16(s))
 	}
 	return out
+}
+
+// WAVHeaderLen is the length of the header PutWAVHeader writes.
+const WAVHeaderLen = 44
+
+// PutWAVHeader writes into b[:WAVHeaderLen] the canonical header of a mono
+// PCM16 WAV file of samples samples at sampleRate, whose little-endian
+// samples follow: a stream buffers its audio behind it, ready to send.
+func PutWAVHeader(b []byte, sampleRate, samples int) {
+	dataLen := 2 * samples
+	copy(b[0:4], "RIFF")
+	binary.LittleEndian.PutUint32(b[4:8], uint32(36+dataLen))
+	copy(b[8:16], "WAVEfmt ")
+	binary.LittleEndian.PutUint32(b[16:20], 16)
+	binary.LittleEndian.PutUint16(b[20:22], wavFormatPCM)
+	binary.LittleEndian.PutUint16(b[22:24], 1)
+	binary.LittleEndian.PutUint32(b[24:28], uint32(sampleRate))
+	binary.LittleEndian.PutUint32(b[28:32], uint32(2*sampleRate))
+	binary.LittleEndian.PutUint16(b[32:34], 2)
+	binary.LittleEndian.PutUint16(b[34:36], 16)
+	copy(b[36:40], "data")
+	binary.LittleEndian.PutUint32(b[40:44], uint32(dataLen))
 }

@@ -224,3 +224,8 @@ func TestStaleStateIgnored(t *testing.T) {
 		t.Errorf("Len = %d, want 2 (the sweep stopped at the daily key)", l.Len())
 	}
 }
+
+func TestLeases(t *testing.T) {
+	shared := NewLeases(nil)
+	ratelimittest.RunLeaseTests(t, func(*testing.T) ratelimit.Leases { return shared })
+}

@@ -206,3 +206,13 @@ func BenchmarkAllow(b *testing.B) {
 		})
 	})
 }
+
+func TestLeases(t *testing.T) {
+	opts := redisOptions(t)
+	h := &harness{t: t, opts: opts, prefix: uniquePrefix()}
+	t.Cleanup(h.Close)
+	ratelimittest.RunLeaseTests(t, func(*testing.T) ratelimit.Leases {
+		l, _ := h.MakeLimiter(context.Background())
+		return l.(*Limiter)
+	})
+}
