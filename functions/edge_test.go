@@ -198,9 +198,7 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 		Retention:        o.retention,
 		DeadLetters:      o.deadLetters,
 		TrustedProxyHops: o.proxyHops, Security: o.security, AdminSecondFactor: o.secondFactor, Browser: o.browser,
-		Retention:   o.retention,
-		DeadLetters: o.deadLetters,
-		Leases:      memlimit.NewLeases(nil), Streams: o.streams,
+		Leases: memlimit.NewLeases(nil), Streams: o.streams,
 	})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/lethe-dev/lethe/infra/security"
 	"io"
 	"net/http"
 	"slices"
@@ -273,8 +274,12 @@ func (s *Server) openStream(ctx context.Context, r *http.Request, lim StreamLimi
 		}
 	}
 	if !ok || err != nil {
-		s.d.Logger.WarnContext(ctx, "rejected token", "route", "GET /v1/listen", "security_event", "auth_failure")
-		if cerr := s.permit(ctx, "authfail:"+clientAddr(r), s.d.Limits.FailedAuth, ratelimit.FallbackLocal); cerr != nil {
+		reason := security.ReasonInvalid
+		if !ok {
+			reason = security.ReasonMissing
+		}
+		s.securityEvent(r, security.AuthFailure, reason, "")
+		if cerr := s.permit(ctx, "authfail:"+s.clientAddr(r), s.d.Limits.FailedAuth, ratelimit.FallbackLocal); cerr != nil {
 			return nil, cerr
 		}
 		return nil, closeWith(CloseUnauthenticated, "a valid bearer token is required")

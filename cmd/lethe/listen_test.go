@@ -15,13 +15,6 @@ import (
 	"github.com/lethe-dev/lethe/internal/streamtest"
 )
 
-// search is the one place these tests search (the route's shape may
-// change): it returns the status and fills out.
-func (c client) search(query string, out *searchReply) int {
-	c.t.Helper()
-	return c.do("GET", "/v1/search?q="+url.QueryEscape(query), "", nil, out)
-}
-
 // TestStreamEndToEnd streams the spoken sentence into lethe run as PCM16,
 // dropping the connection mid-stream and resuming, and as Opus packets,
 // waiting on the socket for the first transcript: each conversation ends
