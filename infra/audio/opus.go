@@ -2,10 +2,10 @@ package audio
 
 import (
 	"bytes"
-	"errors"
-	"io"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"time"
 
