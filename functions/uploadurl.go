@@ -41,6 +41,12 @@ type uploadURLRequest struct {
 	ContentType string `json:"content_type"`
 	// A pointer, so a missing size is told from a zero one.
 	Size *int64 `json:"size"`
+	// DurationMS is how long the recording plays. Required: a size alone
+	// cannot tell an hour of Opus (a few MB) from a minute of WAV, and a
+	// recording past ingest.MaxDuration must be refused before it is
+	// sent, not after (the uploads worker enforces the same limit on the
+	// bytes that arrive).
+	DurationMS *int64 `json:"duration_ms"`
 }
 
 type uploadURLResponse struct {
@@ -86,6 +92,14 @@ func (s *Server) uploadURL(w http.ResponseWriter, r *http.Request) {
 	size, limit := *req.Size, s.maxUploadBytes()
 	if size > limit {
 		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "the recording is larger than the limit of "+strconv.FormatInt(limit, 10)+" bytes")
+		return
+	}
+	if req.DurationMS == nil || *req.DurationMS <= 0 {
+		writeError(w, http.StatusBadRequest, "invalid_duration", "duration_ms must be how long the recording plays, in milliseconds, at least 1")
+		return
+	}
+	if time.Duration(*req.DurationMS) > ingest.MaxDuration/time.Millisecond {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_long", "the recording plays longer than "+ingest.MaxDuration.String()+", the longest accepted; split it into chunks (seqs) of at most that")
 		return
 	}
 	// A seq already accepted would only meet a conflict or a duplicate
@@ -143,7 +157,7 @@ func decodeUploadURLRequest(w http.ResponseWriter, r *http.Request) (req uploadU
 		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
 			return tooLarge()
 		}
-		return req, http.StatusBadRequest, "bad_json", `the body must be one JSON object {"content_type": "...", "size": N}`
+		return req, http.StatusBadRequest, "bad_json", `the body must be one JSON object {"content_type": "...", "size": N, "duration_ms": N}`
 	}
 	return *p, 0, "", ""
 }

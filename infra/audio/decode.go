@@ -74,7 +74,7 @@ func checkRate(rate int) error {
 
 func checkLength(frames int64, rate int) error {
 	if frames > int64(MaxDuration/time.Second)*int64(rate) {
-		return fmt.Errorf("%w: audio longer than %s", ErrUnsupported, MaxDuration)
+		return fmt.Errorf("%w of %s", ErrTooLong, MaxDuration)
 	}
 	return nil
 }

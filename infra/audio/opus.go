@@ -150,7 +150,7 @@ func openOggOpus(body []byte, maxSamples int) (*opusReader, error) {
 	if !gotTags {
 		return nil, fmt.Errorf("%w: opus: no OpusTags header", ErrMalformed)
 	}
-	tooLong := fmt.Errorf("%w: audio longer than %s", ErrUnsupported, time.Duration(maxSamples)*time.Second/STTRate)
+	tooLong := fmt.Errorf("%w of %s", ErrTooLong, time.Duration(maxSamples)*time.Second/STTRate)
 	if lastGranule-int64(head.preSkip) > int64(maxSamples)*opusGranuleRate/STTRate {
 		return nil, tooLong
 	}
