@@ -169,6 +169,14 @@ func (w *Worker) transcribePieces(ctx context.Context, in events.ChunkReceived, 
 	if cut.Max <= 0 {
 		cut = audio.DefaultCutting
 	}
+	// Pieces come at the audio's own rate and are resampled only to be
+	// recognised: a retry skips the pieces already done at the cost of
+	// decoding them, not of resampling them too.
+	rate := cut.Rate
+	if rate <= 0 {
+		rate = audio.STTRate
+	}
+	cut.Rate = 0
 	var (
 		out   transcript
 		texts []string
@@ -177,7 +185,7 @@ func (w *Worker) transcribePieces(ctx context.Context, in events.ChunkReceived, 
 		if err != nil {
 			return transcript{}, w.fail(ctx, in, "audio does not decode")
 		}
-		part, text, err := w.piece(ctx, in, piece)
+		part, text, err := w.piece(ctx, in, piece, rate)
 		if err != nil {
 			return transcript{}, err
 		}
@@ -195,7 +203,7 @@ func (w *Worker) transcribePieces(ctx context.Context, in events.ChunkReceived, 
 
 // piece returns the stored transcript of one piece, or recognises and
 // stores it.
-func (w *Worker) piece(ctx context.Context, in events.ChunkReceived, piece audio.Segment) (records.SegmentPart, string, error) {
+func (w *Worker) piece(ctx context.Context, in events.ChunkReceived, piece audio.Segment, rate int) (records.SegmentPart, string, error) {
 	key := records.SegmentPartKey(in.User, in.ConversationID, in.Seq, piece.Index)
 	ad := keys.AD(in.User, records.SegmentParts, key.ID, "text")
 	startMS, durMS := piece.Start.Milliseconds(), audio.Duration(piece.PCM).Milliseconds()
@@ -218,7 +226,7 @@ func (w *Worker) piece(ctx context.Context, in events.ChunkReceived, piece audio
 	case !errors.Is(err, docs.ErrNotFound):
 		return records.SegmentPart{}, "", fmt.Errorf("docs.Get segment part: %w", err)
 	}
-	tr, err := w.STT.Transcribe(ctx, piece.PCM)
+	tr, err := w.STT.Transcribe(ctx, audio.Resample(piece.PCM, rate))
 	if err != nil {
 		// Recogniser down or slow: retry. Nothing about the audio is wrong.
 		return records.SegmentPart{}, "", fmt.Errorf("stt.Transcribe piece %d: %w", piece.Index, err)
