@@ -129,6 +129,8 @@ func (s *Server) chunkError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, ingest.ErrUnsupportedType):
 		writeUnsupportedType(w)
+	case errors.Is(err, ingest.ErrTooLong):
+		writeError(w, http.StatusRequestEntityTooLarge, "too_long", "the recording plays longer than "+ingest.MaxDuration.String()+", the longest accepted")
 	case errors.Is(err, ingest.ErrUnsupportedAudio):
 		writeError(w, http.StatusUnsupportedMediaType, "unsupported_audio", "this audio encoding is not supported")
 	case errors.Is(err, ingest.ErrMalformedAudio):

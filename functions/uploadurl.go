@@ -39,6 +39,12 @@ type uploadURLRequest struct {
 	ContentType string `json:"content_type"`
 	// A pointer, so a missing size is told from a zero one.
 	Size *int64 `json:"size"`
+	// DurationMS is how long the recording plays. Required: a size alone
+	// cannot tell an hour of Opus (a few MB) from a minute of WAV, and a
+	// recording past ingest.MaxDuration must be refused before it is
+	// sent, not after (the uploads worker enforces the same limit on the
+	// bytes that arrive).
+	DurationMS *int64 `json:"duration_ms"`
 }
 
 type uploadURLResponse struct {
@@ -85,6 +91,14 @@ func (s *Server) uploadURL(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "the recording is larger than the limit of "+strconv.FormatInt(limit, 10)+" bytes")
 		return
 	}
+	if req.DurationMS == nil || *req.DurationMS <= 0 {
+		writeError(w, http.StatusBadRequest, "invalid_duration", "duration_ms must be how long the recording plays, in milliseconds, at least 1")
+		return
+	}
+	if time.Duration(*req.DurationMS) > ingest.MaxDuration/time.Millisecond {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_long", "the recording plays longer than "+ingest.MaxDuration.String()+", the longest accepted; split it into chunks (seqs) of at most that")
+		return
+	}
 	// A seq already accepted would only meet a conflict or a duplicate
 	// after the whole upload: refuse it before any byte is sent.
 	switch _, err := s.d.Docs.Get(ctx, records.ChunkKey(c.user, cid, seq)); {
@@ -120,9 +134,10 @@ var uploadURLBody = newBodySchema("upload_url", "https://lethe.dev/schemas/api/u
   "additionalProperties": false,
   "properties": {
     "content_type": {"type": "string", "maxLength": 1024},
-    "size": {"type": "integer"}
+    "size": {"type": "integer"},
+    "duration_ms": {"type": "integer"}
   }
-}`, maxUploadURLBody, `the body must be one JSON object {"content_type": "...", "size": N}`)
+}`, maxUploadURLBody, `the body must be one JSON object {"content_type": "...", "size": N, "duration_ms": N}`)
 
 func (s *Server) maxUploadBytes() int64 {
 	if s.d.MaxUploadBytes > 0 {

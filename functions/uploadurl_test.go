@@ -20,6 +20,7 @@ import (
 
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
+	"github.com/lethe-dev/lethe/app/ingest"
 	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/functions"
 	"github.com/lethe-dev/lethe/infra/blobs/gcsblobs"
@@ -139,8 +140,13 @@ func uploadPath(cid, seq string) string {
 	return "/v1/conversations/" + cid + "/chunks/" + seq + "/upload-url"
 }
 
+// uploadBody declares a recording of a minute.
 func uploadBody(ctype string, size int64) []byte {
-	b, _ := json.Marshal(map[string]any{"content_type": ctype, "size": size})
+	return uploadBodyFor(ctype, size, time.Minute.Milliseconds())
+}
+
+func uploadBodyFor(ctype string, size, durationMS int64) []byte {
+	b, _ := json.Marshal(map[string]any{"content_type": ctype, "size": size, "duration_ms": durationMS})
 	return b
 }
 
@@ -271,6 +277,12 @@ func TestUploadURLRejects(t *testing.T) {
 		{"zero size", path, tok, uploadBody("audio/wav", 0), false, 400, "invalid_size"},
 		{"negative size", path, tok, uploadBody("audio/wav", -1), false, 400, "invalid_size"},
 		{"size over the limit", path, tok, uploadBody("audio/wav", maxUpload+1), false, 413, "too_large"},
+		{"missing duration", path, tok, []byte(`{"content_type":"audio/wav","size":1000}`), false, 400, "invalid_duration"},
+		{"zero duration", path, tok, uploadBodyFor("audio/wav", 1000, 0), false, 400, "invalid_duration"},
+		{"negative duration", path, tok, uploadBodyFor("audio/wav", 1000, -5), false, 400, "invalid_duration"},
+		{"duration as string", path, tok, []byte(`{"content_type":"audio/wav","size":1000,"duration_ms":"60000"}`), false, 400, "bad_json"},
+		{"an hour of Opus", path, tok, uploadBodyFor("audio/ogg; codecs=opus", maxUpload/2, time.Hour.Milliseconds()), false, 413, "too_long"},
+		{"just past the longest", path, tok, uploadBodyFor("audio/wav", 1000, ingest.MaxDuration.Milliseconds()+1), false, 413, "too_long"},
 		{"invalid cid", uploadPath("a.b", "0"), tok, ok, false, 400, "invalid_conversation_id"},
 		{"cid too long", uploadPath(strings.Repeat("a", 65), "0"), tok, ok, false, 400, "invalid_conversation_id"},
 		{"seq leading zero", uploadPath("c1", "01"), tok, ok, false, 400, "invalid_seq"},
@@ -293,7 +305,7 @@ func TestUploadURLRejects(t *testing.T) {
 	}
 	// The edges of the ranges are accepted.
 	for _, p := range []string{uploadPath("c1", "0"), uploadPath("c1", "1000000"), uploadPath(strings.Repeat("a", 64), "1")} {
-		if r := e.post(p, tok, uploadBody("audio/ogg; codecs=opus", maxUpload), false); r.status != http.StatusOK {
+		if r := e.post(p, tok, uploadBodyFor("audio/ogg; codecs=opus", maxUpload, ingest.MaxDuration.Milliseconds()), false); r.status != http.StatusOK {
 			t.Errorf("POST %s: %d %v", p, r.status, r.body)
 		}
 	}

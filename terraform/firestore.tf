@@ -22,7 +22,7 @@ variable "firestore_database" {
 
 locals {
   # Every collection group the pipeline writes (app/records).
-  firestore_collections = ["conversations", "chunks", "segments", "vectorspace", "tombstones"]
+  firestore_collections = ["conversations", "chunks", "segments", "segment_parts", "vectorspace", "tombstones"]
 }
 
 # The reconciler (workers/reconcile) finds stuck chunks across all users:

@@ -142,7 +142,7 @@ func (c *Conversations) delete(ctx context.Context, user, cid string) error {
 	if _, err := c.Blobs.DeletePrefix(ctx, audioPrefix(user, cid)); err != nil {
 		return fmt.Errorf("blobs.DeletePrefix: %w", err)
 	}
-	for _, coll := range []string{records.Segments, records.Chunks} {
+	for _, coll := range []string{records.SegmentParts, records.Segments, records.Chunks} {
 		for {
 			found, err := c.Docs.Query(ctx, byConversation(user, coll, cid))
 			if err != nil {

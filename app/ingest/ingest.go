@@ -40,11 +40,18 @@ var (
 	ErrUnsupportedAudio = errors.New("ingest: unsupported audio encoding")
 	ErrMalformedAudio   = errors.New("ingest: audio does not decode as its declared type")
 	ErrEmptyAudio       = errors.New("ingest: no audio")
+	// ErrTooLong: the recording plays longer than audio.MaxDuration.
+	ErrTooLong = fmt.Errorf("ingest: recording longer than %s", MaxDuration)
 	// ErrConflict: the seq was already accepted with other bytes.
 	ErrConflict = errors.New("ingest: seq already accepted with other bytes")
 	// ErrTombstoned: the user is erased; nothing was stored.
 	ErrTombstoned = keys.ErrTombstoned
 )
+
+// MaxDuration is the longest recording Accept takes, by any route; the
+// upload-url route refuses a longer declared duration before any byte is
+// sent.
+const MaxDuration = audio.MaxDuration
 
 // acceptedTypes are the media types a chunk may have.
 var acceptedTypes = map[string]bool{
@@ -107,16 +114,21 @@ func (in *Intake) Accept(ctx context.Context, c Chunk) (Result, error) {
 	if len(c.Audio) == 0 {
 		return Result{}, ErrEmptyAudio
 	}
-	// Decode works in place on some encodings: give it a copy.
-	pcm, err := audio.Decode(c.ContentType, bytes.Clone(c.Audio))
+	// Every byte is decoded once, a block at a time (a 35-minute recording
+	// is never held as samples), so what is accepted here is what the
+	// transcribe worker can decode: nothing accepted is lost later.
+	// Longer than audio.MaxDuration is ErrTooLong.
+	rate, dur, err := audio.Probe(c.ContentType, c.Audio)
 	switch {
+	case errors.Is(err, audio.ErrTooLong):
+		return Result{}, ErrTooLong
 	case errors.Is(err, audio.ErrUnsupported):
 		return Result{}, ErrUnsupportedAudio
 	case err != nil:
 		return Result{}, ErrMalformedAudio
-	case len(pcm.Samples) == 0:
-		// Decoders report an empty container as malformed today; this
-		// keeps a sample-less decode from becoming a chunk regardless.
+	case dur <= 0:
+		// Probe reports an empty container as malformed; this keeps a
+		// sample-less decode from becoming a chunk regardless.
 		return Result{}, ErrEmptyAudio
 	}
 	// Keyed, not a plain hash: the digest names the blob and the event, and
@@ -153,7 +165,7 @@ func (in *Intake) Accept(ctx context.Context, c Chunk) (Result, error) {
 	}
 	chunk := records.Chunk{
 		ConversationID: c.ConversationID, Seq: c.Seq, Status: records.StatusReceived,
-		BlobKey: blobKey, ContentType: c.ContentType, SampleRate: pcm.SampleRate,
+		BlobKey: blobKey, ContentType: c.ContentType, SampleRate: rate,
 		Digest: digest, Size: int64(len(c.Audio)), Origin: c.Origin,
 		EventID: records.ChunkEventID(c.User, c.ConversationID, c.Seq, digest),
 		// Marked before the event goes out, in the same commit as the

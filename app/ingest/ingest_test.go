@@ -378,6 +378,8 @@ func TestAcceptRejects(t *testing.T) {
 		{name: "big-endian RIFX", ctype: "audio/wav", body: rifx, want: ingest.ErrUnsupportedAudio},
 		{name: "L16 at 1 kHz", ctype: "audio/L16;rate=1000", body: make([]byte, 320), want: ingest.ErrUnsupportedAudio},
 		{name: "ogg vorbis", ctype: "audio/ogg;codecs=vorbis", body: wav, want: ingest.ErrUnsupportedAudio},
+		// One second past the longest recording, as 8 kHz L16 (38 MB).
+		{name: "longer than MaxDuration", ctype: "audio/L16;rate=8000", body: make([]byte, 2*8000*int(ingest.MaxDuration/time.Second+1)), want: ingest.ErrTooLong},
 		{name: "mp3", ctype: "audio/mpeg", body: wav, want: ingest.ErrUnsupportedType},
 		{name: "no content type", ctype: "", body: wav, want: ingest.ErrUnsupportedType},
 		{name: "json", ctype: "application/json", body: []byte(`{}`), want: ingest.ErrUnsupportedType},

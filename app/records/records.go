@@ -277,3 +277,63 @@ func KeyFailure(call string, err error) error {
 		return fmt.Errorf("%s: %w", call, err)
 	}
 }
+
+// SegmentParts holds, while a chunk is transcribed, the transcript of each
+// piece it is cut into (audio.Segments): a redelivery after a crash or a
+// recogniser failure part-way through a long recording reuses the pieces
+// already done instead of recognising them again, and rewrites a piece
+// under the same id, never a second copy. The transcribe worker deletes
+// them once the chunk's segment holds their text.
+const SegmentParts = "segment_parts"
+
+// SegmentPart is the transcript of one piece of a chunk, sealed with the
+// user's key (associated data: user|segment_parts|<id>|text).
+type SegmentPart struct {
+	ConversationID string `json:"conversation_id"`
+	Seq            int    `json:"seq"`
+	Part           int    `json:"part"`
+	// Digest is the chunk's audio digest: a piece of other audio (a seq
+	// erased and accepted again) is never reused.
+	Digest     string    `json:"digest"`
+	StartMS    int64     `json:"start_ms"`
+	DurationMS int64     `json:"duration_ms"`
+	SealedText []byte    `json:"sealed_text"`
+	Model      string    `json:"model"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// SegmentPartID is the document id of piece part of chunk seq.
+func SegmentPartID(cid string, seq, part int) string {
+	return fmt.Sprintf("%s:%04d", ChunkID(cid, seq), part)
+}
+
+// SegmentPartKey is the document key of a piece's transcript.
+func SegmentPartKey(user, cid string, seq, part int) docs.Key {
+	return docs.Key{User: user, Collection: SegmentParts, ID: SegmentPartID(cid, seq, part)}
+}
+
+// Doc encodes p for the store.
+func (p SegmentPart) Doc(user string) (docs.Doc, error) {
+	data, err := json.Marshal(p)
+	if err != nil {
+		return docs.Doc{}, fmt.Errorf("json.Marshal segment part: %w", err)
+	}
+	return docs.Doc{
+		Key:  SegmentPartKey(user, p.ConversationID, p.Seq, p.Part),
+		Data: data,
+		Fields: map[string]any{
+			FieldConversation: p.ConversationID,
+			FieldSeq:          int64(p.Seq),
+			FieldCreatedAt:    p.CreatedAt.UnixMilli(),
+		},
+	}, nil
+}
+
+// SegmentPartFrom decodes a segment part document.
+func SegmentPartFrom(d docs.Doc) (SegmentPart, error) {
+	var p SegmentPart
+	if err := json.Unmarshal(d.Data, &p); err != nil {
+		return p, fmt.Errorf("json.Unmarshal segment part %s: %w", d.Key.ID, err)
+	}
+	return p, nil
+}

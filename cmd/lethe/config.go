@@ -150,6 +150,10 @@ const (
 	envProduction  = "production"
 )
 
+// cloudRunMaxBody is Cloud Run's cap on an HTTP/1 request body: the most
+// LETHE_MAX_CHUNK_BYTES may be (README.md says so; TestREADMELimits).
+const cloudRunMaxBody = 32 << 20
+
 func loadConfig() (Config, error) {
 	var c Config
 	if err := envconfig.Process("", &c); err != nil {
@@ -187,8 +191,8 @@ func (c Config) validate() error {
 	if err := c.telemetry().Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("LETHE_TRACES_EXPORTER/LETHE_METRICS_EXPORTER/LETHE_OTLP_ENDPOINT/LETHE_TRACE_SAMPLE_RATIO: %w", err))
 	}
-	if c.MaxChunkBytes <= 0 || c.MaxChunkBytes > 32<<20 {
-		errs = append(errs, fmt.Errorf("LETHE_MAX_CHUNK_BYTES=%d: want 1..33554432 (Cloud Run caps HTTP/1 bodies at 32 MiB)", c.MaxChunkBytes))
+	if c.MaxChunkBytes <= 0 || c.MaxChunkBytes > cloudRunMaxBody {
+		errs = append(errs, fmt.Errorf("LETHE_MAX_CHUNK_BYTES=%d: want 1..%d (Cloud Run caps HTTP/1 bodies at 32 MiB)", c.MaxChunkBytes, cloudRunMaxBody))
 	}
 	for name, v := range map[string]int{"LETHE_RATE_USER_PER_MIN": c.RateUserPerMin, "LETHE_RATE_SEARCH_PER_MIN": c.RateSearchPerMin, "LETHE_RATE_AUTHFAIL_PER_MIN": c.RateAuthFailPerMin} {
 		if v < 0 || v > 1_000_000 {

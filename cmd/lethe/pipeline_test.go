@@ -140,7 +140,13 @@ type conversationReply struct {
 // waitDone polls until every chunk of the conversation is final.
 func (c client) waitDone(cid string, chunks int) conversationReply {
 	c.t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
+	return c.waitDoneWithin(cid, chunks, 3*time.Minute)
+}
+
+// waitDoneWithin is waitDone with its own deadline (long recordings).
+func (c client) waitDoneWithin(cid string, chunks int, within time.Duration) conversationReply {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
 	var conv conversationReply
 	for time.Now().Before(deadline) {
 		code := c.do("GET", "/v1/conversations/"+cid, "", nil, &conv)

@@ -75,7 +75,7 @@ func TestEndToEndSignedUploadOnEmulators(t *testing.T) {
 		t.Fatal(err)
 	}
 	var signed uploadURLReply
-	req, _ := json.Marshal(map[string]any{"content_type": "audio/wav", "size": len(audio)})
+	req, _ := json.Marshal(map[string]any{"content_type": "audio/wav", "size": len(audio), "duration_ms": 5000})
 	if code := carol.do("POST", "/v1/conversations/longcall/chunks/0/upload-url", "application/json", req, &signed); code != http.StatusOK {
 		t.Fatalf("upload-url: status %d", code)
 	}

@@ -176,7 +176,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"rate too low", "audio/wav", riff(nil, chunk{id: "fmt ", body: fmtChunk(1, 1, 4000, 16)}, chunk{id: "data", body: le16(1)}), ErrUnsupported},
 		{"rate too high", "audio/wav", riff(nil, chunk{id: "fmt ", body: fmtChunk(1, 1, 96000, 16)}, chunk{id: "data", body: le16(1)}), ErrUnsupported},
 		{"rate zero", "audio/wav", riff(nil, chunk{id: "fmt ", body: fmtChunk(1, 1, 0, 16)}, chunk{id: "data", body: le16(1)}), ErrUnsupported},
-		{"longer than ten minutes", "audio/wav", riff(nil, chunk{id: "fmt ", body: fmtChunk(1, 1, 8000, 16)}, chunk{id: "data", body: make([]byte, 2*(8000*600+1))}), ErrUnsupported},
+		{"longer than MaxDuration", "audio/wav", riff(nil, chunk{id: "fmt ", body: fmtChunk(1, 1, 8000, 16)}, chunk{id: "data", body: make([]byte, 2*(8000*int(MaxDuration/time.Second)+1))}), ErrUnsupported},
 
 		// L16
 		{"L16 without rate", "audio/L16", le16(1, 2), ErrMalformed},
@@ -187,7 +187,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"L16 odd length", "audio/L16;rate=16000", []byte{1, 2, 3}, ErrMalformed},
 		{"L16 stereo partial frame", "audio/L16;rate=16000;channels=2", []byte{1, 2, 3, 4, 5, 6}, ErrMalformed},
 		{"L16 empty", "audio/L16;rate=16000", nil, ErrMalformed},
-		{"L16 too long", "audio/L16;rate=8000", make([]byte, 2*(8000*600+1)), ErrUnsupported},
+		{"L16 too long", "audio/L16;rate=8000", make([]byte, 2*(8000*int(MaxDuration/time.Second)+1)), ErrUnsupported},
 
 		// Ogg / Opus
 		{"ogg garbage", "audio/ogg", []byte("definitely not ogg"), ErrMalformed},

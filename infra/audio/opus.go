@@ -3,7 +3,9 @@ package audio
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"time"
 
@@ -55,6 +57,43 @@ func parseOpusHead(p []byte) (opusHead, error) {
 // with ErrUnsupported past maxSamples: before decoding when the final
 // granule position says so, and by the decoded length whatever it says.
 func decodeOggOpus(body []byte, maxSamples int) (PCM, error) {
+	r, err := openOggOpus(body, maxSamples)
+	if err != nil {
+		return PCM{}, err
+	}
+	var out []int16
+	buf := make([]int16, opusMaxPacketSamples)
+	for {
+		n, err := r.Read(buf)
+		out = append(out, buf[:n]...)
+		if errors.Is(err, io.EOF) {
+			return PCM{SampleRate: STTRate, Samples: out}, nil
+		}
+		if err != nil {
+			return PCM{}, err
+		}
+	}
+}
+
+// opusReader decodes the packets of one Opus stream on demand: memory
+// beyond the encoded body is one packet of samples, however long the
+// recording.
+type opusReader struct {
+	dec        opus.Decoder
+	packets    [][]byte // alias the body (or a demuxer copy): bounded by it
+	next       int      // index of the next packet to decode
+	buf        []int16  // one decoded packet
+	pending    []int16  // what is left of buf to hand out
+	decoded    int64    // samples decoded so far, pre-skip included
+	preSkip    int64    // samples to drop at the start
+	keep       int64    // samples to hand out up to (pre-skip included); -1: all
+	maxSamples int64
+	gain       float64 // linear; 1: none
+	tooLong    error
+}
+
+// openOggOpus demuxes and checks the headers; decoding happens in Read.
+func openOggOpus(body []byte, maxSamples int) (*opusReader, error) {
 	var (
 		serial      uint32
 		selected    bool
@@ -103,54 +142,81 @@ func decodeOggOpus(body []byte, maxSamples int) (PCM, error) {
 		return nil
 	})
 	if err != nil {
-		return PCM{}, err
+		return nil, err
 	}
 	if !selected {
-		return PCM{}, fmt.Errorf("%w: ogg: no Opus stream", ErrUnsupported)
+		return nil, fmt.Errorf("%w: ogg: no Opus stream", ErrUnsupported)
 	}
 	if !gotTags {
-		return PCM{}, fmt.Errorf("%w: opus: no OpusTags header", ErrMalformed)
+		return nil, fmt.Errorf("%w: opus: no OpusTags header", ErrMalformed)
 	}
-	tooLong := fmt.Errorf("%w: audio longer than %s", ErrUnsupported, time.Duration(maxSamples)*time.Second/STTRate)
+	tooLong := fmt.Errorf("%w of %s", ErrTooLong, time.Duration(maxSamples)*time.Second/STTRate)
 	if lastGranule-int64(head.preSkip) > int64(maxSamples)*opusGranuleRate/STTRate {
-		return PCM{}, tooLong
+		return nil, tooLong
 	}
 
 	dec, err := opus.NewDecoderWithOutput(STTRate, 1)
 	if err != nil {
-		return PCM{}, fmt.Errorf("opus.NewDecoderWithOutput: %w", err)
+		return nil, fmt.Errorf("opus.NewDecoderWithOutput: %w", err)
 	}
-	preSkip := head.preSkip * STTRate / opusGranuleRate
-	buf := make([]int16, opusMaxPacketSamples)
-	var out []int16
-	for i, pkt := range packets {
-		n, err := dec.DecodeToInt16(pkt, buf)
-		if err != nil {
-			return PCM{}, fmt.Errorf("%w: opus: audio packet %d (config %d): %v", ErrMalformed, i+1, pkt[0]>>3, err)
-		}
-		if len(out)+n > maxSamples+preSkip {
-			return PCM{}, tooLong
-		}
-		out = append(out, buf[:n]...)
+	r := &opusReader{
+		dec: dec, packets: packets, buf: make([]int16, opusMaxPacketSamples),
+		preSkip: int64(head.preSkip * STTRate / opusGranuleRate), keep: -1,
+		maxSamples: int64(maxSamples), gain: 1, tooLong: tooLong,
 	}
-
-	// The final granule says how many samples are real; the rest is
-	// encoder padding (RFC 7845 4.5). Then drop the pre-skip.
 	if lastGranule >= int64(head.preSkip) {
-		keep := lastGranule * STTRate / opusGranuleRate
-		if keep < int64(len(out)) {
-			out = out[:keep]
-		}
+		r.keep = lastGranule * STTRate / opusGranuleRate
 	}
-	out = out[min(preSkip, len(out)):]
-
 	if head.gain != 0 {
-		g := math.Pow(10, float64(head.gain)/(20*256))
-		for i, s := range out {
-			out[i] = clamp16(float64(s) * g)
-		}
+		r.gain = math.Pow(10, float64(head.gain)/(20*256))
 	}
-	return PCM{SampleRate: STTRate, Samples: out}, nil
+	return r, nil
+}
+
+// Read fills dst with decoded samples; io.EOF once the stream is done.
+func (r *opusReader) Read(dst []int16) (int, error) {
+	n := 0
+	for n < len(dst) {
+		if len(r.pending) == 0 {
+			if r.next == len(r.packets) || (r.keep >= 0 && r.decoded >= r.keep) {
+				break
+			}
+			pkt := r.packets[r.next]
+			r.packets[r.next] = nil
+			r.next++
+			m, err := r.dec.DecodeToInt16(pkt, r.buf)
+			if err != nil {
+				return n, fmt.Errorf("%w: opus: audio packet %d (config %d): %v", ErrMalformed, r.next, pkt[0]>>3, err)
+			}
+			start, end := r.decoded, r.decoded+int64(m)
+			r.decoded = end
+			if end > r.maxSamples+r.preSkip {
+				return n, r.tooLong
+			}
+			// Hand out only what lies after the pre-skip and before the
+			// final granule position.
+			lo, hi := max(start, r.preSkip), end
+			if r.keep >= 0 {
+				hi = min(hi, r.keep)
+			}
+			if lo >= hi {
+				continue
+			}
+			r.pending = r.buf[lo-start : hi-start]
+		}
+		c := copy(dst[n:], r.pending)
+		if r.gain != 1 {
+			for i, s := range dst[n : n+c] {
+				dst[n+i] = clamp16(float64(s) * r.gain)
+			}
+		}
+		r.pending = r.pending[c:]
+		n += c
+	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 func clamp16(v float64) int16 {

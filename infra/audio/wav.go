@@ -26,18 +26,28 @@ type wavFormat struct {
 // file are only trusted after checking them against the bytes we hold, so
 // nothing is allocated beyond len(body).
 func decodeWAV(body []byte) (PCM, error) {
+	data, f, err := wavData(body)
+	if err != nil {
+		return PCM{}, err
+	}
+	return pcm16LE(data, f)
+}
+
+// wavData finds the sample bytes of a RIFF/WAVE PCM16 file (whole frames,
+// aliasing body) and their format, without converting any.
+func wavData(body []byte) ([]byte, wavFormat, error) {
 	if len(body) < 12 {
-		return PCM{}, fmt.Errorf("%w: wav: %d bytes is shorter than a RIFF header", ErrMalformed, len(body))
+		return nil, wavFormat{}, fmt.Errorf("%w: wav: %d bytes is shorter than a RIFF header", ErrMalformed, len(body))
 	}
 	switch string(body[0:4]) {
 	case "RIFF":
 	case "RIFX", "RF64", "BW64":
-		return PCM{}, fmt.Errorf("%w: wav: %q container", ErrUnsupported, body[0:4])
+		return nil, wavFormat{}, fmt.Errorf("%w: wav: %q container", ErrUnsupported, body[0:4])
 	default:
-		return PCM{}, fmt.Errorf("%w: wav: no RIFF magic", ErrMalformed)
+		return nil, wavFormat{}, fmt.Errorf("%w: wav: no RIFF magic", ErrMalformed)
 	}
 	if string(body[8:12]) != "WAVE" {
-		return PCM{}, fmt.Errorf("%w: wav: RIFF form is not WAVE", ErrMalformed)
+		return nil, wavFormat{}, fmt.Errorf("%w: wav: RIFF form is not WAVE", ErrMalformed)
 	}
 	riffSize := binary.LittleEndian.Uint32(body[4:8])
 	streaming := riffSize == 0 || riffSize == streamingSize
@@ -47,9 +57,9 @@ func decodeWAV(body []byte) (PCM, error) {
 	for {
 		if len(body)-off < 8 {
 			if format == nil {
-				return PCM{}, fmt.Errorf("%w: wav: no fmt chunk", ErrMalformed)
+				return nil, wavFormat{}, fmt.Errorf("%w: wav: no fmt chunk", ErrMalformed)
 			}
-			return PCM{}, fmt.Errorf("%w: wav: no data chunk", ErrMalformed)
+			return nil, wavFormat{}, fmt.Errorf("%w: wav: no data chunk", ErrMalformed)
 		}
 		id := string(body[off : off+4])
 		size := binary.LittleEndian.Uint32(body[off+4 : off+8])
@@ -58,7 +68,7 @@ func decodeWAV(body []byte) (PCM, error) {
 
 		if id == "data" {
 			if format == nil {
-				return PCM{}, fmt.Errorf("%w: wav: data chunk before fmt chunk", ErrMalformed)
+				return nil, wavFormat{}, fmt.Errorf("%w: wav: data chunk before fmt chunk", ErrMalformed)
 			}
 			var data []byte
 			switch {
@@ -68,27 +78,27 @@ func decodeWAV(body []byte) (PCM, error) {
 				data = body[off:]
 				data = data[:len(data)-len(data)%(2*format.channels)]
 			case uint64(size) > uint64(remaining):
-				return PCM{}, fmt.Errorf("%w: wav: data chunk of %d bytes but only %d remain", ErrMalformed, size, remaining)
+				return nil, wavFormat{}, fmt.Errorf("%w: wav: data chunk of %d bytes but only %d remain", ErrMalformed, size, remaining)
 			default:
 				data = body[off : off+int(size)]
 				if len(data)%(2*format.channels) != 0 {
-					return PCM{}, fmt.Errorf("%w: wav: data chunk of %d bytes is not whole frames", ErrMalformed, size)
+					return nil, wavFormat{}, fmt.Errorf("%w: wav: data chunk of %d bytes is not whole frames", ErrMalformed, size)
 				}
 			}
-			return pcm16LE(data, *format)
+			return data, *format, nil
 		}
 
 		if uint64(size) > uint64(remaining) {
-			return PCM{}, fmt.Errorf("%w: wav: %q chunk of %d bytes but only %d remain", ErrMalformed, sanitizeID(id), size, remaining)
+			return nil, wavFormat{}, fmt.Errorf("%w: wav: %q chunk of %d bytes but only %d remain", ErrMalformed, sanitizeID(id), size, remaining)
 		}
 		chunk := body[off : off+int(size)]
 		if id == "fmt " {
 			if format != nil {
-				return PCM{}, fmt.Errorf("%w: wav: second fmt chunk", ErrMalformed)
+				return nil, wavFormat{}, fmt.Errorf("%w: wav: second fmt chunk", ErrMalformed)
 			}
 			f, err := parseWAVFormat(chunk)
 			if err != nil {
-				return PCM{}, err
+				return nil, wavFormat{}, err
 			}
 			format = &f
 		}
@@ -149,20 +159,12 @@ func parseWAVFormat(c []byte) (wavFormat, error) {
 
 // pcm16LE turns little-endian interleaved frames into mono samples.
 func pcm16LE(data []byte, f wavFormat) (PCM, error) {
-	frameSize := 2 * f.channels
-	frames := len(data) / frameSize
-	if err := checkLength(int64(frames), f.sampleRate); err != nil {
+	frames := &pcmFrames{data: data, channels: f.channels}
+	if err := checkLength(int64(frames.frames()), f.sampleRate); err != nil {
 		return PCM{}, err
 	}
-	out := make([]int16, frames)
-	for i := range out {
-		b := data[i*frameSize:]
-		s := int32(int16(binary.LittleEndian.Uint16(b)))
-		if f.channels == 2 {
-			s = (s + int32(int16(binary.LittleEndian.Uint16(b[2:])))) / 2
-		}
-		out[i] = int16(s)
-	}
+	out := make([]int16, frames.frames())
+	frames.read(out)
 	return PCM{SampleRate: f.sampleRate, Samples: out}, nil
 }
 

@@ -26,7 +26,11 @@ type Transcript struct {
 	Model    string
 }
 
-// Transcriber turns 16 kHz mono PCM into text.
+// Transcriber turns 16 kHz mono PCM into text. The transcribe worker
+// hands it one piece of a recording at a time (audio.Segments with
+// audio.DefaultCutting: at most a minute, cut at a quiet moment), never a
+// whole long recording, so an adapter's request size and timeout are
+// bounded by a piece, and a failure costs one piece's retry.
 type Transcriber interface {
 	Transcribe(ctx context.Context, pcm audio.PCM) (Transcript, error)
 }

@@ -3,13 +3,13 @@
 package transcribe
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -41,6 +41,11 @@ type Worker struct {
 	// MaxSealedAudio bounds the sealed audio read back (0: the default).
 	// A larger blob fails its chunk as too large; it is never truncated.
 	MaxSealedAudio int64
+	// Cutting is how a chunk is cut into pieces for the recogniser (zero:
+	// audio.DefaultCutting). Each piece is recognised and stored on its
+	// own (records.SegmentPart), so memory is one piece of samples beside
+	// the audio's bytes, and a retry redoes only the pieces not yet done.
+	Cutting audio.Cutting
 }
 
 // Handle transcribes one chunk. Idempotent: the segment id and the next
@@ -83,6 +88,10 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 			if err != nil {
 				return events.Permanent(err)
 			}
+			// A crash after the chunk advanced may have left its pieces.
+			if err := w.deleteParts(ctx, in); err != nil {
+				return err
+			}
 			return w.publishTranscript(ctx, in, s)
 		}
 		if !errors.Is(err, docs.ErrNotFound) {
@@ -90,14 +99,13 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 		}
 	}
 
-	pcm, err := w.loadAudio(ctx, in, chunk)
+	body, err := w.loadAudio(ctx, in, chunk)
 	if err != nil {
 		return err
 	}
-	tr, err := w.STT.Transcribe(ctx, pcm)
+	tr, err := w.transcribePieces(ctx, in, chunk, body)
 	if err != nil {
-		// Recogniser down or slow: retry. Nothing about the audio is wrong.
-		return fmt.Errorf("stt.Transcribe: %w", err)
+		return err
 	}
 	segID := records.ChunkID(in.ConversationID, in.Seq)
 	sealed, err := w.Keys.Seal(ctx, in.User, []byte(tr.Text), keys.AD(in.User, records.Segments, segID, "text"))
@@ -109,7 +117,7 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 		Seq:            in.Seq,
 		SealedText:     sealed,
 		Model:          tr.Model,
-		DurationMS:     audio.Duration(pcm).Milliseconds(),
+		DurationMS:     tr.DurationMS,
 		CreatedAt:      w.Now().UTC(),
 	}
 	// Silence has nothing to search: the chunk is final without an index.
@@ -120,10 +128,139 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 	if err := w.record(ctx, in, seg, chunk.ReceivedAt, next); err != nil {
 		return err
 	}
+	// The segment holds every piece's text now.
+	if err := w.deleteParts(ctx, in); err != nil {
+		return err
+	}
 	if next == records.StatusIndexed {
 		return nil
 	}
 	return w.publishTranscript(ctx, in, seg)
+}
+
+// transcript is the text of a whole chunk, joined from its pieces.
+type transcript struct {
+	Text       string
+	Model      string
+	DurationMS int64
+}
+
+// transcribePieces cuts the chunk's audio into pieces (audio.Segments) and
+// recognises each one not already stored as a records.SegmentPart, storing
+// it before the next: a redelivery resumes where this attempt stopped, and
+// writes a piece under the same id, never twice.
+func (w *Worker) transcribePieces(ctx context.Context, in events.ChunkReceived, chunk records.Chunk, body []byte) (transcript, error) {
+	s, err := audio.Open(chunk.ContentType, body)
+	if err != nil {
+		// The intake decoded it before accepting; failing now is poison.
+		return transcript{}, w.fail(ctx, in, "audio does not decode")
+	}
+	cut := w.Cutting
+	if cut.Max <= 0 {
+		cut = audio.DefaultCutting
+	}
+	// Pieces come at the audio's own rate and are resampled only to be
+	// recognised: a retry skips the pieces already done at the cost of
+	// decoding them, not of resampling them too.
+	rate := cut.Rate
+	if rate <= 0 {
+		rate = audio.STTRate
+	}
+	cut.Rate = 0
+	var (
+		out   transcript
+		texts []string
+	)
+	for piece, err := range audio.Segments(s, cut) {
+		if err != nil {
+			return transcript{}, w.fail(ctx, in, "audio does not decode")
+		}
+		part, text, err := w.piece(ctx, in, piece, rate)
+		if err != nil {
+			return transcript{}, err
+		}
+		if text != "" {
+			texts = append(texts, text)
+		}
+		if out.Model == "" {
+			out.Model = part.Model
+		}
+		out.DurationMS = part.StartMS + part.DurationMS
+	}
+	out.Text = strings.Join(texts, " ")
+	return out, nil
+}
+
+// piece returns the stored transcript of one piece, or recognises and
+// stores it.
+func (w *Worker) piece(ctx context.Context, in events.ChunkReceived, piece audio.Segment, rate int) (records.SegmentPart, string, error) {
+	key := records.SegmentPartKey(in.User, in.ConversationID, in.Seq, piece.Index)
+	ad := keys.AD(in.User, records.SegmentParts, key.ID, "text")
+	startMS, durMS := piece.Start.Milliseconds(), audio.Duration(piece.PCM).Milliseconds()
+	d, err := w.Docs.Get(ctx, key)
+	switch {
+	case err == nil:
+		p, err := records.SegmentPartFrom(d)
+		if err != nil {
+			return records.SegmentPart{}, "", events.Permanent(err)
+		}
+		// Only a piece of these very bytes, cut the same way, is reused;
+		// anything else is recognised again and overwritten.
+		if p.Digest == in.Digest && p.StartMS == startMS && p.DurationMS == durMS {
+			text, err := w.Keys.Open(ctx, in.User, p.SealedText, ad)
+			if err != nil {
+				return records.SegmentPart{}, "", records.KeyFailure("keys.Open segment part", err)
+			}
+			return p, string(text), nil
+		}
+	case !errors.Is(err, docs.ErrNotFound):
+		return records.SegmentPart{}, "", fmt.Errorf("docs.Get segment part: %w", err)
+	}
+	tr, err := w.STT.Transcribe(ctx, audio.Resample(piece.PCM, rate))
+	if err != nil {
+		// Recogniser down or slow: retry. Nothing about the audio is wrong.
+		return records.SegmentPart{}, "", fmt.Errorf("stt.Transcribe piece %d: %w", piece.Index, err)
+	}
+	text := strings.TrimSpace(tr.Text)
+	sealed, err := w.Keys.Seal(ctx, in.User, []byte(text), ad)
+	if err != nil {
+		return records.SegmentPart{}, "", records.KeyFailure("keys.Seal segment part", err)
+	}
+	p := records.SegmentPart{
+		ConversationID: in.ConversationID, Seq: in.Seq, Part: piece.Index, Digest: in.Digest,
+		StartMS: startMS, DurationMS: durMS, SealedText: sealed, Model: tr.Model,
+		CreatedAt: w.Now().UTC(),
+	}
+	pd, err := p.Doc(in.User)
+	if err != nil {
+		return records.SegmentPart{}, "", events.Permanent(err)
+	}
+	if err := w.Docs.Put(ctx, pd); err != nil {
+		return records.SegmentPart{}, "", fmt.Errorf("docs.Put segment part: %w", err)
+	}
+	return p, text, nil
+}
+
+// deleteParts removes the chunk's piece transcripts once its segment holds
+// them (idempotent: none left is done).
+func (w *Worker) deleteParts(ctx context.Context, in events.ChunkReceived) error {
+	for {
+		found, err := w.Docs.Query(ctx, docs.Query{User: in.User, Collection: records.SegmentParts, Filters: []docs.Filter{
+			{Field: records.FieldConversation, Op: docs.Eq, Value: in.ConversationID},
+			{Field: records.FieldSeq, Op: docs.Eq, Value: int64(in.Seq)},
+		}, Limit: 100})
+		if err != nil {
+			return fmt.Errorf("docs.Query segment parts: %w", err)
+		}
+		for _, d := range found {
+			if err := w.Docs.Delete(ctx, d.Key); err != nil && !errors.Is(err, docs.ErrNotFound) {
+				return fmt.Errorf("docs.Delete segment part: %w", err)
+			}
+		}
+		if len(found) < 100 {
+			return nil
+		}
+	}
 }
 
 // record writes, in one transaction, the segment, when the transcript
@@ -189,17 +326,20 @@ func (w *Worker) record(ctx context.Context, in events.ChunkReceived, seg record
 	return nil
 }
 
-func (w *Worker) loadAudio(ctx context.Context, in events.ChunkReceived, chunk records.Chunk) (audio.PCM, error) {
+// loadAudio reads, opens and checks the chunk's audio bytes. Memory: the
+// sealed blob and the opened bytes (the AEAD is not streaming), bounded
+// by MaxSealedAudio; the sealed copy is garbage once this returns.
+func (w *Worker) loadAudio(ctx context.Context, in events.ChunkReceived, chunk records.Chunk) ([]byte, error) {
 	if chunk.BlobKey == "" {
 		// Deleted by a retention sweep: nothing left to transcribe.
-		return audio.PCM{}, fmt.Errorf("transcribe: audio deleted by retention: %w", events.ErrDropped)
+		return nil, fmt.Errorf("transcribe: audio deleted by retention: %w", events.ErrDropped)
 	}
 	rc, attrs, err := w.Blobs.Read(ctx, chunk.BlobKey)
 	if errors.Is(err, blobs.ErrNotFound) {
-		return audio.PCM{}, fmt.Errorf("transcribe: audio blob gone: %w", events.ErrDropped)
+		return nil, fmt.Errorf("transcribe: audio blob gone: %w", events.ErrDropped)
 	}
 	if err != nil {
-		return audio.PCM{}, fmt.Errorf("blobs.Read: %w", err)
+		return nil, fmt.Errorf("blobs.Read: %w", err)
 	}
 	limit := w.MaxSealedAudio
 	if limit <= 0 {
@@ -207,7 +347,7 @@ func (w *Worker) loadAudio(ctx context.Context, in events.ChunkReceived, chunk r
 	}
 	if attrs.Size > limit {
 		rc.Close()
-		return audio.PCM{}, w.fail(ctx, in, "audio too large")
+		return nil, w.fail(ctx, in, "audio too large")
 	}
 	// One byte over the limit tells a larger blob (whatever its reported
 	// size) from one that fits: cut short, it would fail to open and read
@@ -215,28 +355,23 @@ func (w *Worker) loadAudio(ctx context.Context, in events.ChunkReceived, chunk r
 	sealed, err := io.ReadAll(io.LimitReader(rc, limit+1))
 	rc.Close()
 	if err != nil {
-		return audio.PCM{}, fmt.Errorf("blobs.Read body: %w", err)
+		return nil, fmt.Errorf("blobs.Read body: %w", err)
 	}
 	if int64(len(sealed)) > limit {
-		return audio.PCM{}, w.fail(ctx, in, "audio too large")
+		return nil, w.fail(ctx, in, "audio too large")
 	}
 	body, err := w.Keys.Open(ctx, in.User, sealed, keys.AD(in.User, "blobs", chunk.BlobKey, "audio"))
 	if err != nil {
-		return audio.PCM{}, records.KeyFailure("keys.Open audio", err)
+		return nil, records.KeyFailure("keys.Open audio", err)
 	}
 	digest, err := w.Keys.Digest(ctx, in.User, body)
 	if err != nil {
-		return audio.PCM{}, records.KeyFailure("keys.Digest audio", err)
+		return nil, records.KeyFailure("keys.Digest audio", err)
 	}
 	if digest != chunk.Digest {
-		return audio.PCM{}, w.fail(ctx, in, "audio digest mismatch")
+		return nil, w.fail(ctx, in, "audio digest mismatch")
 	}
-	pcm, err := audio.Decode(chunk.ContentType, bytes.Clone(body))
-	if err != nil {
-		// The edge decoded it before accepting; failing now is poison.
-		return audio.PCM{}, w.fail(ctx, in, "audio does not decode")
-	}
-	return audio.Resample(pcm, 16000), nil
+	return body, nil
 }
 
 // fail marks the chunk failed (final) and returns a permanent error so the

@@ -172,7 +172,7 @@ func (w *Worker) read(ctx context.Context, p events.UploadFinalized) ([]byte, er
 func callerFault(err error) bool {
 	for _, target := range []error{
 		ingest.ErrInvalid, ingest.ErrUnsupportedType, ingest.ErrUnsupportedAudio,
-		ingest.ErrMalformedAudio, ingest.ErrEmptyAudio, ingest.ErrConflict,
+		ingest.ErrMalformedAudio, ingest.ErrEmptyAudio, ingest.ErrConflict, ingest.ErrTooLong,
 	} {
 		if errors.Is(err, target) {
 			return true
