@@ -50,6 +50,9 @@ const (
 	StoreVectors   = "vectors"
 	StoreKeys      = "keys"
 	StoreRateLimit = "ratelimit"
+	// StoreTwilio is what Twilio intake keeps outside the user's
+	// documents: the ownership of verified numbers and call records.
+	StoreTwilio = "twilio"
 )
 
 // MaxVerifyRounds bounds delete → verify rounds: a store that still shows
@@ -143,6 +146,12 @@ type RateState interface {
 	Held(ctx context.Context, keys ...string) (int, error)
 }
 
+// UserIndex is state kept for a user outside their own documents.
+type UserIndex interface {
+	Held(ctx context.Context, user string) (int, error)
+	Forget(ctx context.Context, user string) (int, error)
+}
+
 // Saga runs user erasures.
 type Saga struct {
 	Docs    docs.Store
@@ -156,6 +165,9 @@ type Saga struct {
 	// names them for a user (the edge's keys); nil Rates skips the store.
 	Rates    RateState
 	RateKeys func(user string) []string
+	// Twilio covers the user's number ownerships and call records (global
+	// documents keyed by number hash and call SID); nil skips it.
+	Twilio UserIndex
 	Audit    *audit.Log
 	Bus      events.Publisher
 	Events   *events.Registry
@@ -447,6 +459,11 @@ func (s *Saga) inventory(ctx context.Context, user string) (map[string]int, erro
 			return nil, fmt.Errorf("ratelimit.Held: %w", err)
 		}
 	}
+	if s.Twilio != nil {
+		if out[StoreTwilio], err = s.Twilio.Held(ctx, user); err != nil {
+			return nil, fmt.Errorf("twilio index Held: %w", err)
+		}
+	}
 	return out, nil
 }
 
@@ -469,6 +486,13 @@ func (s *Saga) deleteAll(ctx context.Context, user string) (map[string]int, erro
 		out[StoreRateLimit+".deleted"] = n
 		if err != nil {
 			return out, fmt.Errorf("ratelimit.Forget: %w", err)
+		}
+	}
+	if s.Twilio != nil {
+		n, err := s.Twilio.Forget(ctx, user)
+		out[StoreTwilio+".deleted"] = n
+		if err != nil {
+			return out, fmt.Errorf("twilio index Forget: %w", err)
 		}
 	}
 	n, err := s.Docs.DeleteUser(ctx, user)
