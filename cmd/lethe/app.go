@@ -17,6 +17,7 @@ import (
 
 	"github.com/lethe-dev/lethe/app/audit"
 	"github.com/lethe-dev/lethe/app/forget"
+	"github.com/lethe-dev/lethe/app/phones"
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/functions"
 	"github.com/lethe-dev/lethe/infra/auth"
@@ -203,7 +204,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides)
 		return nil, fmt.Errorf("bus.Open: %w", err)
 	}
 	a.bus = b
-	if err := b.EnsureTopology(ctx, topology()); err != nil {
+	if err := b.EnsureTopology(ctx, withPush(cfg, topology())); err != nil {
 		return nil, fmt.Errorf("bus.EnsureTopology: %w", err)
 	}
 	return a, nil
@@ -300,6 +301,8 @@ func (a *app) erasures(pub publisher, now func() time.Time) *forget.Saga {
 	return &forget.Saga{
 		Docs: a.docs, Blobs: a.blobs, Vectors: a.vectors, Keys: a.keys,
 		Rates: a.limiter, RateKeys: functions.RateLimitKeys,
+		// Number ownerships and call records: global documents.
+		Twilio: phones.Index{Docs: a.docs},
 		Audit: a.audit, Bus: pub, Events: a.events, Logger: a.log, Now: now,
 	}
 }

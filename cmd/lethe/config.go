@@ -44,7 +44,7 @@ type Config struct {
 
 	// Workers lists what `lethe run` starts besides the edge ("none" for
 	// the edge alone): a way to hold work back, e.g. to inspect a backlog.
-	Workers string `envconfig:"LETHE_WORKERS" default:"transcribe,embed,store,uploads,lifecycle,reconcile" desc:"workers lethe run starts: any of transcribe, embed, store, uploads (only with LETHE_BLOBS=gcs), lifecycle (retention, erasure, export), reconcile, or none"`
+	Workers string `envconfig:"LETHE_WORKERS" default:"transcribe,embed,store,uploads,lifecycle,twilio,reconcile" desc:"workers lethe run starts: any of transcribe, embed, store, uploads (only with LETHE_BLOBS=gcs), lifecycle (retention, erasure, export), twilio (only with INF_TWILIO_AUTH_TOKEN and INF_TWILIO_ACCOUNT_SID), reconcile, or none"`
 
 	RateUserPerMin     int `envconfig:"LETHE_RATE_USER_PER_MIN" default:"600" desc:"requests per minute per user (0: off)"`
 	RateSearchPerMin   int `envconfig:"LETHE_RATE_SEARCH_PER_MIN" default:"60" desc:"searches per minute per user (0: off)"`
@@ -117,6 +117,17 @@ type Config struct {
 	RetentionVectorDays     int           `envconfig:"LETHE_RETENTION_VECTOR_DAYS" default:"365" desc:"days search vectors are kept (never longer than their transcript)"`
 	RetentionExportDays     int           `envconfig:"LETHE_RETENTION_EXPORT_DAYS" default:"7" desc:"days export archives are kept"`
 	RetentionSweepEvery     time.Duration `envconfig:"LETHE_RETENTION_SWEEP_EVERY" default:"1h" desc:"lethe run: how often a retention sweep is requested on the lifecycle topic (0: never; in production Cloud Scheduler requests them)"`
+
+	// Twilio: the seed's variable names (INF_*) are kept.
+	TwilioAuthToken          string `envconfig:"INF_TWILIO_AUTH_TOKEN" desc:"Twilio auth token: verifies webhook signatures and calls Twilio's API (required in production)"`
+	TwilioAuthTokenSecondary string `envconfig:"INF_TWILIO_AUTH_TOKEN_SECONDARY" desc:"during a token rotation, the other Twilio auth token; signatures made with either verify"`
+	TwilioSkipSigVerify      bool   `envconfig:"INF_TWILIO_SKIP_SIG_VERIFY" default:"false" desc:"development only: accept Twilio webhooks without checking X-Twilio-Signature (refused in production)"`
+	TwilioAccountSID         string `envconfig:"INF_TWILIO_ACCOUNT_SID" desc:"Twilio account SID (AC...): the only account whose webhooks are taken; with the token, calls Twilio's API"`
+	PublicURL                string `envconfig:"LETHE_PUBLIC_URL" desc:"the edge's public URL (https://host), which Twilio signs; never taken from Host or X-Forwarded-*"`
+	TwilioAPIURL             string `envconfig:"LETHE_TWILIO_API_URL" default:"https://api.twilio.com" desc:"Twilio's REST API (recordings are fetched by SID from this host only)"`
+	TwilioFrom               string `envconfig:"LETHE_TWILIO_FROM" desc:"the number (+E.164) or Messaging Service SID (MG...) phone verification codes are sent from"`
+	TwilioDeleteRecordings   bool   `envconfig:"LETHE_TWILIO_DELETE_RECORDINGS" default:"true" desc:"delete Twilio's copy of a recording once it is sealed here"`
+	PushEndpoint             string `envconfig:"LETHE_PUSH_ENDPOINT" desc:"with LETHE_DELIVERY=push: the base URL Pub/Sub pushes to; lethe creates push subscriptions to its /push/{subscription} (emulator, development; Terraform in production)"`
 }
 
 const (
@@ -245,6 +256,7 @@ func (c Config) validate() error {
 	if c.EmbedDim < 1 || c.EmbedDim > 20000 {
 		errs = append(errs, fmt.Errorf("LETHE_EMBED_DIM=%d: want 1..20000", c.EmbedDim))
 	}
+	errs = append(errs, c.validateTwilio()...)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -276,6 +288,7 @@ func (c Config) guardProduction() error {
 	if c.Delivery == "push" && c.PushServiceAccount == "" {
 		errs = append(errs, errors.New("LETHE_DELIVERY=push without LETHE_PUSH_SERVICE_ACCOUNT: anyone could push events; refused when LETHE_ENV=production"))
 	}
+	errs = append(errs, c.guardTwilio()...)
 	if c.Auth == "local" {
 		errs = append(errs, errors.New("LETHE_AUTH=local: anyone with the data dir can mint tokens; refused when LETHE_ENV=production"))
 	}
@@ -326,10 +339,15 @@ func (c Config) runRoles() (roles, error) {
 			if c.Blobs == "gcs" {
 				r.workers = append(r.workers, w)
 			}
+		case workerTwilio:
+			// Without Twilio's API nothing can be fetched or verified.
+			if c.twilioAPI() {
+				r.workers = append(r.workers, w)
+			}
 		case workerReconcile:
 			r.reconcile = true
 		default:
-			return r, fmt.Errorf("LETHE_WORKERS: unknown worker %q (want transcribe, embed, store, uploads, lifecycle, reconcile or none)", w)
+			return r, fmt.Errorf("LETHE_WORKERS: unknown worker %q (want transcribe, embed, store, uploads, lifecycle, twilio, reconcile or none)", w)
 		}
 	}
 	return r, nil
@@ -354,5 +372,8 @@ func (c Config) limits() functions.Limits {
 		PerUser:    perMin(c.RateUserPerMin, 5),
 		Search:     perMin(c.RateSearchPerMin, 4),
 		FailedAuth: perMin(c.RateAuthFailPerMin, 3),
+		// Phone codes: a few registrations and guesses per user; the
+		// registry bounds codes per number and guesses per code too.
+		PhoneCodes: ratelimit.PerMinute(10, 5),
 	}
 }

@@ -51,7 +51,7 @@ func topology() []bus.TopicSpec {
 		{Name: events.TopicUploads, Subscriptions: sub(workerUploads)},
 		{Name: events.TopicTranscripts, Subscriptions: sub(workerEmbed)},
 		{Name: events.TopicEmbeddings, Subscriptions: sub(workerStore)},
-		{Name: events.TopicTwilio},
+		{Name: events.TopicTwilio, Subscriptions: sub(workerTwilio)},
 		{Name: events.TopicLifecycle, Subscriptions: sub(workerLifecycle)},
 	}
 }
@@ -118,6 +118,15 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 	lifecycle[events.TypeUserExportRequested] = newExporter(cfg, a, now).Handle
 	lifecycle[events.TypeRetentionSweep] = a.sweeper(now).Handle
 	intake := &ingest.Intake{Docs: a.docs, Blobs: a.blobs, Keys: a.keys, Bus: pub, Events: a.events, Logger: logger, Now: now, Retention: cfg.retention()}
+	tw, err := a.twilio(cfg, intake)
+	if err != nil {
+		cancelWork()
+		a.close()
+		return nil, err
+	}
+	if tw.worker != nil {
+		handlers[workerTwilio] = tw.worker.Handle
+	}
 	decoders := map[string]bus.Decoder{}
 	if a.gcs != nil {
 		handlers[workerUploads] = (&upload.Worker{
@@ -212,6 +221,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			ExportURLKey: a.exportURLKey, ExportURLTTL: cfg.ExportURLTTL,
 			Retention:   cfg.retention(),
 			DeadLetters: newDeadLetterAdmin(a, now),
+			Twilio:      tw.webhooks, Phones: tw.phones,
 		})
 		mux := http.NewServeMux()
 		if pushReceiver != nil {
