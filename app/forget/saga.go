@@ -168,11 +168,11 @@ type Saga struct {
 	// Twilio covers the user's number ownerships and call records (global
 	// documents keyed by number hash and call SID); nil skips it.
 	Twilio UserIndex
-	Audit    *audit.Log
-	Bus      events.Publisher
-	Events   *events.Registry
-	Logger   *slog.Logger
-	Now      func() time.Time
+	Audit  *audit.Log
+	Bus    events.Publisher
+	Events *events.Registry
+	Logger *slog.Logger
+	Now    func() time.Time
 	// Progress, when set, hears each step as it completes (the CLI).
 	Progress func(e Erasure, step string)
 }

@@ -139,4 +139,3 @@ func (in *Intake) publishText(ctx context.Context, t Text, digest, segID string)
 	}
 	return nil
 }
-

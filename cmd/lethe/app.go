@@ -303,7 +303,7 @@ func (a *app) erasures(pub publisher, now func() time.Time) *forget.Saga {
 		Rates: a.limiter, RateKeys: functions.RateLimitKeys,
 		// Number ownerships and call records: global documents.
 		Twilio: phones.Index{Docs: a.docs},
-		Audit: a.audit, Bus: pub, Events: a.events, Logger: a.log, Now: now,
+		Audit:  a.audit, Bus: pub, Events: a.events, Logger: a.log, Now: now,
 	}
 }
 
