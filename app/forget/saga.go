@@ -165,16 +165,17 @@ type Saga struct {
 	// names them for a user (the edge's keys); nil Rates skips the store.
 	Rates    RateState
 	RateKeys func(user string) []string
+	Audit    *audit.Log
+	Bus      events.Publisher
+	Events   *events.Registry
+	Logger   *slog.Logger
+	Now      func() time.Time
+	// Progress, when set, hears each step as it completes (the CLI).
+	Progress func(e Erasure, step string)
+
 	// Twilio covers the user's number ownerships and call records (global
 	// documents keyed by number hash and call SID); nil skips it.
 	Twilio UserIndex
-	Audit  *audit.Log
-	Bus    events.Publisher
-	Events *events.Registry
-	Logger *slog.Logger
-	Now    func() time.Time
-	// Progress, when set, hears each step as it completes (the CLI).
-	Progress func(e Erasure, step string)
 }
 
 // Request starts the erasure of user: it writes the tombstone at once (so

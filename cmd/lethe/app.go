@@ -301,9 +301,9 @@ func (a *app) erasures(pub publisher, now func() time.Time) *forget.Saga {
 	return &forget.Saga{
 		Docs: a.docs, Blobs: a.blobs, Vectors: a.vectors, Keys: a.keys,
 		Rates: a.limiter, RateKeys: functions.RateLimitKeys,
+		Audit: a.audit, Bus: pub, Events: a.events, Logger: a.log, Now: now,
 		// Number ownerships and call records: global documents.
 		Twilio: phones.Index{Docs: a.docs},
-		Audit:  a.audit, Bus: pub, Events: a.events, Logger: a.log, Now: now,
 	}
 }
 
