@@ -237,11 +237,12 @@ func (h *twilioHooks) drop(ctx context.Context, ref string) {
 // the kind of event and no number.
 const ActionTwilioDropped = "twilio.dropped"
 
-// owner is the verified, not erased owner of number ("" for none).
-func (h *twilioHooks) owner(ctx context.Context, number string) (string, error) {
+// owner is the verified owner of number ("" for none); with alive, only
+// one not erased (sealing checks that itself).
+func (h *twilioHooks) owner(ctx context.Context, number string, alive bool) (string, error) {
 	user, ok, err := h.cfg.Phones.OwnerOf(ctx, number)
-	if err != nil || !ok {
-		return "", err
+	if err != nil || !ok || !alive {
+		return user, err
 	}
 	gone, err := records.Tombstoned(ctx, h.s.d.Docs, user)
 	if err != nil || gone {
@@ -276,7 +277,7 @@ func (h *twilioHooks) publish(ctx context.Context, w http.ResponseWriter, r *htt
 // nothing about the call is kept beyond an audit entry.
 func (h *twilioHooks) voice(w http.ResponseWriter, r *http.Request, p url.Values) {
 	ctx := r.Context()
-	user, err := h.owner(ctx, p.Get("From"))
+	user, err := h.owner(ctx, p.Get("From"), true)
 	if err != nil {
 		h.s.unavailable(w, r, "phones.OwnerOf", err)
 		return
@@ -361,7 +362,8 @@ func (h *twilioHooks) recording(w http.ResponseWriter, r *http.Request, p url.Va
 func (h *twilioHooks) sms(w http.ResponseWriter, r *http.Request, p url.Values) {
 	ctx := r.Context()
 	from := p.Get("From")
-	user, err := h.owner(ctx, from)
+	// Sealing refuses an erased owner (below): no tombstone read here.
+	user, err := h.owner(ctx, from, false)
 	if err != nil {
 		h.s.unavailable(w, r, "phones.OwnerOf", err)
 		return

@@ -35,7 +35,7 @@ import (
 // pattern per run, since a benchmark without sub-benchmarks reports nothing
 // under a two-level pattern.
 var benchRuns = []struct{ pkg, pattern string }{
-	{"./cmd/lethe", "^(BenchmarkTableUpload|BenchmarkTableSearchable)$"},
+	{"./cmd/lethe", "^(BenchmarkTableUpload|BenchmarkTableSearchable|BenchmarkTableTwilioWebhook)$"},
 	// The other_users=1 case is left out: seeding a second user of that
 	// size takes minutes and the target is about one.
 	{"./app/forget", "^BenchmarkEraseUser$/^other_users=0$"},
@@ -356,6 +356,8 @@ func rows(m map[string]map[string]float64, rss, bareRSS float64) ([]Row, error) 
 	erase0 := get("BenchmarkEraseUser/other_users=0", "ms/erasure")
 	sweep := get("BenchmarkSweep/transcripts+vectors", "items/s")
 	sweepAudio := get("BenchmarkSweep/with-audio", "items/s")
+	hook, bareHook := get("BenchmarkTableTwilioWebhook", "webhooks/s"), get("BenchmarkTableTwilioWebhook", "bare-webhooks/s")
+	hookP99, bareHookP99 := get("BenchmarkTableTwilioWebhook", "p99-ms"), get("BenchmarkTableTwilioWebhook", "bare-p99-ms")
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("missing from the benchmark output: %s", strings.Join(missing, "; "))
 	}
@@ -379,6 +381,10 @@ func rows(m map[string]map[string]float64, rss, bareRSS float64) ([]Row, error) 
 		{Figure: "erase one user (10k conversations, 100k vectors, 10k blobs)", Value: erase0 / 1000, Unit: "s", Target: "< 30 s", Met: below(erase0/1000, 30)},
 		{Figure: "retention sweep (transcripts + vectors)", Value: sweep, Unit: "items/s", Target: "≥ 10,000/s", Met: atLeast(sweep, 10000)},
 		{Figure: "retention sweep (with audio)", Value: sweepAudio, Unit: "items/s"},
+		{Figure: "Twilio SMS webhook, 16 clients (verify + validate + seal + publish)", Value: hook, Unit: "req/s",
+			Floor: ptr(bareHook), FloorWhat: "bare net/http reading the same body", Ratio: ratio(hook, bareHook), Target: "≥ 1/3 floor", Met: atLeast(hook, bareHook/3)},
+		{Figure: "Twilio SMS webhook p99", Value: hookP99, Unit: "ms",
+			Floor: ptr(bareHookP99), FloorWhat: "bare net/http reading the same body", Ratio: ratio(hookP99, bareHookP99), Target: "≤ 3× floor", Met: ptr(hookP99 <= 3*bareHookP99)},
 	}, nil
 }
 

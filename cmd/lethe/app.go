@@ -199,6 +199,7 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides)
 		// CPU-bound, so keep it near the core count.
 		MaxOutstanding: cfg.MaxInFlight,
 		PingTopic:      events.TopicAudio,
+		PublishDelay:   cfg.PublishDelay,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bus.Open: %w", err)

@@ -119,15 +119,16 @@ type Config struct {
 	RetentionSweepEvery     time.Duration `envconfig:"LETHE_RETENTION_SWEEP_EVERY" default:"1h" desc:"lethe run: how often a retention sweep is requested on the lifecycle topic (0: never; in production Cloud Scheduler requests them)"`
 
 	// Twilio: the seed's variable names (INF_*) are kept.
-	TwilioAuthToken          string `envconfig:"INF_TWILIO_AUTH_TOKEN" desc:"Twilio auth token: verifies webhook signatures and calls Twilio's API (required in production)"`
-	TwilioAuthTokenSecondary string `envconfig:"INF_TWILIO_AUTH_TOKEN_SECONDARY" desc:"during a token rotation, the other Twilio auth token; signatures made with either verify"`
-	TwilioSkipSigVerify      bool   `envconfig:"INF_TWILIO_SKIP_SIG_VERIFY" default:"false" desc:"development only: accept Twilio webhooks without checking X-Twilio-Signature (refused in production)"`
-	TwilioAccountSID         string `envconfig:"INF_TWILIO_ACCOUNT_SID" desc:"Twilio account SID (AC...): the only account whose webhooks are taken; with the token, calls Twilio's API"`
-	PublicURL                string `envconfig:"LETHE_PUBLIC_URL" desc:"the edge's public URL (https://host), which Twilio signs; never taken from Host or X-Forwarded-*"`
-	TwilioAPIURL             string `envconfig:"LETHE_TWILIO_API_URL" default:"https://api.twilio.com" desc:"Twilio's REST API (recordings are fetched by SID from this host only)"`
-	TwilioFrom               string `envconfig:"LETHE_TWILIO_FROM" desc:"the number (+E.164) or Messaging Service SID (MG...) phone verification codes are sent from"`
-	TwilioDeleteRecordings   bool   `envconfig:"LETHE_TWILIO_DELETE_RECORDINGS" default:"true" desc:"delete Twilio's copy of a recording once it is sealed here"`
-	PushEndpoint             string `envconfig:"LETHE_PUSH_ENDPOINT" desc:"with LETHE_DELIVERY=push: the base URL Pub/Sub pushes to; lethe creates push subscriptions to its /push/{subscription} (emulator, development; Terraform in production)"`
+	TwilioAuthToken          string        `envconfig:"INF_TWILIO_AUTH_TOKEN" desc:"Twilio auth token: verifies webhook signatures and calls Twilio's API (required in production)"`
+	TwilioAuthTokenSecondary string        `envconfig:"INF_TWILIO_AUTH_TOKEN_SECONDARY" desc:"during a token rotation, the other Twilio auth token; signatures made with either verify"`
+	TwilioSkipSigVerify      bool          `envconfig:"INF_TWILIO_SKIP_SIG_VERIFY" default:"false" desc:"development only: accept Twilio webhooks without checking X-Twilio-Signature (refused in production)"`
+	TwilioAccountSID         string        `envconfig:"INF_TWILIO_ACCOUNT_SID" desc:"Twilio account SID (AC...): the only account whose webhooks are taken; with the token, calls Twilio's API"`
+	PublicURL                string        `envconfig:"LETHE_PUBLIC_URL" desc:"the edge's public URL (https://host), which Twilio signs; never taken from Host or X-Forwarded-*"`
+	TwilioAPIURL             string        `envconfig:"LETHE_TWILIO_API_URL" default:"https://api.twilio.com" desc:"Twilio's REST API (recordings are fetched by SID from this host only)"`
+	TwilioFrom               string        `envconfig:"LETHE_TWILIO_FROM" desc:"the number (+E.164) or Messaging Service SID (MG...) phone verification codes are sent from"`
+	TwilioDeleteRecordings   bool          `envconfig:"LETHE_TWILIO_DELETE_RECORDINGS" default:"true" desc:"delete Twilio's copy of a recording once it is sealed here"`
+	PublishDelay             time.Duration `envconfig:"LETHE_PUBLISH_DELAY" default:"10ms" desc:"how long a publisher waits to batch messages (Pub/Sub's DelayThreshold): every acknowledgement that waits for a publish (uploads, Twilio webhooks) waits this long at least"`
+	PushEndpoint             string        `envconfig:"LETHE_PUSH_ENDPOINT" desc:"with LETHE_DELIVERY=push: the base URL Pub/Sub pushes to; lethe creates push subscriptions to its /push/{subscription} (emulator, development; Terraform in production)"`
 }
 
 const (
