@@ -84,6 +84,23 @@ func (c *Calls) Get(ctx context.Context, sid string) (Call, bool, error) {
 	return out, true, nil
 }
 
+// ListByOwner returns the calls recorded for owner.
+func (c *Calls) ListByOwner(ctx context.Context, owner string) ([]Call, error) {
+	ds, err := c.Docs.Query(ctx, docs.Query{Collection: CallsCollection, Filters: []docs.Filter{{Field: fieldOwner, Op: docs.Eq, Value: owner}}})
+	if err != nil {
+		return nil, fmt.Errorf("docs.Query calls: %w", err)
+	}
+	out := make([]Call, 0, len(ds))
+	for _, d := range ds {
+		var call Call
+		if err := json.Unmarshal(d.Data, &call); err != nil {
+			return nil, fmt.Errorf("json.Unmarshal call: %w", err)
+		}
+		out = append(out, call)
+	}
+	return out, nil
+}
+
 // finalStatus: after one of these a call's status no longer changes.
 func finalStatus(s string) bool {
 	switch s {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lethe-dev/lethe/app/audit"
+	"github.com/lethe-dev/lethe/app/phones"
 	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/docs"
@@ -32,7 +33,10 @@ const (
 	FileNotes         = "notes.ndjson"
 	FileAudit         = "audit.ndjson"
 	FileRetention     = "retention.json"
-	AudioDir          = "audio/"
+	// FilePhones holds the user's proven phones (masked) and the records
+	// of their calls.
+	FilePhones = "phones.ndjson"
+	AudioDir   = "audio/"
 	// Format names the archive layout in the manifest.
 	Format = "lethe-export/v1"
 )
@@ -282,6 +286,37 @@ func (w *Worker) build(ctx context.Context, user, id string, now time.Time) (bui
 		return built{}, err
 	}
 	w.progress("notes", counts["notes"])
+
+	// Phones: masked numbers (the numbers themselves are not kept) and
+	// the records of calls from them.
+	err = a.file(FilePhones, false, func(f io.Writer) error {
+		enc := ndjson(f)
+		ps, err := (&phones.Registry{Docs: w.Docs}).List(ctx, user)
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			counts["phones"]++
+			if err := enc.Encode(map[string]any{"kind": "phone", "id": p.ID, "masked": p.Masked, "verified": p.Verified, "created_at": p.CreatedAt}); err != nil {
+				return err
+			}
+		}
+		calls, err := (&phones.Calls{Docs: w.Docs}).ListByOwner(ctx, user)
+		if err != nil {
+			return err
+		}
+		for _, c := range calls {
+			counts["calls"]++
+			if err := enc.Encode(map[string]any{"kind": "call", "sid": c.SID, "status": c.Status, "duration_s": c.DurationS, "started_at": c.StartedAt}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return built{}, err
+	}
+	w.progress("phones", counts["phones"])
 
 	// The audit trail's entries about the user.
 	err = a.file(FileAudit, false, func(f io.Writer) error {

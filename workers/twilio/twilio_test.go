@@ -18,10 +18,9 @@ import (
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/blobs/dirblobs"
 	"github.com/lethe-dev/lethe/infra/docs"
-	"github.com/lethe-dev/lethe/infra/docs/sqlitedocs"
 	"github.com/lethe-dev/lethe/infra/keys"
-	"github.com/lethe-dev/lethe/infra/keys/filekek"
 	"github.com/lethe-dev/lethe/internal/testbus"
+	"github.com/lethe-dev/lethe/workers/internal/workertest"
 	"github.com/lethe-dev/lethe/workers/twilio"
 )
 
@@ -88,30 +87,18 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	dir := t.TempDir()
-	d, err := sqlitedocs.Open(t.Context(), filepath.Join(dir, "docs.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	b, err := dirblobs.Open(filepath.Join(dir, "blobs"))
+	st := workertest.Open(t)
+	d, reg := st.Docs, st.Events
+	b, err := dirblobs.Open(filepath.Join(st.Dir, "blobs"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	kek, err := filekek.Open(filepath.Join(dir, "kek.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := events.NewRegistry()
-	if err != nil {
-		t.Fatal(err)
-	}
 	wav, err := os.ReadFile("../../testdata/speech-hello.wav")
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{docs: d, keys: keys.NewKeyring(kek, keys.NewDocsKeysetStore(d), keys.Options{}), bus: &testbus.Recorder{},
+	e := &env{docs: d, keys: st.Keys, bus: &testbus.Recorder{},
 		media: &media{audio: map[string][]byte{recSID: wav}}, calls: &phones.Calls{Docs: d}, reg: reg, trail: &audit.Log{Docs: d}}
 	in := &ingest.Intake{Docs: d, Blobs: b, Keys: e.keys, Bus: e.bus, Events: reg, Retention: records.Retention{AudioDays: 30, TranscriptDays: 365, VectorDays: 365, ExportDays: 7}}
 	e.w = &twilio.Worker{Intake: in, Docs: d, Keys: e.keys, Media: e.media, Owners: owners{aliceNo: alice}, Calls: e.calls, Audit: e.trail, Events: reg}
