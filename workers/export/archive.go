@@ -33,10 +33,7 @@ const (
 	FileNotes         = "notes.ndjson"
 	FileAudit         = "audit.ndjson"
 	FileRetention     = "retention.json"
-	// FilePhones holds the user's proven phones (masked) and the records
-	// of their calls.
-	FilePhones = "phones.ndjson"
-	AudioDir   = "audio/"
+	AudioDir          = "audio/"
 	// Format names the archive layout in the manifest.
 	Format = "lethe-export/v1"
 )
@@ -119,6 +116,10 @@ type archive struct {
 
 // file adds one file whose content fn writes; store skips compression
 // (audio that is already compressed, or nearly incompressible PCM).
+// FilePhones holds the user's proven phones (masked) and the records of
+// their calls.
+const FilePhones = "phones.ndjson"
+
 func (a *archive) file(path string, store bool, fn func(w io.Writer) error) error {
 	method := zip.Deflate
 	if store {
