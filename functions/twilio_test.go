@@ -425,24 +425,35 @@ func TestPhonesAPI(t *testing.T) {
 	}
 }
 
-// FuzzTwilioWebhook: any signed body to any webhook is answered with a
-// client error or success, never a 5xx, and nothing unsigned publishes.
+// FuzzTwilioWebhook: any body, form or JSON, signed or not, to any
+// webhook is answered with a client error or success, never a 5xx, and
+// nothing unsigned publishes.
 func FuzzTwilioWebhook(f *testing.F) {
-	f.Add("sms", smsForm(aliceTel, "hi").Encode(), true)
-	f.Add("voice", "AccountSid="+twAccount+"&CallSid="+twCall+"&From=%2B1&CallStatus=ringing", true)
-	f.Add("recording", "RecordingSid=RE&RecordingStatus=completed&a=1&a=2", false)
-	f.Add("status", "%zz", true)
+	f.Add("sms", smsForm(aliceTel, "hi").Encode(), true, false)
+	f.Add("voice", "AccountSid="+twAccount+"&CallSid="+twCall+"&From=%2B1&CallStatus=ringing", true, false)
+	f.Add("recording", "RecordingSid=RE&RecordingStatus=completed&a=1&a=2", false, false)
+	f.Add("status", "%zz", true, false)
+	f.Add("sms", `{"AccountSid":"`+twAccount+`","MessageSid":"`+twSMS+`","From":"+1","Body":{"x":[1]}}`, true, true)
 	e, _ := newTwilioEdge(f, twToken)
-	f.Fuzz(func(t *testing.T, route, body string, sign bool) {
+	f.Fuzz(func(t *testing.T, route, body string, sign, asJSON bool) {
 		path := "/twilio/" + map[bool]string{true: route, false: "sms"}[route == "sms" || route == "voice" || route == "status" || route == "recording"]
+		ct := "application/x-www-form-urlencoded"
+		var sig string
+		if asJSON {
+			sum := sha256.Sum256([]byte(body))
+			path += "?bodySHA256=" + hex.EncodeToString(sum[:])
+			ct = "application/json"
+			sig = twiliosig.Sign(twToken, twPublic+path, nil)
+		} else if form, err := url.ParseQuery(body); err == nil {
+			sig = twiliosig.Sign(twToken, twPublic+path, form)
+		}
 		req, err := http.NewRequest("POST", e.url+path, strings.NewReader(body))
 		if err != nil {
 			return
 		}
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		form, perr := url.ParseQuery(body)
-		if sign && perr == nil {
-			req.Header.Set("X-Twilio-Signature", twiliosig.Sign(twToken, twPublic+path, form))
+		req.Header.Set("Content-Type", ct)
+		if sign {
+			req.Header.Set("X-Twilio-Signature", sig)
 		}
 		before := len(e.bus.published())
 		resp, err := http.DefaultClient.Do(req)
