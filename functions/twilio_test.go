@@ -404,6 +404,12 @@ func TestPhonesAPI(t *testing.T) {
 	if r := e.do("POST", "/v1/me/phones/"+id+"/verify", alice, "application/json", []byte(`{"code":"`+code+`"}`)); r.status != http.StatusOK {
 		t.Fatalf("verify: %d", r.status)
 	}
+	if r := e.do("POST", "/v1/me/phones/"+id+"/verify", alice, "application/json", []byte(`{"code":"`+code+`"}`)); r.status != http.StatusConflict {
+		t.Fatalf("replayed verify: %d, want 409", r.status)
+	}
+	if r := e.do("POST", "/v1/me/phones", alice, "application/json", []byte(`{"number":"`+strings.Repeat("1", 2<<10)+`"}`)); r.status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("oversized body: %d", r.status)
+	}
 	if r := e.do("POST", "/v1/me/phones", bob, "application/json", []byte(`{"number":"`+aliceTel+`"}`)); r.status != http.StatusConflict {
 		t.Fatalf("bob adds alice's verified number: %d", r.status)
 	}

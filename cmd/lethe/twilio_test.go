@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+
 	"github.com/lethe-dev/lethe/app/phones"
 	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/docs"
@@ -165,6 +167,19 @@ func TestTwilioEndToEndPush(t *testing.T) {
 		t.Fatal(errs)
 	}
 	p := startTestPipeline(t, cfg, overrides{})
+	// Delivery is the emulator's push: the subscription pushes to the
+	// running edge and nothing pulls.
+	sub, err := p.app.bus.Client().SubscriptionAdminClient.GetSubscription(context.Background(),
+		&pubsubpb.GetSubscriptionRequest{Subscription: p.app.bus.SubscriptionName(workerTwilio)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sub.GetPushConfig().GetPushEndpoint(); got != "http://"+addr+"/push/twilio" {
+		t.Fatalf("twilio subscription push endpoint %q", got)
+	}
+	if sub.GetDeadLetterPolicy().GetDeadLetterTopic() != p.app.bus.TopicName("twilio-dead-letter") {
+		t.Fatalf("dead-letter policy %v", sub.GetDeadLetterPolicy())
+	}
 	mint := func(uid string) client {
 		tok, err := p.app.issuer.Mint(uid, time.Hour)
 		if err != nil {
