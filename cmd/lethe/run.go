@@ -327,7 +327,10 @@ func cmdEdge(ctx context.Context, cfg Config, logger *slog.Logger, args []string
 
 func cmdWorker(ctx context.Context, cfg Config, logger *slog.Logger, args []string) error {
 	if len(args) != 1 {
-		return usageError{errors.New("want one worker name: transcribe, embed, store, uploads, lifecycle or reconcile")}
+		return usageError{errors.New("want one worker name: transcribe, embed, store, uploads, lifecycle, twilio or reconcile")}
+	}
+	if args[0] == workerTwilio && !cfg.twilioAPI() {
+		return usageError{errors.New("the twilio worker fetches recordings from Twilio: it needs INF_TWILIO_AUTH_TOKEN and INF_TWILIO_ACCOUNT_SID")}
 	}
 	if args[0] == workerUploads && cfg.Blobs != "gcs" {
 		return usageError{errors.New("the uploads worker takes Cloud Storage notifications: it needs LETHE_BLOBS=gcs")}
