@@ -291,3 +291,48 @@ func requireEmulatorPubSub(t *testing.T) string {
 	ps, _ := requireEmulators(t)
 	return ps
 }
+
+// TestTwilioPullMode: the same intake with the twilio worker pulling from
+// its subscription (lethe run's default delivery, embedded bus).
+func TestTwilioPullMode(t *testing.T) {
+	fake := twiliofake.New(e2eAccount, e2eToken)
+	t.Cleanup(fake.Close)
+	cfg := testConfig(t)
+	cfg.Workers = "transcribe,embed,store,twilio"
+	cfg.TwilioAuthToken, cfg.TwilioAccountSID, cfg.PublicURL = e2eToken, e2eAccount, e2ePublic
+	cfg.TwilioAPIURL, cfg.TwilioFrom, cfg.TwilioDeleteRecordings = fake.URL, "+15005550006", false
+	p := startTestPipeline(t, cfg, overrides{STT: instantSTT{}})
+	tok, err := p.app.issuer.Mint("alice-pull", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := client{t, "http://" + p.addr, tok}
+	tw := twilioClient{t, "http://" + p.addr}
+	const tel = "+15557650201"
+	proveNumber(alice, fake, tel, true)
+	sms := url.Values{"AccountSid": {e2eAccount}, "MessageSid": {"SM00000000000000000000000000000201"},
+		"From": {tel}, "Body": {"renew the library card"}}
+	if code, _ := tw.post("/twilio/sms", sms); code != http.StatusOK {
+		t.Fatalf("sms: %d", code)
+	}
+	waitSearch(alice, "library card", "sms-")
+
+	call := url.Values{"AccountSid": {e2eAccount}, "CallSid": {"CA00000000000000000000000000000201"}, "From": {tel}, "CallStatus": {"ringing"}}
+	if code, _ := tw.post("/twilio/voice", call); code != http.StatusOK {
+		t.Fatalf("voice: %d", code)
+	}
+	wav, err := readTestdata("speech-hello.wav")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const recSID = "RE00000000000000000000000000000201"
+	fake.AddRecording(recSID, wav, 1)
+	rec := url.Values{"AccountSid": {e2eAccount}, "CallSid": call["CallSid"], "RecordingSid": {recSID}, "RecordingStatus": {"completed"}}
+	if code, _ := tw.post("/twilio/recording", rec); code != http.StatusNoContent {
+		t.Fatalf("recording: %d", code)
+	}
+	waitSearch(alice, "instant words", "call-")
+	if d := fake.Deleted(); len(d) != 0 {
+		t.Fatalf("deleted %v with LETHE_TWILIO_DELETE_RECORDINGS=false", d)
+	}
+}
