@@ -135,7 +135,7 @@ func proveNumber(c client, fake *twiliofake.Server, number string, verify bool) 
 }
 
 // TestTwilioEndToEndPush: Twilio webhooks into memories on the Pub/Sub
-// emulator with real push delivery: every subscription is a push
+// and Firestore emulators with real push delivery: every subscription is a push
 // subscription to the running edge's /push/{subscription} and no pull
 // receiver runs. An SMS from a verified number, sent three times, is one
 // memory found by its owner's search and by nobody else's; an SMS from a
@@ -143,7 +143,7 @@ func proveNumber(c client, fake *twiliofake.Server, number string, verify bool) 
 // is fetched from the fake Twilio (404 until ready, then a redirect),
 // transcribed, searchable, and deleted at Twilio.
 func TestTwilioEndToEndPush(t *testing.T) {
-	psHost := requireEmulatorPubSub(t)
+	psHost, fsHost := requireEmulators(t)
 	requirePocketSphinx(t)
 	fake := twiliofake.New(e2eAccount, e2eToken)
 	t.Cleanup(fake.Close)
@@ -159,6 +159,7 @@ func TestTwilioEndToEndPush(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.ProjectID = fmt.Sprintf("twilio-e2e-%d", time.Now().UnixNano())
 	cfg.Bus, cfg.PubSubEmulatorHost = "gcp", psHost
+	cfg.Documents, cfg.FirestoreEmulatorHost = "firestore", fsHost
 	cfg.Addr, cfg.Delivery, cfg.PushEndpoint = addr, "push", "http://"+addr
 	cfg.Workers = "transcribe,embed,store,twilio"
 	cfg.TwilioAuthToken, cfg.TwilioAccountSID, cfg.PublicURL = e2eToken, e2eAccount, e2ePublic
@@ -283,13 +284,6 @@ func TestTwilioEndToEndPush(t *testing.T) {
 	if res := search(bob, "carol private saxophone"); len(res.Results) != 0 {
 		t.Fatal("the stranger's SMS was kept")
 	}
-}
-
-// requireEmulatorPubSub is the Pub/Sub emulator's address.
-func requireEmulatorPubSub(t *testing.T) string {
-	t.Helper()
-	ps, _ := requireEmulators(t)
-	return ps
 }
 
 // TestTwilioPullMode: the same intake with the twilio worker pulling from
