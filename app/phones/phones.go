@@ -227,7 +227,8 @@ func (r *Registry) Add(ctx context.Context, user, number string) (Phone, error) 
 		return Phone{}, err
 	}
 	// After the record: a code that was sent always has its digest stored.
-	if err := r.SMS.SendSMS(ctx, number, "Your lethe code is "+code+". It expires in 10 minutes."); err != nil {
+	msg := fmt.Sprintf("Your lethe code is %s. It expires in %d minutes.", code, int(orDefault(r.CodeTTL, 10*time.Minute).Minutes()))
+	if err := r.SMS.SendSMS(ctx, number, msg); err != nil {
 		return out, fmt.Errorf("%w: %w", ErrSendFailed, err)
 	}
 	return out, nil
