@@ -294,7 +294,6 @@ func TestPayloadSchemas(t *testing.T) {
 				"request_id":      "has space",
 				"requested_at":    "2026-13-40T99:00:00Z",
 				"received_at":     "yesterday",
-				"recording_url":   "https://user:pass@api.twilio.com/x",
 				"digest":          strings.Repeat("AB", 32),
 				"account_sid":     "AC" + strings.Repeat("G", 32),
 				"call_sid":        testRE,

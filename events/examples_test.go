@@ -48,8 +48,7 @@ func example(t testing.TB, typ string) (any, string) {
 	case TypeTwilioRecordingDone:
 		return &TwilioRecordingCompleted{
 			User: testUser, AccountSID: testAC, CallSID: testCA, RecordingSID: testRE,
-			RecordingURL: "https://api.twilio.com/2010-04-01/Accounts/" + testAC + "/Recordings/" + testRE,
-			DurationS:    42,
+			DurationS: 42,
 		}, Subject(testUser, "twilio", "calls", testCA)
 	case TypeTwilioSMSReceived:
 		return &TwilioSMSReceived{

@@ -87,14 +87,14 @@ type EmbeddingCreated struct {
 }
 
 // TwilioRecordingCompleted: Twilio finished a call recording. The twilio
-// worker fetches the audio (with the account's credentials, which never travel
-// in events) and feeds it into the audio pipeline.
+// worker fetches the audio by its SID from the configured Twilio host (with
+// the account's credentials, which never travel in events; never from a URL
+// the webhook carried) and feeds it into the audio pipeline.
 type TwilioRecordingCompleted struct {
 	User         string `json:"user"`
 	AccountSID   string `json:"account_sid"`   // AC + 32 hex
 	CallSID      string `json:"call_sid"`      // CA + 32 hex
 	RecordingSID string `json:"recording_sid"` // RE + 32 hex
-	RecordingURL string `json:"recording_url"` // https, no userinfo, no query
 	DurationS    int    `json:"duration_s"`
 }
 

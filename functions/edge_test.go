@@ -22,6 +22,7 @@ import (
 
 	"github.com/lethe-dev/lethe/app/audit"
 	"github.com/lethe-dev/lethe/app/forget"
+	"github.com/lethe-dev/lethe/app/phones"
 	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/functions"
@@ -91,6 +92,9 @@ type edge struct {
 	// sessions records the uids whose sessions were revoked.
 	sessions *revokedSessions
 	vectors  vectors.Index
+	// phones and calls back the Twilio routes (edgeOptions.twilio).
+	phones *phones.Registry
+	calls  *phones.Calls
 }
 
 type revokedSessions struct {
@@ -136,6 +140,8 @@ type edgeOptions struct {
 	secondFactor bool
 	browser      functions.BrowserPolicy
 	streams      functions.StreamLimits
+	// twilio configures the Twilio webhooks and phones; nil: neither.
+	twilio *twilioSetup
 }
 
 func newEdgeWith(t testing.TB, o edgeOptions) *edge {
@@ -182,7 +188,14 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 	if o.embedder != nil {
 		embedder = o.embedder
 	}
+	var tw *functions.Twilio
+	if o.twilio != nil {
+		e.phones = &phones.Registry{Docs: store, Hash: e.pseudo.Phone, Digest: keyring, SMS: o.twilio.sms, Now: o.now}
+		e.calls = &phones.Calls{Docs: store, Now: o.now}
+		tw = o.twilio.config(t, e)
+	}
 	srv := functions.New(functions.Deps{
+		Twilio: tw, Phones: e.phones,
 		Erasures: e.saga, Conversations: &forget.Conversations{Docs: store, Blobs: bucket, Vectors: idx, Audit: trail},
 		Audit: trail, Sessions: e.sessions,
 		Verifier: ver, Pseudonyms: e.pseudo, Docs: store, Blobs: bucket,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/lethe-dev/lethe/app/audit"
 	"github.com/lethe-dev/lethe/app/forget"
+	"github.com/lethe-dev/lethe/app/phones"
 	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/functions/internal/clientip"
@@ -48,6 +49,7 @@ type Limits struct {
 	PerUser    ratelimit.Limit // every authenticated call, per user
 	Search     ratelimit.Limit // searches (embedding + vector query), per user
 	FailedAuth ratelimit.Limit // rejected tokens, per client address
+	PhoneCodes ratelimit.Limit // phone registrations and code checks, per user
 }
 
 // Deps are the ports the edge uses.
@@ -118,6 +120,10 @@ type Deps struct {
 	// answers 501. Streams bounds each streaming connection.
 	Leases  ratelimit.Leases
 	Streams StreamLimits
+	// Twilio configures the Twilio webhooks; nil leaves them unrouted.
+	Twilio *Twilio
+	// Phones proves and lists users' phone numbers; nil answers 501.
+	Phones *phones.Registry
 }
 
 // Server is the edge.
@@ -163,6 +169,8 @@ func New(d Deps) *Server {
 		s.mux.Handle("GET /{$}", d.Console)
 		s.mux.Handle("GET /console/", d.Console)
 	}
+	s.routeTwilio()
+	s.routePhones()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such route")
 	})

@@ -50,6 +50,9 @@ const (
 	StoreVectors   = "vectors"
 	StoreKeys      = "keys"
 	StoreRateLimit = "ratelimit"
+	// StoreTwilio is what Twilio intake keeps outside the user's
+	// documents: the ownership of verified numbers and call records.
+	StoreTwilio = "twilio"
 )
 
 // MaxVerifyRounds bounds delete → verify rounds: a store that still shows
@@ -143,6 +146,12 @@ type RateState interface {
 	Held(ctx context.Context, keys ...string) (int, error)
 }
 
+// UserIndex is state kept for a user outside their own documents.
+type UserIndex interface {
+	Held(ctx context.Context, user string) (int, error)
+	Forget(ctx context.Context, user string) (int, error)
+}
+
 // Saga runs user erasures.
 type Saga struct {
 	Docs    docs.Store
@@ -163,6 +172,10 @@ type Saga struct {
 	Now      func() time.Time
 	// Progress, when set, hears each step as it completes (the CLI).
 	Progress func(e Erasure, step string)
+
+	// Twilio covers the user's number ownerships and call records (global
+	// documents keyed by number hash and call SID); nil skips it.
+	Twilio UserIndex
 }
 
 // Request starts the erasure of user: it writes the tombstone at once (so
@@ -451,6 +464,11 @@ func (s *Saga) inventory(ctx context.Context, user string) (map[string]int, erro
 			return nil, fmt.Errorf("ratelimit.Held: %w", err)
 		}
 	}
+	if s.Twilio != nil {
+		if out[StoreTwilio], err = s.Twilio.Held(ctx, user); err != nil {
+			return nil, fmt.Errorf("twilio index Held: %w", err)
+		}
+	}
 	return out, nil
 }
 
@@ -484,6 +502,13 @@ func (s *Saga) deleteAll(ctx context.Context, user string) (map[string]int, erro
 	nc, err := s.Docs.DeleteMany(ctx, claims)
 	if err != nil {
 		return out, fmt.Errorf("docs.DeleteMany stream claims: %w", err)
+	}
+	if s.Twilio != nil {
+		n, err := s.Twilio.Forget(ctx, user)
+		out[StoreTwilio+".deleted"] = n
+		if err != nil {
+			return out, fmt.Errorf("twilio index Forget: %w", err)
+		}
 	}
 	n, err := s.Docs.DeleteUser(ctx, user)
 	out[StoreDocuments+".deleted"] = n + nc

@@ -35,7 +35,7 @@ import (
 // pattern per run, since a benchmark without sub-benchmarks reports nothing
 // under a two-level pattern.
 var benchRuns = []struct{ pkg, pattern string }{
-	{"./cmd/lethe", "^(BenchmarkTableUpload|BenchmarkTableSearchable|BenchmarkTableStreams)$"},
+	{"./cmd/lethe", "^(BenchmarkTableUpload|BenchmarkTableSearchable|BenchmarkTableStreams|BenchmarkTableTwilioWebhook)$"},
 	// The other_users=1 case is left out: seeding a second user of that
 	// size takes minutes and the target is about one.
 	{"./app/forget", "^BenchmarkEraseUser$/^other_users=0$"},
@@ -357,6 +357,8 @@ func rows(m map[string]map[string]float64, rss, bareRSS float64) ([]Row, error) 
 	sweep := get("BenchmarkSweep/transcripts+vectors", "items/s")
 	sweepAudio := get("BenchmarkSweep/with-audio", "items/s")
 	streams, perStream := get("BenchmarkTableStreams", "streams-held"), get("BenchmarkTableStreams", "MiB/stream")
+	hook, bareHook := get("BenchmarkTableTwilioWebhook", "webhooks/s"), get("BenchmarkTableTwilioWebhook", "bare-webhooks/s")
+	hookP99, bareHookP99 := get("BenchmarkTableTwilioWebhook", "p99-ms"), get("BenchmarkTableTwilioWebhook", "bare-p99-ms")
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("missing from the benchmark output: %s", strings.Join(missing, "; "))
 	}
@@ -383,6 +385,10 @@ func rows(m map[string]map[string]float64, rss, bareRSS float64) ([]Row, error) 
 		{Figure: "real-time PCM16 streams held, every ack < 1 s (lethe run, workers off, 100 ms frames, 10 s chunks)", Value: streams, Unit: "streams",
 			Target: "≥ 500", Met: atLeast(streams, 500)},
 		{Figure: "RSS per open stream (at that count)", Value: perStream, Unit: "MiB", Target: "< 1 MiB", Met: below(perStream, 1)},
+		{Figure: "Twilio SMS webhook, 16 clients (verify + validate + seal + publish)", Value: hook, Unit: "req/s",
+			Floor: ptr(bareHook), FloorWhat: "bare net/http reading the same body", Ratio: ratio(hook, bareHook), Target: "≥ 1/3 floor", Met: atLeast(hook, bareHook/3)},
+		{Figure: "Twilio SMS webhook p99", Value: hookP99, Unit: "ms",
+			Floor: ptr(bareHookP99), FloorWhat: "bare net/http reading the same body", Ratio: ratio(hookP99, bareHookP99), Target: "≤ 3× floor", Met: ptr(hookP99 <= 3*bareHookP99)},
 	}, nil
 }
 

@@ -71,6 +71,7 @@ func TestRowsRequireEveryFigure(t *testing.T) {
 		"BenchmarkSweep/transcripts+vectors": {"items/s": 20000},
 		"BenchmarkSweep/with-audio":          {"items/s": 3000},
 		"BenchmarkTableStreams":              {"streams-held": 250, "MiB/stream": 0.8},
+		"BenchmarkTableTwilioWebhook":        {"webhooks/s": 1000, "bare-webhooks/s": 6000, "p99-ms": 40, "bare-p99-ms": 20},
 	}
 	rs, err := rows(m, 50<<20, 8<<20)
 	if err != nil {
@@ -85,6 +86,10 @@ func TestRowsRequireEveryFigure(t *testing.T) {
 	if met[rs[0].Figure] || !met["upload ack → searchable p99"] || !met["idle RSS of lethe run"] ||
 		!met["RSS per open stream (at that count)"] {
 		t.Errorf("met = %v", met)
+	}
+	hook := "Twilio SMS webhook, 16 clients (verify + validate + seal + publish)"
+	if met[hook] || !met["Twilio SMS webhook p99"] {
+		t.Errorf("webhook rows: met = %v", met)
 	}
 	if *rs[0].Ratio != 0.15 {
 		t.Errorf("upload ratio = %v, want 0.15", *rs[0].Ratio)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/lethe-dev/lethe/app/audit"
 	"github.com/lethe-dev/lethe/app/forget"
+	"github.com/lethe-dev/lethe/app/phones"
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/functions"
 	"github.com/lethe-dev/lethe/infra/auth"
@@ -224,12 +225,13 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides)
 		// CPU-bound, so keep it near the core count.
 		MaxOutstanding: cfg.MaxInFlight,
 		PingTopic:      events.TopicAudio,
+		PublishDelay:   cfg.PublishDelay,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bus.Open: %w", err)
 	}
 	a.bus = b
-	if err := b.EnsureTopology(ctx, topology()); err != nil {
+	if err := b.EnsureTopology(ctx, withPush(cfg, topology())); err != nil {
 		return nil, fmt.Errorf("bus.EnsureTopology: %w", err)
 	}
 	return a, nil
@@ -327,6 +329,8 @@ func (a *app) erasures(pub publisher, now func() time.Time) *forget.Saga {
 		Docs: a.docs, Blobs: a.blobs, Vectors: a.vectors, Keys: a.keys,
 		Rates: a.limiter, RateKeys: functions.RateLimitKeys,
 		Audit: a.audit, Bus: pub, Events: a.events, Logger: a.log, Now: now,
+		// Number ownerships and call records: global documents.
+		Twilio: phones.Index{Docs: a.docs},
 	}
 }
 

@@ -55,7 +55,7 @@ type Config struct {
 
 	// Workers lists what `lethe run` starts besides the edge ("none" for
 	// the edge alone): a way to hold work back, e.g. to inspect a backlog.
-	Workers string `envconfig:"LETHE_WORKERS" default:"transcribe,embed,store,uploads,lifecycle,reconcile" desc:"workers lethe run starts: any of transcribe, embed, store, uploads (only with LETHE_BLOBS=gcs), lifecycle (retention, erasure, export), reconcile, or none"`
+	Workers string `envconfig:"LETHE_WORKERS" default:"transcribe,embed,store,uploads,lifecycle,twilio,reconcile" desc:"workers lethe run starts: any of transcribe, embed, store, uploads (only with LETHE_BLOBS=gcs), lifecycle (retention, erasure, export), twilio (only with INF_TWILIO_AUTH_TOKEN and INF_TWILIO_ACCOUNT_SID), reconcile, or none"`
 
 	RateUserPerMin     int `envconfig:"LETHE_RATE_USER_PER_MIN" default:"600" desc:"requests per minute per user (0: off)"`
 	RateSearchPerMin   int `envconfig:"LETHE_RATE_SEARCH_PER_MIN" default:"60" desc:"searches per minute per user (0: off)"`
@@ -143,6 +143,16 @@ type Config struct {
 	StreamIdleTimeout   time.Duration `envconfig:"LETHE_STREAM_IDLE_TIMEOUT" default:"30s" desc:"a stream that sends nothing this long is closed (4408)"`
 	StreamMaxDuration   time.Duration `envconfig:"LETHE_STREAM_MAX_DURATION" default:"4h" desc:"a stream open this long is closed (4413; the client reconnects and resumes)"`
 	StreamMaxPerUser    int           `envconfig:"LETHE_STREAM_MAX_PER_USER" default:"2" desc:"open streams per user across every instance (more: close 4429)"`
+	// Twilio: the seed's variable names (INF_*) are kept.
+	TwilioAuthToken          string        `envconfig:"INF_TWILIO_AUTH_TOKEN" desc:"Twilio auth token: verifies webhook signatures and calls Twilio's API (required in production)"`
+	TwilioAuthTokenSecondary string        `envconfig:"INF_TWILIO_AUTH_TOKEN_SECONDARY" desc:"during a token rotation, the other Twilio auth token; signatures made with either verify"`
+	TwilioSkipSigVerify      bool          `envconfig:"INF_TWILIO_SKIP_SIG_VERIFY" default:"false" desc:"development only: accept Twilio webhooks without checking X-Twilio-Signature (refused in production)"`
+	TwilioAccountSID         string        `envconfig:"INF_TWILIO_ACCOUNT_SID" desc:"Twilio account SID (AC...): the only account whose webhooks are taken; with the token, calls Twilio's API"`
+	TwilioAPIURL             string        `envconfig:"LETHE_TWILIO_API_URL" default:"https://api.twilio.com" desc:"Twilio's REST API (recordings are fetched by SID from this host only)"`
+	TwilioFrom               string        `envconfig:"LETHE_TWILIO_FROM" desc:"the number (+E.164) or Messaging Service SID (MG...) phone verification codes are sent from"`
+	TwilioDeleteRecordings   bool          `envconfig:"LETHE_TWILIO_DELETE_RECORDINGS" default:"true" desc:"delete Twilio's copy of a recording once it is sealed here"`
+	PublishDelay             time.Duration `envconfig:"LETHE_PUBLISH_DELAY" default:"10ms" desc:"how long a publisher waits to batch messages (Pub/Sub's DelayThreshold): every acknowledgement that waits for a publish (uploads, Twilio webhooks) waits this long at least"`
+	PushEndpoint             string        `envconfig:"LETHE_PUSH_ENDPOINT" desc:"with LETHE_DELIVERY=push: the base URL Pub/Sub pushes to; lethe creates push subscriptions to its /push/{subscription} (emulator, development; Terraform in production)"`
 }
 
 const (
@@ -294,6 +304,7 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("LETHE_EMBED_DIM=%d: want 1..20000", c.EmbedDim))
 	}
 	errs = append(errs, c.validateStreams()...)
+	errs = append(errs, c.validateTwilio()...)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -325,6 +336,7 @@ func (c Config) guardProduction() error {
 	if c.Delivery == "push" && c.PushServiceAccount == "" {
 		errs = append(errs, errors.New("LETHE_DELIVERY=push without LETHE_PUSH_SERVICE_ACCOUNT: anyone could push events; refused when LETHE_ENV=production"))
 	}
+	errs = append(errs, c.guardTwilio()...)
 	if c.Auth == "local" {
 		errs = append(errs, errors.New("LETHE_AUTH=local: anyone with the data dir can mint tokens; refused when LETHE_ENV=production"))
 	}
@@ -378,10 +390,15 @@ func (c Config) runRoles() (roles, error) {
 			if c.Blobs == "gcs" {
 				r.workers = append(r.workers, w)
 			}
+		case workerTwilio:
+			// Without Twilio's API nothing can be fetched or verified.
+			if c.twilioAPI() {
+				r.workers = append(r.workers, w)
+			}
 		case workerReconcile:
 			r.reconcile = true
 		default:
-			return r, fmt.Errorf("LETHE_WORKERS: unknown worker %q (want transcribe, embed, store, uploads, lifecycle, reconcile or none)", w)
+			return r, fmt.Errorf("LETHE_WORKERS: unknown worker %q (want transcribe, embed, store, uploads, lifecycle, twilio, reconcile or none)", w)
 		}
 	}
 	return r, nil
@@ -406,6 +423,9 @@ func (c Config) limits() functions.Limits {
 		PerUser:    perMin(c.RateUserPerMin, 5),
 		Search:     perMin(c.RateSearchPerMin, 4),
 		FailedAuth: perMin(c.RateAuthFailPerMin, 3),
+		// Phone codes: a few registrations and guesses per user; the
+		// registry bounds codes per number and guesses per code too.
+		PhoneCodes: ratelimit.PerMinute(10, 5),
 	}
 }
 

@@ -198,7 +198,8 @@ func TestHelpAndVersion(t *testing.T) {
 // in production, and a fully production configuration passes the guard.
 func TestProductionGuard(t *testing.T) {
 	prod := Config{Env: envProduction, Bus: "gcp", Documents: "firestore", Blobs: "gcs", Vectors: "pinecone",
-		KEK: "gcpkms://projects/p/locations/l/keyRings/r/cryptoKeys/k", RateLimit: "redis://10.0.0.3:6379/0", Auth: "firebase"}
+		KEK: "gcpkms://projects/p/locations/l/keyRings/r/cryptoKeys/k", RateLimit: "redis://10.0.0.3:6379/0", Auth: "firebase",
+		TwilioAuthToken: "twilio-token", PublicURL: "https://lethe.example"}
 	if err := prod.guardProduction(); err != nil {
 		t.Fatalf("production configuration refused: %v", err)
 	}
@@ -219,6 +220,9 @@ func TestProductionGuard(t *testing.T) {
 		{"dir blobs", func(c *Config) { c.Blobs = "dir" }, "LETHE_BLOBS=dir"},
 		{"flat vectors", func(c *Config) { c.Vectors = "flat" }, "LETHE_VECTORS=flat"},
 		{"memory limits", func(c *Config) { c.RateLimit = "memory" }, "LETHE_RATELIMIT=memory"},
+		{"twilio signature skip", func(c *Config) { c.TwilioSkipSigVerify = true }, "INF_TWILIO_SKIP_SIG_VERIFY"},
+		{"no twilio token", func(c *Config) { c.TwilioAuthToken = "" }, "INF_TWILIO_AUTH_TOKEN"},
+		{"public URL not https", func(c *Config) { c.PublicURL = "http://lethe.example" }, "LETHE_PUBLIC_URL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := prod

@@ -54,7 +54,7 @@ func topology() []bus.TopicSpec {
 		{Name: events.TopicUploads, Subscriptions: sub(workerUploads)},
 		{Name: events.TopicTranscripts, Subscriptions: sub(workerEmbed)},
 		{Name: events.TopicEmbeddings, Subscriptions: sub(workerStore)},
-		{Name: events.TopicTwilio},
+		{Name: events.TopicTwilio, Subscriptions: sub(workerTwilio)},
 		{Name: events.TopicLifecycle, Subscriptions: sub(workerLifecycle)},
 	}
 }
@@ -124,6 +124,15 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 	lifecycle[events.TypeUserExportRequested] = newExporter(cfg, a, now).Handle
 	lifecycle[events.TypeRetentionSweep] = a.sweeper(now).Handle
 	intake := &ingest.Intake{Docs: a.docs, Blobs: a.blobs, Keys: a.keys, Bus: pub, Events: a.events, Logger: logger, Now: now, Retention: cfg.retention()}
+	tw, err := a.twilio(cfg, intake)
+	if err != nil {
+		cancelWork()
+		a.close()
+		return nil, err
+	}
+	if tw.worker != nil {
+		handlers[workerTwilio] = tw.worker.Handle
+	}
 	decoders := map[string]bus.Decoder{}
 	if a.gcs != nil {
 		handlers[workerUploads] = (&upload.Worker{
@@ -227,6 +236,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			Security: security.New(security.Options{Logger: logger, Users: a.logUsers, Now: now,
 				Threshold: cfg.SecurityAlertBurst, Window: cfg.SecurityAlertEvery}),
 			Leases: a.leases, Streams: cfg.streamLimits(),
+			Twilio: tw.webhooks, Phones: tw.phones,
 		})
 		mux := http.NewServeMux()
 		if pushReceiver != nil {
@@ -332,7 +342,10 @@ func cmdEdge(ctx context.Context, cfg Config, logger *slog.Logger, args []string
 
 func cmdWorker(ctx context.Context, cfg Config, logger *slog.Logger, args []string) error {
 	if len(args) != 1 {
-		return usageError{errors.New("want one worker name: transcribe, embed, store, uploads, lifecycle or reconcile")}
+		return usageError{errors.New("want one worker name: transcribe, embed, store, uploads, lifecycle, twilio or reconcile")}
+	}
+	if args[0] == workerTwilio && !cfg.twilioAPI() {
+		return usageError{errors.New("the twilio worker fetches recordings from Twilio: it needs INF_TWILIO_AUTH_TOKEN and INF_TWILIO_ACCOUNT_SID")}
 	}
 	if args[0] == workerUploads && cfg.Blobs != "gcs" {
 		return usageError{errors.New("the uploads worker takes Cloud Storage notifications: it needs LETHE_BLOBS=gcs")}

@@ -48,6 +48,10 @@ type SubscriptionSpec struct {
 	// MinBackoff and MaxBackoff bound the redelivery delay after a nack.
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
+	// PushEndpoint, when set, makes it a push subscription: Pub/Sub POSTs
+	// each message there (the edge's /push/{subscription}) instead of
+	// waiting to be pulled.
+	PushEndpoint string
 }
 
 // deadLetterTopic is the id of topic's dead-letter topic (the rule of
@@ -133,7 +137,12 @@ func subscriptionProto(b *Bus, topic string, ss SubscriptionSpec) (*pubsubpb.Sub
 	if minB < 0 || maxB > 600*time.Second || minB > maxB {
 		return nil, fmt.Errorf("subscription %q: backoff %s..%s outside 0s..600s or inverted", ss.Name, minB, maxB)
 	}
+	var push *pubsubpb.PushConfig
+	if ss.PushEndpoint != "" {
+		push = &pubsubpb.PushConfig{PushEndpoint: ss.PushEndpoint}
+	}
 	return &pubsubpb.Subscription{
+		PushConfig:            push,
 		Name:                  b.SubscriptionName(ss.Name),
 		Topic:                 b.TopicName(topic),
 		AckDeadlineSeconds:    int32(ack / time.Second),

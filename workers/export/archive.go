@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lethe-dev/lethe/app/audit"
+	"github.com/lethe-dev/lethe/app/phones"
 	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/docs"
@@ -115,6 +116,10 @@ type archive struct {
 
 // file adds one file whose content fn writes; store skips compression
 // (audio that is already compressed, or nearly incompressible PCM).
+// FilePhones holds the user's proven phones (masked) and the records of
+// their calls.
+const FilePhones = "phones.ndjson"
+
 func (a *archive) file(path string, store bool, fn func(w io.Writer) error) error {
 	method := zip.Deflate
 	if store {
@@ -282,6 +287,37 @@ func (w *Worker) build(ctx context.Context, user, id string, now time.Time) (bui
 		return built{}, err
 	}
 	w.progress("notes", counts["notes"])
+
+	// Phones: masked numbers (the numbers themselves are not kept) and
+	// the records of calls from them.
+	err = a.file(FilePhones, false, func(f io.Writer) error {
+		enc := ndjson(f)
+		ps, err := (&phones.Registry{Docs: w.Docs}).List(ctx, user)
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			counts["phones"]++
+			if err := enc.Encode(map[string]any{"kind": "phone", "id": p.ID, "masked": p.Masked, "verified": p.Verified, "created_at": p.CreatedAt}); err != nil {
+				return err
+			}
+		}
+		calls, err := (&phones.Calls{Docs: w.Docs}).ListByOwner(ctx, user)
+		if err != nil {
+			return err
+		}
+		for _, c := range calls {
+			counts["calls"]++
+			if err := enc.Encode(map[string]any{"kind": "call", "sid": c.SID, "status": c.Status, "duration_s": c.DurationS, "started_at": c.StartedAt}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return built{}, err
+	}
+	w.progress("phones", counts["phones"])
 
 	// The audit trail's entries about the user.
 	err = a.file(FileAudit, false, func(f io.Writer) error {

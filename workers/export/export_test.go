@@ -263,7 +263,7 @@ func TestBuildArchive(t *testing.T) {
 			t.Errorf("%s is not byte-identical to the upload", path)
 		}
 	}
-	for _, name := range []string{export.FileConversations, export.FileChunks, export.FileSegments, export.FileNotes, export.FileAudit, export.FileRetention} {
+	for _, name := range []string{export.FileConversations, export.FileChunks, export.FileSegments, export.FileNotes, export.FileAudit, export.FileRetention, export.FilePhones} {
 		if _, ok := got[name]; !ok {
 			t.Errorf("%s missing", name)
 		}
