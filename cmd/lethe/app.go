@@ -62,7 +62,9 @@ type app struct {
 	// sessions revokes an erased user's Firebase sessions; nil with local
 	// tokens.
 	sessions functions.SessionRevoker
-	closers  []func() error
+	// journal records erasures outside what a restore brings back.
+	journal *forget.Journal
+	closers []func() error
 }
 
 // overrides replace adapters in tests and benchmarks (an instant
@@ -143,6 +145,10 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides)
 		return nil, err
 	}
 	a.closers = append(a.closers, a.blobs.Close)
+	if a.journal, err = openJournal(ctx, cfg); err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, a.journal.Bucket.Close)
 	if a.gcs != nil {
 		if a.uploadSigner, err = openUploadSigner(cfg, a.gcs); err != nil {
 			return nil, err
@@ -301,6 +307,7 @@ func (a *app) erasures(pub publisher, now func() time.Time) *forget.Saga {
 		Docs: a.docs, Blobs: a.blobs, Vectors: a.vectors, Keys: a.keys,
 		Rates: a.limiter, RateKeys: functions.RateLimitKeys,
 		Audit: a.audit, Bus: pub, Events: a.events, Logger: a.log, Now: now,
+		Journal: a.journal,
 	}
 }
 

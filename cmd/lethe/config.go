@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -117,6 +118,12 @@ type Config struct {
 	RetentionVectorDays     int           `envconfig:"LETHE_RETENTION_VECTOR_DAYS" default:"365" desc:"days search vectors are kept (never longer than their transcript)"`
 	RetentionExportDays     int           `envconfig:"LETHE_RETENTION_EXPORT_DAYS" default:"7" desc:"days export archives are kept"`
 	RetentionSweepEvery     time.Duration `envconfig:"LETHE_RETENTION_SWEEP_EVERY" default:"1h" desc:"lethe run: how often a retention sweep is requested on the lifecycle topic (0: never; in production Cloud Scheduler requests them)"`
+
+	// Backups: the erasure journal lives outside everything a backup or
+	// a point-in-time recovery restores, so a restore can erase again
+	// the users erased since.
+	ErasureJournal string `envconfig:"LETHE_ERASURE_JOURNAL" desc:"where erasures are journaled, outside what backups restore: a directory (default: LETHE_DATA_DIR with .erasures appended, beside it) or gs://BUCKET[/PREFIX] (required in production with Firestore)"`
+	BackupKeyFile  string `envconfig:"LETHE_BACKUP_KEY_FILE" desc:"the backup key (lethe backup keygen makes one; keep it off this machine): lethe backup and lethe restore read it"`
 }
 
 const (
@@ -245,6 +252,9 @@ func (c Config) validate() error {
 	if c.EmbedDim < 1 || c.EmbedDim > 20000 {
 		errs = append(errs, fmt.Errorf("LETHE_EMBED_DIM=%d: want 1..20000", c.EmbedDim))
 	}
+	if _, _, err := c.erasureJournal(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -278,6 +288,9 @@ func (c Config) guardProduction() error {
 	}
 	if c.Auth == "local" {
 		errs = append(errs, errors.New("LETHE_AUTH=local: anyone with the data dir can mint tokens; refused when LETHE_ENV=production"))
+	}
+	if gs, _, _ := c.erasureJournal(); gs == "" && c.Documents == "firestore" {
+		errs = append(errs, errors.New("LETHE_ERASURE_JOURNAL is a local directory with LETHE_DOCUMENTS=firestore: an instance's disk does not outlive it, and a restore would bring erased users back; refused when LETHE_ENV=production (use gs://BUCKET)"))
 	}
 	if c.KEK == "file" {
 		errs = append(errs, errors.New("LETHE_KEK=file: a key-encryption key on local disk; refused when LETHE_ENV=production (use gcpkms://...)"))
@@ -355,4 +368,30 @@ func (c Config) limits() functions.Limits {
 		Search:     perMin(c.RateSearchPerMin, 4),
 		FailedAuth: perMin(c.RateAuthFailPerMin, 3),
 	}
+}
+
+// erasureJournal is where the erasure journal lives: a Cloud Storage
+// bucket and prefix, or a local directory, never inside LETHE_DATA_DIR
+// (a restore replaces that).
+func (c Config) erasureJournal() (bucket, dir string, err error) {
+	j := c.ErasureJournal
+	if rest, ok := strings.CutPrefix(j, "gs://"); ok {
+		bucket, prefix, _ := strings.Cut(rest, "/")
+		if bucket == "" || strings.Contains(prefix, "..") {
+			return "", "", fmt.Errorf("LETHE_ERASURE_JOURNAL=%q: want gs://BUCKET[/PREFIX]", j)
+		}
+		return j, "", nil
+	}
+	if j == "" {
+		j = filepath.Clean(c.DataDir) + ".erasures"
+	}
+	absJ, err1 := filepath.Abs(j)
+	absD, err2 := filepath.Abs(c.DataDir)
+	if err := errors.Join(err1, err2); err != nil {
+		return "", "", fmt.Errorf("LETHE_ERASURE_JOURNAL: %w", err)
+	}
+	if rel, err := filepath.Rel(absD, absJ); err == nil && filepath.IsLocal(rel) || absJ == absD {
+		return "", "", fmt.Errorf("LETHE_ERASURE_JOURNAL=%q is inside LETHE_DATA_DIR: a restore would replace it", c.ErasureJournal)
+	}
+	return "", absJ, nil
 }

@@ -43,6 +43,18 @@ Usage:
   lethe dlq replay TOPIC --id ID|--all
                             re-validate and republish dead letters, with progress
                             (both need a shared bus: LETHE_BUS=gcp)
+  lethe backup --out FILE [--key FILE]
+                            one encrypted archive of an embedded install's data
+                            dir (documents, blobs, vectors, keys); safe while
+                            lethe run serves
+  lethe backup keygen --out FILE
+                            make a backup key (keep it off this machine)
+  lethe restore --in FILE [--key FILE] [--force]
+                            restore an archive into LETHE_DATA_DIR (empty unless
+                            --force), then replay the erasure journal
+  lethe erasures reapply    erase again every user in the erasure journal (after
+                            any restore: lethe restore, Firestore PITR, an import)
+  lethe erasures list       print the erasure journal (pseudonyms only)
   lethe pinecone ensure-index
                             create the Pinecone index if absent; print its host
   lethe version             print the version
@@ -102,6 +114,12 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdRetention(ctx, cfg, logger, rest, stdout, stderr)
 	case "dlq":
 		err = cmdDLQ(ctx, cfg, logger, rest, stdout, stderr)
+	case "backup":
+		err = cmdBackup(ctx, cfg, rest, stdout, stderr)
+	case "restore":
+		err = cmdRestore(ctx, cfg, logger, rest, stdout, stderr)
+	case "erasures":
+		err = cmdErasures(ctx, cfg, logger, rest, stdout)
 	default:
 		fmt.Fprintf(stderr, "lethe: unknown command %q\n\n%s", cmd, usage)
 		return 2

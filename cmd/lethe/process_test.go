@@ -165,6 +165,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"LETHE_RETENTION_EXPORT_DAYS=36501", "LETHE_RETENTION_EXPORT_DAYS"},
 		{"LETHE_RETENTION_SWEEP_EVERY=10ms", "LETHE_RETENTION_SWEEP_EVERY"},
 		{"LETHE_ENV=production", "refused when LETHE_ENV=production"},
+		{"LETHE_ERASURE_JOURNAL=gs://", "LETHE_ERASURE_JOURNAL"},
 	} {
 		t.Run(tc.env, func(t *testing.T) {
 			cmd := exec.CommandContext(context.Background(), os.Args[0], "run")
@@ -198,7 +199,8 @@ func TestHelpAndVersion(t *testing.T) {
 // in production, and a fully production configuration passes the guard.
 func TestProductionGuard(t *testing.T) {
 	prod := Config{Env: envProduction, Bus: "gcp", Documents: "firestore", Blobs: "gcs", Vectors: "pinecone",
-		KEK: "gcpkms://projects/p/locations/l/keyRings/r/cryptoKeys/k", RateLimit: "redis://10.0.0.3:6379/0", Auth: "firebase"}
+		KEK: "gcpkms://projects/p/locations/l/keyRings/r/cryptoKeys/k", RateLimit: "redis://10.0.0.3:6379/0", Auth: "firebase",
+		ErasureJournal: "gs://lethe-erasure-journal"}
 	if err := prod.guardProduction(); err != nil {
 		t.Fatalf("production configuration refused: %v", err)
 	}
@@ -219,6 +221,7 @@ func TestProductionGuard(t *testing.T) {
 		{"dir blobs", func(c *Config) { c.Blobs = "dir" }, "LETHE_BLOBS=dir"},
 		{"flat vectors", func(c *Config) { c.Vectors = "flat" }, "LETHE_VECTORS=flat"},
 		{"memory limits", func(c *Config) { c.RateLimit = "memory" }, "LETHE_RATELIMIT=memory"},
+		{"local erasure journal", func(c *Config) { c.ErasureJournal = "" }, "LETHE_ERASURE_JOURNAL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := prod
