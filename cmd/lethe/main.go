@@ -55,6 +55,10 @@ Usage:
   lethe erasures reapply    erase again every user in the erasure journal (after
                             any restore: lethe restore, Firestore PITR, an import)
   lethe erasures list       print the erasure journal (pseudonyms only)
+  lethe processing-records [--format markdown|json]
+                            the record of processing activities of this
+                            configuration: personal data, stores, providers,
+                            purposes, retention
   lethe pinecone ensure-index
                             create the Pinecone index if absent; print its host
   lethe version             print the version
@@ -120,6 +124,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdRestore(ctx, cfg, logger, rest, stdout, stderr)
 	case "erasures":
 		err = cmdErasures(ctx, cfg, logger, rest, stdout)
+	case "processing-records":
+		err = cmdProcessingRecords(cfg, rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lethe: unknown command %q\n\n%s", cmd, usage)
 		return 2
