@@ -38,10 +38,10 @@ type Settings struct {
 	ErasureJournal  string // where the erasure journal lives
 
 	// Retention is the policy of users who set none.
-	Retention     records.Retention
-	ExportURLTTL  time.Duration
-	UploadURLTTL  time.Duration
-	RateWindow    time.Duration // the longest rate-limit window
+	Retention    records.Retention
+	ExportURLTTL time.Duration
+	UploadURLTTL time.Duration
+	RateWindow   time.Duration // the longest rate-limit window
 }
 
 // Recipient is a store or provider that receives the data.
