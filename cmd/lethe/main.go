@@ -33,6 +33,7 @@ Usage:
                             print a token of the local issuer (embedded mode)
   lethe users erase UID     erase a user everywhere (the erasure saga), with progress
   lethe users export UID    build a user's export archive, with progress
+  lethe users revoke UID    end a user's sessions (Firebase refresh tokens)
   lethe audit tail [-n N] [--subject HASH] [--follow]
                             print the newest audit entries (JSON lines)
   lethe retention sweep [--dry-run]
