@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -11,8 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"cloud.google.com/go/firestore"
+	"github.com/fsouza/fake-gcs-server/fakestorage"
+	"google.golang.org/api/iterator"
+
 	"github.com/lethe-dev/lethe/app/forget"
+	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/infra/backup"
+	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/embed"
 )
 
@@ -230,5 +238,171 @@ func TestRestoreDrillNeverBringsBackAnErasedUser(t *testing.T) {
 	var res searchReply
 	if code := bob2.do("GET", "/v1/search?q="+bobQuery, "", nil, &res); code != http.StatusOK || len(res.Results) == 0 || res.Results[0].ConversationID != "bobDentistQ1" {
 		t.Fatalf("restored: bob's search %d %+v", code, res.Results)
+	}
+}
+
+// userSnapshot is what a point-in-time copy from before an erasure holds
+// of one user: their Firestore subtree, their objects and their vector
+// file.
+type userSnapshot struct {
+	docs    map[*firestore.DocumentRef]map[string]any
+	objects []fakestorage.Object
+	vectors []byte
+}
+
+func snapshotUser(t *testing.T, cfg Config, gcs *fakestorage.Server, user string) userSnapshot {
+	t.Helper()
+	ctx := t.Context()
+	c, err := firestore.NewClient(ctx, cfg.ProjectID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s := userSnapshot{docs: map[*firestore.DocumentRef]map[string]any{}}
+	var walk func(it *firestore.CollectionIterator)
+	walk = func(it *firestore.CollectionIterator) {
+		for {
+			col, err := it.Next()
+			if errors.Is(err, iterator.Done) {
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			refs := col.DocumentRefs(ctx)
+			for {
+				ref, err := refs.Next()
+				if errors.Is(err, iterator.Done) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if snap, err := ref.Get(ctx); err == nil {
+					s.docs[ref] = snap.Data()
+				}
+				walk(ref.Collections(ctx))
+			}
+		}
+	}
+	walk(c.Collection(docs.UsersCollection).Doc(user).Collections(ctx))
+	objs, _, err := gcs.ListObjectsWithOptions(cfg.GCSBucket, fakestorage.ListOptions{Prefix: "users/" + user + "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		full, err := gcs.GetObject(cfg.GCSBucket, o.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.objects = append(s.objects, full)
+	}
+	if s.vectors, err = os.ReadFile(filepath.Join(dataPaths{cfg.DataDir}.vectors(), user+".vec")); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// rollBack puts the snapshot back, as a point-in-time recovery (and the
+// bucket's noncurrent versions, and a vector backup) would.
+func (s userSnapshot) rollBack(t *testing.T, cfg Config, gcs *fakestorage.Server, user string) {
+	t.Helper()
+	for ref, data := range s.docs {
+		if _, err := ref.Set(t.Context(), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, o := range s.objects {
+		gcs.CreateObject(fakestorage.Object{ObjectAttrs: fakestorage.ObjectAttrs{BucketName: cfg.GCSBucket, Name: o.Name,
+			ContentType: o.ContentType, Metadata: o.Metadata}, Content: o.Content})
+	}
+	if err := os.WriteFile(filepath.Join(dataPaths{cfg.DataDir}.vectors(), user+".vec"), s.vectors, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestErasuresReapplyAfterPointInTimeRecovery: on Firestore, Cloud Storage
+// (fake-gcs) and a journal in a bucket of its own: alice is erased, then
+// her documents, objects and vectors come back as a point-in-time
+// recovery from before the erasure would bring them (tombstone and
+// erasure record included, since they are newer). `lethe erasures
+// reapply` finds her in the journal and erases her again; bob is intact.
+func TestErasuresReapplyAfterPointInTimeRecovery(t *testing.T) {
+	psHost, fsHost := requireEmulators(t)
+	gcs := newFakeGCS(t, "lethe-pitr")
+	gcs.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: "lethe-pitr-journal"})
+	cfg := emulatorConfig(t, psHost, fsHost, gcs.URL(), "lethe-pitr")
+	cfg.ErasureJournal = "gs://lethe-pitr-journal/erasures"
+	ctx := context.Background()
+
+	p := startTestPipeline(t, cfg, overrides{STT: instantSTT{}})
+	const aliceUID, bobUID = "alice-pitr-uid-77a", "bob-pitr-uid-3d0"
+	tok := func(uid string) string {
+		s, err := p.app.issuer.Mint(uid, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	base := "http://" + p.addr
+	alice, bob := client{t, base, tok(aliceUID)}, client{t, base, tok(bobUID)}
+	alice.upload("alicePitrA", 0, "speech-hello.wav")
+	bob.upload("bobPitrB", 0, "speech-dentist.wav")
+	alice.waitDone("alicePitrA", 1)
+	bobConv := bob.waitDone("bobPitrB", 1)
+	aliceUser, bobUser := p.app.pseudo.User(aliceUID), p.app.pseudo.User(bobUID)
+	bobBefore := holdings(t, p.app, bobUser)
+	snap := snapshotUser(t, cfg, gcs, aliceUser)
+
+	var er erasureReply
+	if code := alice.do("DELETE", "/v1/me", "", nil, &er); code != http.StatusAccepted {
+		t.Fatalf("DELETE /v1/me: %d", code)
+	}
+	if done := alice.waitErased(er.ID); done.State != forget.StateDone {
+		t.Fatalf("erasure: %+v", done)
+	}
+	if err := p.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The recovery: alice's data as it was, and no trace of the erasure.
+	snap.rollBack(t, cfg, gcs, aliceUser)
+	a, err := openApp(ctx, cfg, testLogger(t), overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []docs.Key{records.TombstoneKey(aliceUser), forget.ErasureKey(er.ID)} {
+		if err := a.docs.Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h := holdings(t, a, aliceUser); h[forget.StoreDocuments] == 0 || h[forget.StoreBlobs] == 0 || h[forget.StoreVectors] == 0 || h[forget.StoreKeys] == 0 {
+		t.Fatalf("the recovery did not bring alice back (%v): the test proves nothing", h)
+	}
+	a.close()
+
+	out, err := runCmd(t, func(o, e *bytes.Buffer) error {
+		return cmdErasures(ctx, cfg, testLogger(t), []string{"reapply"}, o)
+	})
+	if err != nil || !strings.Contains(out, "1 erased users checked") {
+		t.Fatalf("erasures reapply: %v\n%s", err, out)
+	}
+
+	p2 := startTestPipeline(t, cfg, overrides{STT: instantSTT{}})
+	for store, n := range holdings(t, p2.app, aliceUser) {
+		if n != 0 {
+			t.Errorf("after reapply: alice has %d in %s", n, store)
+		}
+	}
+	base2 := "http://" + p2.addr
+	if code := (client{t, base2, tok(aliceUID)}).do("GET", "/v1/conversations", "", nil, nil); code != http.StatusGone {
+		t.Errorf("after reapply: alice's token answered %d, want 410", code)
+	}
+	if got := holdings(t, p2.app, bobUser); fmt.Sprint(got) != fmt.Sprint(bobBefore) {
+		t.Fatalf("after reapply: bob holds %v, had %v", got, bobBefore)
+	}
+	var again conversationReply
+	if code := (client{t, base2, tok(bobUID)}).do("GET", "/v1/conversations/bobPitrB", "", nil, &again); code != http.StatusOK || again.Transcript != bobConv.Transcript {
+		t.Fatalf("after reapply: bob's conversation %d %q", code, again.Transcript)
 	}
 }
