@@ -56,6 +56,11 @@ Usage:
   lethe erasures reapply    erase again every user in the erasure journal (after
                             any restore: lethe restore, Firestore PITR, an import)
   lethe erasures list       print the erasure journal (pseudonyms only)
+  lethe keys rewrap [--to gcpkms://...|new-file]
+                            rotate the KEK: wrap every user's keys and the
+                            identity secrets again (Cloud KMS: under the primary
+                            version, or --to another key; a key file: --to
+                            new-file, with lethe stopped)
   lethe processing-records [--format markdown|json]
                             the record of processing activities of this
                             configuration: personal data, stores, providers,
@@ -125,6 +130,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdRestore(ctx, cfg, logger, rest, stdout, stderr)
 	case "erasures":
 		err = cmdErasures(ctx, cfg, logger, rest, stdout)
+	case "keys":
+		err = cmdKeys(ctx, cfg, rest, stdout, stderr)
 	case "processing-records":
 		err = cmdProcessingRecords(cfg, rest, stdout, stderr)
 	default:
