@@ -162,3 +162,26 @@ func TestJournalHoldsNoRawUID(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// FuzzJournalEntry: whatever an entry's object holds, Entries returns an
+// error or an entry naming the user its key names; it never panics.
+func FuzzJournalEntry(f *testing.F) {
+	f.Add([]byte(`{"user":"` + alice + `","erasure":"e1","requested_at":"2026-11-30T10:00:00Z"}`))
+	f.Add([]byte(`{"user":"` + bob + `"}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		b, err := dirblobs.Open(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		j := &forget.Journal{Bucket: b}
+		if _, err := b.Write(t.Context(), "erasures/"+alice+".json", bytes.NewReader(body), blobs.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := j.Entries(t.Context())
+		if err == nil && (len(got) != 1 || got[0].User != alice) {
+			t.Fatalf("Entries = %+v for %q", got, body)
+		}
+	})
+}
