@@ -26,11 +26,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/url"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tink-crypto/tink-go/v2/insecurecleartextkeyset"
@@ -159,7 +161,13 @@ func LoadKey(path string) (tink.StreamingAEAD, error) {
 // Create writes an archive of src to w and returns its manifest.
 func Create(ctx context.Context, w io.Writer, key tink.StreamingAEAD, src Source, now time.Time) (Manifest, error) {
 	m := Manifest{Format: 1, CreatedAt: now.UTC()}
-	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(src.Root)), ".lethe-backup-")
+	// The snapshots are made inside the data dir (writable, and as
+	// private as the data), in a directory the walk leaves out. One left
+	// by a crash holds wrapped keysets of users erased since: remove it.
+	if err := removeStaleSnapshots(src.Root); err != nil {
+		return m, err
+	}
+	tmp, err := os.MkdirTemp(src.Root, snapshotDirPrefix)
 	if err != nil {
 		return m, fmt.Errorf("os.MkdirTemp: %w", err)
 	}
@@ -209,7 +217,7 @@ func Create(ctx context.Context, w io.Writer, key tink.StreamingAEAD, src Source
 		m.Files = append(m.Files, File{Path: rel, Size: st.Size(), SHA256: hex.EncodeToString(h.Sum(nil))})
 		return nil
 	}
-	for _, rel := range slices.Sorted(mapsKeys(snaps)) {
+	for _, rel := range slices.Sorted(maps.Keys(snaps)) {
 		if err := add(rel, snaps[rel]); err != nil {
 			return m, err
 		}
@@ -230,6 +238,8 @@ func Create(ctx context.Context, w io.Writer, key tink.StreamingAEAD, src Source
 		}
 		rel = filepath.ToSlash(rel)
 		switch {
+		case d.IsDir() && strings.HasPrefix(d.Name(), snapshotDirPrefix):
+			return filepath.SkipDir
 		case d.IsDir():
 			return nil
 		case d.Type()&fs.ModeSymlink != 0:
@@ -264,14 +274,23 @@ func Create(ctx context.Context, w io.Writer, key tink.StreamingAEAD, src Source
 	return m, nil
 }
 
-func mapsKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
+// snapshotDirPrefix names the temporary directory of a backup in
+// progress; one backup runs at a time.
+const snapshotDirPrefix = ".lethe-backup-"
+
+func removeStaleSnapshots(root string) error {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return fmt.Errorf("os.ReadDir: %w", err)
+	}
+	for _, e := range entries {
+		if e.IsDir() && strings.HasPrefix(e.Name(), snapshotDirPrefix) {
+			if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil {
+				return fmt.Errorf("os.RemoveAll: %w", err)
 			}
 		}
 	}
+	return nil
 }
 
 // snapshotSQLite writes a consistent copy of the database at src to dst

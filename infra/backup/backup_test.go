@@ -227,6 +227,40 @@ func TestLoadKeyRefusesWideMode(t *testing.T) {
 	}
 }
 
+// TestStaleSnapshotRemoved: a snapshot left by a crashed backup (it may
+// hold keysets of users erased since) is removed by the next backup and
+// never archived.
+func TestStaleSnapshotRemoved(t *testing.T) {
+	key := newKey(t)
+	dir, _ := dataDir(t)
+	stale := filepath.Join(dir, ".lethe-backup-123", "db-0")
+	if err := os.MkdirAll(filepath.Dir(stale), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stale, []byte("old snapshot"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	m, err := backup.Create(t.Context(), &buf, key, source(dir), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range m.Files {
+		if strings.Contains(f.Path, ".lethe-backup-") {
+			t.Fatalf("archived %s", f.Path)
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".lethe-backup-") {
+			t.Fatalf("%s left in the data dir", e.Name())
+		}
+	}
+}
+
 func TestCreateRefusesSymlinks(t *testing.T) {
 	key := newKey(t)
 	dir, _ := dataDir(t)
