@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -15,7 +14,6 @@ import (
 
 	"cloud.google.com/go/firestore"
 	"github.com/fsouza/fake-gcs-server/fakestorage"
-	"google.golang.org/api/iterator"
 
 	"github.com/lethe-dev/lethe/app/forget"
 	"github.com/lethe-dev/lethe/app/records"
@@ -66,6 +64,19 @@ func vectorHits(t *testing.T, a *app, user, q string) int {
 		t.Fatal(err)
 	}
 	return len(m)
+}
+
+// eraseMe erases the client's account and waits for the receipt.
+func (c client) eraseMe() erasureReply {
+	c.t.Helper()
+	var er erasureReply
+	if code := c.do("DELETE", "/v1/me", "", nil, &er); code != http.StatusAccepted {
+		c.t.Fatalf("DELETE /v1/me: %d", code)
+	}
+	if done := c.waitErased(er.ID); done.State != forget.StateDone {
+		c.t.Fatalf("erasure: %+v", done)
+	}
+	return er
 }
 
 func runCmd(t *testing.T, f func(stdout, stderr *bytes.Buffer) error) (string, error) {
@@ -124,13 +135,7 @@ func TestRestoreDrillNeverBringsBackAnErasedUser(t *testing.T) {
 		t.Fatalf("backup: %v\n%s", err, out)
 	}
 
-	var er erasureReply
-	if code := alice.do("DELETE", "/v1/me", "", nil, &er); code != http.StatusAccepted {
-		t.Fatalf("DELETE /v1/me: %d", code)
-	}
-	if done := alice.waitErased(er.ID); done.State != forget.StateDone {
-		t.Fatalf("erasure: %+v", done)
-	}
+	alice.eraseMe()
 	if err := p.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -259,33 +264,11 @@ func snapshotUser(t *testing.T, cfg Config, gcs *fakestorage.Server, user string
 	}
 	t.Cleanup(func() { c.Close() })
 	s := userSnapshot{docs: map[*firestore.DocumentRef]map[string]any{}}
-	var walk func(it *firestore.CollectionIterator)
-	walk = func(it *firestore.CollectionIterator) {
-		for {
-			col, err := it.Next()
-			if errors.Is(err, iterator.Done) {
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			refs := col.DocumentRefs(ctx)
-			for {
-				ref, err := refs.Next()
-				if errors.Is(err, iterator.Done) {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				if snap, err := ref.Get(ctx); err == nil {
-					s.docs[ref] = snap.Data()
-				}
-				walk(ref.Collections(ctx))
-			}
+	walkFirestore(t, c.Collection(docs.UsersCollection).Doc(user).Collections(ctx), func(ref *firestore.DocumentRef, data map[string]any) {
+		if data != nil {
+			s.docs[ref] = data
 		}
-	}
-	walk(c.Collection(docs.UsersCollection).Doc(user).Collections(ctx))
+	})
 	objs, _, err := gcs.ListObjectsWithOptions(cfg.GCSBucket, fakestorage.ListOptions{Prefix: "users/" + user + "/"})
 	if err != nil {
 		t.Fatal(err)
@@ -354,13 +337,7 @@ func TestErasuresReapplyAfterPointInTimeRecovery(t *testing.T) {
 	bobBefore := holdings(t, p.app, bobUser)
 	snap := snapshotUser(t, cfg, gcs, aliceUser)
 
-	var er erasureReply
-	if code := alice.do("DELETE", "/v1/me", "", nil, &er); code != http.StatusAccepted {
-		t.Fatalf("DELETE /v1/me: %d", code)
-	}
-	if done := alice.waitErased(er.ID); done.State != forget.StateDone {
-		t.Fatalf("erasure: %+v", done)
-	}
+	er := alice.eraseMe()
 	if err := p.stop(); err != nil {
 		t.Fatal(err)
 	}
