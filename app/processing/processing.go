@@ -137,7 +137,7 @@ func Build(s Settings) Record {
 		Receives: "nothing personal: wraps each user's keyset with the pseudonym as associated data", Protection: "file mode 0600 (development and single-instance installs)"}
 	if strings.HasPrefix(s.KEK, "gcpkms://") || strings.HasPrefix(s.KEK, "gcp-kms://") {
 		kek = Recipient{Name: "Google Cloud KMS key " + strings.TrimPrefix(strings.TrimPrefix(s.KEK, "gcpkms://"), "gcp-kms://"), Role: "processor", Adapter: "gcpkms",
-			Receives: "each user's keyset to wrap or unwrap, with the pseudonym as associated data; never content", Protection: "HSM-backed key, rotation period set in terraform/"}
+			Receives: "each user's keyset to wrap or unwrap, with the pseudonym as associated data; never content", Protection: "key material never leaves Cloud KMS; rotation period set in terraform/; lethe keys rewrap re-wraps under the new version"}
 	}
 	idp := Recipient{Name: "local token issuer (" + s.DataDir + "/auth)", Role: "local", Adapter: "local",
 		Receives: "the account id, in tokens it mints", Protection: "development only; refused in production"}
@@ -165,12 +165,16 @@ func Build(s Settings) Record {
 		return rc
 	}
 	ret := s.Retention
+	uploads := ""
+	if s.Blobs == "gcs" {
+		uploads = "; signed upload URLs live " + s.UploadURLTTL.String() + ", uploads not yet sealed are removed within a day"
+	}
 	r.Activities = []Activity{
 		{
 			Name: "audio capture", Purpose: "receive the user's recordings (app upload, streaming, signed upload) and keep them until transcribed and for the audio retention",
 			Data:       []string{"voice recordings (may contain third parties' voices and special-category data)", "conversation ids and chunk times"},
 			Recipients: []Recipient{with(blobStore, "sealed audio chunks"), with(docStore, "chunk records (status, sizes, times, keyed digests)")},
-			Retention:  "audio: " + days(ret.AudioDays) + " (each user may set their own); signed upload URLs live " + s.UploadURLTTL.String(),
+			Retention:  "audio: " + days(ret.AudioDays) + " (each user may set their own)" + uploads,
 		},
 		{
 			Name: "transcription", Purpose: "turn recordings into text the user can read and search",
