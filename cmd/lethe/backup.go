@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	iofs "io/fs"
 	"os"
 	"path"
 	"strings"
@@ -24,7 +25,7 @@ import (
 
 const (
 	backupUsage   = "want: backup --out FILE [--key FILE] | backup keygen --out FILE"
-	restoreUsage  = "want: restore --in FILE [--key FILE] [--force]"
+	restoreUsage  = "want: restore --in FILE [--key FILE] [--force] [--new-journal]"
 	erasuresUsage = "want: erasures reapply | erasures list"
 )
 
@@ -160,11 +161,20 @@ func cmdRestore(ctx context.Context, cfg Config, logger *slog.Logger, args []str
 	in := fs.String("in", "", "the archive to restore")
 	keyFile := fs.String("key", "", "backup key (default LETHE_BACKUP_KEY_FILE)")
 	force := fs.Bool("force", false, "replace a non-empty LETHE_DATA_DIR (stop every lethe using it first)")
+	newJournal := fs.Bool("new-journal", false, "accept that LETHE_ERASURE_JOURNAL does not exist yet (no erasure since the backup can be replayed)")
 	if err := fs.Parse(args); err != nil || *in == "" || fs.NArg() > 0 {
 		return usageError{errors.New(restoreUsage)}
 	}
 	if err := embeddedOnly(cfg, "restore"); err != nil {
 		return err
+	}
+	// Every install makes its journal directory when it first opens; a
+	// missing one means a restore on another machine or path, where the
+	// default journal is not the one that recorded the erasures.
+	if _, dir, err := cfg.erasureJournal(); err != nil {
+		return err
+	} else if _, serr := os.Stat(dir); dir != "" && errors.Is(serr, iofs.ErrNotExist) && !*newJournal {
+		return usageError{fmt.Errorf("the erasure journal %s does not exist: point LETHE_ERASURE_JOURNAL at the journal of the install the backup came from (or pass --new-journal if it is truly lost: users erased since the backup would come back)", dir)}
 	}
 	key, err := loadBackupKey(cfg, *keyFile)
 	if err != nil {

@@ -175,6 +175,17 @@ func TestRestoreDrillNeverBringsBackAnErasedUser(t *testing.T) {
 	}); err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Fatalf("restore over the live data dir: %v, want not empty", err)
 	}
+	// On another machine the journal must be pointed at, not made anew.
+	elsewhere := target
+	elsewhere.ErasureJournal = filepath.Join(t.TempDir(), "no-journal-here")
+	if _, err := runCmd(t, func(o, e *bytes.Buffer) error {
+		return cmdRestore(ctx, elsewhere, testLogger(t), []string{"--in", archive}, o, e)
+	}); err == nil || !strings.Contains(err.Error(), "erasure journal") {
+		t.Fatalf("restore without the journal: %v, want a refusal naming it", err)
+	}
+	if _, err := os.Stat(target.DataDir); !os.IsNotExist(err) {
+		t.Fatalf("a refused restore left %s behind: %v", target.DataDir, err)
+	}
 
 	// The archive alone brings alice back, and such a directory cannot
 	// serve: without the journal's replay the test below could not fail.

@@ -50,7 +50,7 @@ Usage:
                             lethe run serves
   lethe backup keygen --out FILE
                             make a backup key (keep it off this machine)
-  lethe restore --in FILE [--key FILE] [--force]
+  lethe restore --in FILE [--key FILE] [--force] [--new-journal]
                             restore an archive into LETHE_DATA_DIR (empty unless
                             --force), then replay the erasure journal
   lethe erasures reapply    erase again every user in the erasure journal (after
