@@ -42,6 +42,7 @@ const (
 	ActionConversationDeleted = "conversation.deleted"
 	ActionNoteDeleted         = "note.deleted"
 	ActionAdminCall           = "admin.call"
+	ActionSessionsRevoked     = "sessions.revoked"
 )
 
 // Actors other than users (users act as "user:<keyed hash>").

@@ -176,6 +176,9 @@ type Saga struct {
 	// Twilio covers the user's number ownerships and call records (global
 	// documents keyed by number hash and call SID); nil skips it.
 	Twilio UserIndex
+	// Journal records each requested erasure outside what backups
+	// restore (see Journal); nil only in tests of the saga alone.
+	Journal *Journal
 }
 
 // Request starts the erasure of user: it writes the tombstone at once (so
@@ -190,6 +193,15 @@ func (s *Saga) Request(ctx context.Context, user, actor string) (Erasure, error)
 	now := s.now()
 	e := Erasure{ID: ErasureID(user), User: user, Actor: actor, State: StatePending, RequestedAt: now, UpdatedAt: now}
 	e.Receipt = Receipt{ID: e.ID, Stores: map[string]StoreCount{}}
+	// The journal first: an erasure the user was told about must survive
+	// a restore of a backup taken before it. If this fails nothing has
+	// happened yet and the user can ask again (after the tombstone their
+	// token would answer 410).
+	if s.Journal != nil {
+		if err := s.Journal.Append(ctx, JournalEntry{User: user, Erasure: e.ID, RequestedAt: now}); err != nil {
+			return Erasure{}, err
+		}
+	}
 	if err := s.tombstone(ctx, user, now); err != nil {
 		return Erasure{}, err
 	}

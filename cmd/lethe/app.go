@@ -68,7 +68,9 @@ type app struct {
 	// tokens.
 	sessions functions.SessionRevoker
 	// tel makes the spans of requests and handlers and records metrics.
-	tel     *telemetry.Telemetry
+	tel *telemetry.Telemetry
+	// journal records erasures outside what a restore brings back.
+	journal *forget.Journal
 	closers []func() error
 }
 
@@ -169,6 +171,10 @@ func openApp(ctx context.Context, cfg Config, logger *slog.Logger, ov overrides)
 		return nil, err
 	}
 	a.closers = append(a.closers, a.blobs.Close)
+	if a.journal, err = openJournal(ctx, cfg); err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, a.journal.Bucket.Close)
 	if a.gcs != nil {
 		if a.uploadSigner, err = openUploadSigner(cfg, a.gcs); err != nil {
 			return nil, err
@@ -330,7 +336,8 @@ func (a *app) erasures(pub publisher, now func() time.Time) *forget.Saga {
 		Rates: a.limiter, RateKeys: functions.RateLimitKeys,
 		Audit: a.audit, Bus: pub, Events: a.events, Logger: a.log, Now: now,
 		// Number ownerships and call records: global documents.
-		Twilio: phones.Index{Docs: a.docs},
+		Twilio:  phones.Index{Docs: a.docs},
+		Journal: a.journal,
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -153,6 +154,11 @@ type Config struct {
 	TwilioDeleteRecordings   bool          `envconfig:"LETHE_TWILIO_DELETE_RECORDINGS" default:"true" desc:"delete Twilio's copy of a recording once it is sealed here"`
 	PublishDelay             time.Duration `envconfig:"LETHE_PUBLISH_DELAY" default:"10ms" desc:"how long a publisher waits to batch messages (Pub/Sub's DelayThreshold): every acknowledgement that waits for a publish (uploads, Twilio webhooks) waits this long at least"`
 	PushEndpoint             string        `envconfig:"LETHE_PUSH_ENDPOINT" desc:"with LETHE_DELIVERY=push: the base URL Pub/Sub pushes to; lethe creates push subscriptions to its /push/{subscription} (emulator, development; Terraform in production)"`
+	// Backups: the erasure journal lives outside everything a backup or
+	// a point-in-time recovery restores, so a restore can erase again
+	// the users erased since.
+	ErasureJournal string `envconfig:"LETHE_ERASURE_JOURNAL" desc:"where erasures are journaled, outside what backups restore: a directory (default: LETHE_DATA_DIR with .erasures appended, beside it) or gs://BUCKET[/PREFIX] (required in production with Firestore)"`
+	BackupKeyFile  string `envconfig:"LETHE_BACKUP_KEY_FILE" desc:"the backup key (lethe backup keygen makes one; keep it off this machine): lethe backup and lethe restore read it"`
 }
 
 const (
@@ -305,6 +311,9 @@ func (c Config) validate() error {
 	}
 	errs = append(errs, c.validateStreams()...)
 	errs = append(errs, c.validateTwilio()...)
+	if _, _, err := c.erasureJournal(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -342,6 +351,9 @@ func (c Config) guardProduction() error {
 	}
 	if strings.HasPrefix(c.PublicURL, "http://") {
 		errs = append(errs, errors.New("LETHE_PUBLIC_URL is http://: tokens would cross the network in clear; refused when LETHE_ENV=production"))
+	}
+	if gs, _, _ := c.erasureJournal(); gs == "" && c.Documents == "firestore" {
+		errs = append(errs, errors.New("LETHE_ERASURE_JOURNAL is a local directory with LETHE_DOCUMENTS=firestore: an instance's disk does not outlive it, and a restore would bring erased users back; refused when LETHE_ENV=production (use gs://BUCKET)"))
 	}
 	if c.KEK == "file" {
 		errs = append(errs, errors.New("LETHE_KEK=file: a key-encryption key on local disk; refused when LETHE_ENV=production (use gcpkms://...)"))
@@ -437,4 +449,30 @@ func (c Config) telemetry() telemetry.Config {
 		OTLPEndpoint: c.OTLPEndpoint, SampleRatio: c.TraceSampleRatio,
 		Stdout: os.Stdout,
 	}
+}
+
+// erasureJournal is where the erasure journal lives: a Cloud Storage
+// bucket and prefix, or a local directory, never inside LETHE_DATA_DIR
+// (a restore replaces that).
+func (c Config) erasureJournal() (bucket, dir string, err error) {
+	j := c.ErasureJournal
+	if rest, ok := strings.CutPrefix(j, "gs://"); ok {
+		bucket, prefix, _ := strings.Cut(rest, "/")
+		if bucket == "" || strings.Contains(prefix, "..") {
+			return "", "", fmt.Errorf("LETHE_ERASURE_JOURNAL=%q: want gs://BUCKET[/PREFIX]", j)
+		}
+		return j, "", nil
+	}
+	if j == "" {
+		j = filepath.Clean(c.DataDir) + ".erasures"
+	}
+	absJ, err1 := filepath.Abs(j)
+	absD, err2 := filepath.Abs(c.DataDir)
+	if err := errors.Join(err1, err2); err != nil {
+		return "", "", fmt.Errorf("LETHE_ERASURE_JOURNAL: %w", err)
+	}
+	if rel, err := filepath.Rel(absD, absJ); err == nil && filepath.IsLocal(rel) || absJ == absD {
+		return "", "", fmt.Errorf("LETHE_ERASURE_JOURNAL=%q is inside LETHE_DATA_DIR: a restore would replace it", c.ErasureJournal)
+	}
+	return "", absJ, nil
 }

@@ -283,35 +283,46 @@ func dumpFirestore(t *testing.T, project string) []byte {
 	}
 	defer c.Close()
 	var out bytes.Buffer
-	var walk func(it *firestore.CollectionIterator)
-	walk = func(it *firestore.CollectionIterator) {
+	walkFirestore(t, c.Collections(ctx), func(ref *firestore.DocumentRef, data map[string]any) {
+		fmt.Fprintf(&out, "%s\n", ref.Path)
+		if data != nil {
+			fmt.Fprintf(&out, "%v\n", data)
+		}
+	})
+	return out.Bytes()
+}
+
+// walkFirestore calls fn for every document under the collections it
+// yields, subcollections included (data nil where only subcollections
+// exist).
+func walkFirestore(t *testing.T, it *firestore.CollectionIterator, fn func(ref *firestore.DocumentRef, data map[string]any)) {
+	t.Helper()
+	ctx := t.Context()
+	for {
+		col, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs := col.DocumentRefs(ctx)
 		for {
-			col, err := it.Next()
+			ref, err := refs.Next()
 			if errors.Is(err, iterator.Done) {
-				return
+				break
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			docs := col.DocumentRefs(ctx)
-			for {
-				ref, err := docs.Next()
-				if errors.Is(err, iterator.Done) {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				fmt.Fprintf(&out, "%s\n", ref.Path)
-				if snap, err := ref.Get(ctx); err == nil {
-					fmt.Fprintf(&out, "%v\n", snap.Data())
-				}
-				walk(ref.Collections(ctx))
+			var data map[string]any
+			if snap, err := ref.Get(ctx); err == nil {
+				data = snap.Data()
 			}
+			fn(ref, data)
+			walkFirestore(t, ref.Collections(ctx), fn)
 		}
 	}
-	walk(c.Collections(ctx))
-	return out.Bytes()
 }
 
 // capturing keeps every event published, so a test can deliver one again

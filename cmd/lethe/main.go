@@ -33,6 +33,7 @@ Usage:
                             print a token of the local issuer (embedded mode)
   lethe users erase UID     erase a user everywhere (the erasure saga), with progress
   lethe users export UID    build a user's export archive, with progress
+  lethe users revoke UID    end a user's sessions (Firebase refresh tokens)
   lethe audit tail [-n N] [--subject HASH] [--follow]
                             print the newest audit entries (JSON lines)
   lethe retention sweep [--dry-run]
@@ -43,6 +44,27 @@ Usage:
   lethe dlq replay TOPIC --id ID|--all
                             re-validate and republish dead letters, with progress
                             (both need a shared bus: LETHE_BUS=gcp)
+  lethe backup --out FILE [--key FILE]
+                            one encrypted archive of an embedded install's data
+                            dir (documents, blobs, vectors, keys); safe while
+                            lethe run serves
+  lethe backup keygen --out FILE
+                            make a backup key (keep it off this machine)
+  lethe restore --in FILE [--key FILE] [--force] [--new-journal]
+                            restore an archive into LETHE_DATA_DIR (empty unless
+                            --force), then replay the erasure journal
+  lethe erasures reapply    erase again every user in the erasure journal (after
+                            any restore: lethe restore, Firestore PITR, an import)
+  lethe erasures list       print the erasure journal (pseudonyms only)
+  lethe keys rewrap [--to gcpkms://...|new-file]
+                            rotate the KEK: wrap every user's keys and the
+                            identity secrets again (Cloud KMS: under the primary
+                            version, or --to another key; a key file: --to
+                            new-file, with lethe stopped)
+  lethe processing-records [--format markdown|json]
+                            the record of processing activities of this
+                            configuration: personal data, stores, providers,
+                            purposes, retention
   lethe pinecone ensure-index
                             create the Pinecone index if absent; print its host
   lethe version             print the version
@@ -102,6 +124,16 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdRetention(ctx, cfg, logger, rest, stdout, stderr)
 	case "dlq":
 		err = cmdDLQ(ctx, cfg, logger, rest, stdout, stderr)
+	case "backup":
+		err = cmdBackup(ctx, cfg, rest, stdout, stderr)
+	case "restore":
+		err = cmdRestore(ctx, cfg, logger, rest, stdout, stderr)
+	case "erasures":
+		err = cmdErasures(ctx, cfg, logger, rest, stdout)
+	case "keys":
+		err = cmdKeys(ctx, cfg, rest, stdout, stderr)
+	case "processing-records":
+		err = cmdProcessingRecords(cfg, rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lethe: unknown command %q\n\n%s", cmd, usage)
 		return 2

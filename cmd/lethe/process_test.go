@@ -165,6 +165,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"LETHE_RETENTION_EXPORT_DAYS=36501", "LETHE_RETENTION_EXPORT_DAYS"},
 		{"LETHE_RETENTION_SWEEP_EVERY=10ms", "LETHE_RETENTION_SWEEP_EVERY"},
 		{"LETHE_ENV=production", "refused when LETHE_ENV=production"},
+		{"LETHE_ERASURE_JOURNAL=gs://", "LETHE_ERASURE_JOURNAL"},
 	} {
 		t.Run(tc.env, func(t *testing.T) {
 			cmd := exec.CommandContext(context.Background(), os.Args[0], "run")
@@ -199,7 +200,7 @@ func TestHelpAndVersion(t *testing.T) {
 func TestProductionGuard(t *testing.T) {
 	prod := Config{Env: envProduction, Bus: "gcp", Documents: "firestore", Blobs: "gcs", Vectors: "pinecone",
 		KEK: "gcpkms://projects/p/locations/l/keyRings/r/cryptoKeys/k", RateLimit: "redis://10.0.0.3:6379/0", Auth: "firebase",
-		TwilioAuthToken: "twilio-token", PublicURL: "https://lethe.example"}
+		TwilioAuthToken: "twilio-token", PublicURL: "https://lethe.example", ErasureJournal: "gs://lethe-erasure-journal"}
 	if err := prod.guardProduction(); err != nil {
 		t.Fatalf("production configuration refused: %v", err)
 	}
@@ -223,6 +224,7 @@ func TestProductionGuard(t *testing.T) {
 		{"twilio signature skip", func(c *Config) { c.TwilioSkipSigVerify = true }, "INF_TWILIO_SKIP_SIG_VERIFY"},
 		{"no twilio token", func(c *Config) { c.TwilioAuthToken = "" }, "INF_TWILIO_AUTH_TOKEN"},
 		{"public URL not https", func(c *Config) { c.PublicURL = "http://lethe.example" }, "LETHE_PUBLIC_URL"},
+		{"local erasure journal", func(c *Config) { c.ErasureJournal = "" }, "LETHE_ERASURE_JOURNAL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := prod

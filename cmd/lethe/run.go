@@ -80,6 +80,9 @@ type roles struct {
 // finish in-flight handlers, publishers flush — all within
 // cfg.ShutdownTimeout.
 func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles, ov overrides) (*pipeline, error) {
+	if err := refusePendingRestore(cfg); err != nil {
+		return nil, err
+	}
 	a, err := openApp(ctx, cfg, logger, ov)
 	if err != nil {
 		return nil, err

@@ -18,7 +18,7 @@ import (
 // characters).
 var uidRE = regexp.MustCompile(`^[A-Za-z0-9_.@:+-]{1,128}$`)
 
-const usersUsage = "want: users erase UID | users export UID [--out FILE]"
+const usersUsage = "want: users erase UID | users export UID [--out FILE] | users revoke UID"
 
 // cmdUsers is the operator's per-user lifecycle: `lethe users erase UID`
 // and `lethe users export UID`. They run the same code as the HTTP API,
@@ -32,6 +32,16 @@ func cmdUsers(ctx context.Context, cfg Config, logger *slog.Logger, args []strin
 		return cmdUsersExport(ctx, cfg, logger, args[1:], stdout, stderr)
 	case "erase":
 		return cmdUsersErase(ctx, cfg, logger, args[1:], stdout)
+	case "revoke":
+		if len(args) != 2 || !uidRE.MatchString(args[1]) {
+			return usageError{errors.New("want: users revoke UID (1-128 of [A-Za-z0-9_.@:+-])")}
+		}
+		a, err := openApp(ctx, cfg, logger, overrides{})
+		if err != nil {
+			return err
+		}
+		defer a.close()
+		return revokeSessions(ctx, a, args[1], stdout)
 	default:
 		return usageError{errors.New(usersUsage)}
 	}
@@ -121,4 +131,22 @@ func printReceipt(w io.Writer, e forget.Erasure) {
 		c := e.Receipt.Stores[store]
 		fmt.Fprintf(w, "  %-10s %8d %8d %10d\n", store, c.Found, c.Deleted, c.Remaining)
 	}
+}
+
+// revokeSessions ends a user's sessions at the identity provider (Firebase
+// refresh tokens: the app must sign in again once its ID token, at most
+// an hour old, expires) and records it in the audit trail.
+func revokeSessions(ctx context.Context, a *app, uid string, stdout io.Writer) error {
+	if a.sessions == nil {
+		return usageError{errors.New("LETHE_AUTH=local has no sessions to revoke: its tokens live until they expire (lethe token --ttl); to cut every one at once, move LETHE_DATA_DIR/auth/issuer.pem away and restart")}
+	}
+	if err := a.sessions.RevokeSessions(ctx, uid); err != nil {
+		return fmt.Errorf("sessions.RevokeSessions: %w", err)
+	}
+	user := a.pseudo.User(uid)
+	if _, err := a.audit.Append(ctx, audit.Entry{Actor: audit.ActorOperator, Action: audit.ActionSessionsRevoked, Subject: user}); err != nil {
+		return fmt.Errorf("audit.Append: %w", err)
+	}
+	fmt.Fprintf(stdout, "sessions of user %s revoked: refresh tokens refused from now; ID tokens already issued expire within the hour\n", user)
+	return nil
 }

@@ -21,3 +21,7 @@ func splitPrefix(prefix string) (dir, partial string) {
 
 // objectPath is the file, relative to the root, that holds key.
 func objectPath(key string) string { return key + objSuffix }
+
+// IsTempFile reports whether a file name (the base name) is one of the
+// temp files a write fills before its rename: a backup leaves them out.
+func IsTempFile(name string) bool { return strings.HasPrefix(name, tmpPrefix) }

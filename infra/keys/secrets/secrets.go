@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/keys"
@@ -130,4 +131,54 @@ func (s *Store) unwrap(ctx context.Context, d docs.Doc, name string, version int
 		return nil, fmt.Errorf("secrets: %s.v%d holds %d bytes, want %d", name, version, len(secret), Size)
 	}
 	return secret, nil
+}
+
+// Rewrap wraps every stored secret again: unwrapped with from, wrapped
+// with to (a KEK rotation; see keys.RewrapKeysets). Secrets that already
+// unwrap with to are left as they are.
+func Rewrap(ctx context.Context, d docs.Store, from, to keys.KEK) (int, error) {
+	found, err := d.Query(ctx, docs.Query{Collection: Collection})
+	if err != nil {
+		return 0, fmt.Errorf("docs.Query secrets: %w", err)
+	}
+	n := 0
+	for _, doc := range found {
+		name, v, ok := strings.Cut(doc.Key.ID, ".v")
+		version, err := strconv.Atoi(v)
+		if !ok || err != nil || !nameRe.MatchString(name) || version < 1 {
+			return n, fmt.Errorf("secrets: unexpected document %q", doc.Key.ID)
+		}
+		err = d.Update(ctx, doc.Key, func(cur *docs.Doc) (*docs.Doc, error) {
+			if cur == nil {
+				return nil, nil
+			}
+			var sd secretDoc
+			if err := json.Unmarshal(cur.Data, &sd); err != nil || sd.V != 1 {
+				return nil, fmt.Errorf("secrets: %s stored in an unknown format", doc.Key.ID)
+			}
+			secret, err := from.DecryptWithContext(ctx, sd.Wrapped, ad(name, version))
+			if err != nil {
+				if _, terr := to.DecryptWithContext(ctx, sd.Wrapped, ad(name, version)); terr == nil {
+					same := *cur
+					return &same, nil // done by an earlier run
+				}
+				return nil, fmt.Errorf("kek.Decrypt secret %s: %w", doc.Key.ID, err)
+			}
+			if sd.Wrapped, err = to.EncryptWithContext(ctx, secret, ad(name, version)); err != nil {
+				return nil, fmt.Errorf("kek.Encrypt secret %s: %w", doc.Key.ID, err)
+			}
+			data, err := json.Marshal(sd)
+			if err != nil {
+				return nil, err
+			}
+			next := *cur
+			next.Data = data
+			return &next, nil
+		})
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }

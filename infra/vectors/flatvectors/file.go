@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/lethe-dev/lethe/infra/vectors"
 )
@@ -273,3 +274,7 @@ func readMeta(r *reader) (map[string]any, error) {
 	}
 	return md, nil
 }
+
+// IsTempFile reports whether a file name (the base name) is a namespace
+// file being rewritten: a backup leaves it out.
+func IsTempFile(name string) bool { return strings.Contains(name, tmpMarker) }
