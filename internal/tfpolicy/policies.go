@@ -309,6 +309,10 @@ func (m *Module) envKeys(expr hclsyntax.Expression, seen map[string]bool) []stri
 	for _, t := range expr.Variables() {
 		switch t.RootName() {
 		case "local":
+			if len(t) < 2 {
+				out = append(out, "")
+				continue
+			}
 			a, ok := t[1].(hcl.TraverseAttr)
 			if !ok {
 				out = append(out, "")

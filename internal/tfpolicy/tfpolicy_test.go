@@ -257,3 +257,25 @@ func TestParseRejects(t *testing.T) {
 		})
 	}
 }
+
+// Policies never panic on what parses, however odd.
+func FuzzCheck(f *testing.F) {
+	for _, s := range goodFiles {
+		f.Add(s)
+	}
+	f.Add(`resource "google_pubsub_subscription" "s" { topic = local.x }`)
+	f.Add(`resource "google_cloud_run_v2_service" "s" { dynamic "env" { content { value = 1 } } }`)
+	c := Contract{
+		Topics: []string{"audio"}, PublicService: "edge", MaxRotation: time.Hour,
+		DeadLetterTopic:  func(t string) string { return t + "-dead-letter" },
+		HoldSubscription: func(t string) string { return t + "-dead-letter-hold" },
+		ValidateEvent:    func([]byte, map[string]string) error { return nil },
+	}
+	f.Fuzz(func(t *testing.T, src string) {
+		m, err := Parse(map[string][]byte{"f.tf": []byte(src)})
+		if err != nil {
+			return
+		}
+		_ = Check(m, c)
+	})
+}
