@@ -16,6 +16,13 @@ TERRAFORM_VERSION=v1.5.7
 GOVULNCHECK_VERSION=v1.9.0
 STATICCHECK_VERSION=v0.8.2
 VULNDB_VERSION=v0.0.0-20261105234957-e22db6528018
+# The Go that release images are built with (Dockerfile GO_VERSION), and
+# so the standard library govulncheck must judge. The machines' go1.26.8
+# has 13 standard-library vulnerabilities reachable from lethe (net/http,
+# crypto/tls, crypto/x509, html/template, ...), fixed in go1.26.9/1.26.10
+# and go1.27.2/1.27.3; go1.27.3 is the newer Go the module proxy serves
+# here, fetched by the go command itself (GOTOOLCHAIN).
+RELEASE_GO=go1.27.3
 
 GOBIN="$(go env GOBIN)"
 [ -n "$GOBIN" ] || GOBIN="$(go env GOPATH)/bin"
@@ -42,7 +49,8 @@ fmt_check() {
   echo "supply-chain: terraform fmt -check ($("$GOBIN/terraform" version | head -1))"
   # validate needs the provider plugins, which these machines cannot
   # download; internal/tfpolicy checks the configuration instead.
-  "$GOBIN/terraform" fmt -check -diff -recursive terraform
+  # fmt reads no provider and no CLI configuration (none may exist).
+  TF_CLI_CONFIG_FILE=/dev/null "$GOBIN/terraform" fmt -check -diff -recursive terraform
   echo "supply-chain: terraform fmt: ok"
 }
 
@@ -55,9 +63,9 @@ vuln_check() {
   fi
   local date
   date=$(sed -n 's/.*"modified":"\([^"]*\)".*/\1/p' "$db/index/db.json")
-  echo "supply-chain: govulncheck $GOVULNCHECK_VERSION, database golang.org/x/vulndb@$VULNDB_VERSION dated $date"
+  echo "supply-chain: govulncheck $GOVULNCHECK_VERSION with $RELEASE_GO (the release image's Go), database golang.org/x/vulndb@$VULNDB_VERSION dated $date"
   # Exit status 3 means vulnerable code is reachable from lethe's code.
-  if "$GOBIN/govulncheck" -db "file://$db" ./...; then
+  if GOTOOLCHAIN=$RELEASE_GO "$GOBIN/govulncheck" -db "file://$db" ./...; then
     echo "supply-chain: govulncheck: no reachable vulnerabilities (database dated $date)"
   else
     echo "supply-chain: govulncheck FAILED (database dated $date)" >&2

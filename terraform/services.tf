@@ -58,56 +58,129 @@ locals {
   # it receives push.
   services = {
     edge = {
-      args = ["edge"], ingress = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER", concurrency = 80,
-      min = 1, max = var.edge_max_instances, cpu = "1", memory = "512Mi", timeout = "300s",
+      args        = ["edge"]
+      ingress     = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+      concurrency = 80
+      min         = 1
+      max         = var.edge_max_instances
+      cpu         = "1"
+      memory      = "512Mi"
+      timeout     = "300s"
       # chunks; Twilio webhooks; erasure, export and retention requests
-      publishes = ["audio", "twilio", "lifecycle"], bucket_role = "roles/storage.objectUser",
-      secrets   = ["pinecone-api-key", "twilio-auth-token"], push = false, stt = "openai"
+      publishes   = ["audio", "twilio", "lifecycle"]
+      bucket_role = "roles/storage.objectUser"
+      secrets     = ["pinecone-api-key", "twilio-auth-token"]
+      push        = false
+      stt         = "openai"
     }
     transcribe = {
-      args = ["worker", "transcribe"], ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY", concurrency = 4,
-      min = 0, max = var.worker_max_instances, cpu = "1", memory = "1Gi", timeout = "600s",
-      publishes = ["transcripts"], bucket_role = "roles/storage.objectViewer",
-      secrets   = ["pinecone-api-key", "deepgram-api-key", "openai-api-key"], push = true, stt = var.stt
+      args        = ["worker", "transcribe"]
+      ingress     = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+      concurrency = 4
+      min         = 0
+      max         = var.worker_max_instances
+      cpu         = "1"
+      memory      = "1Gi"
+      timeout     = "600s"
+      publishes   = ["transcripts"]
+      bucket_role = "roles/storage.objectViewer"
+      secrets     = ["pinecone-api-key", "deepgram-api-key", "openai-api-key"]
+      push        = true
+      stt         = var.stt
     }
     uploads = {
-      args = ["worker", "uploads"], ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY", concurrency = 2,
-      min = 0, max = var.worker_max_instances, cpu = "1", memory = "2Gi", timeout = "600s",
+      args        = ["worker", "uploads"]
+      ingress     = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+      concurrency = 2
+      min         = 0
+      max         = var.worker_max_instances
+      cpu         = "1"
+      memory      = "2Gi"
+      timeout     = "600s"
       # reads the upload, writes it sealed, purges the upload's generation
-      publishes = ["audio"], bucket_role = "roles/storage.objectUser",
-      secrets   = ["pinecone-api-key"], push = true, stt = "openai"
+      publishes   = ["audio"]
+      bucket_role = "roles/storage.objectUser"
+      secrets     = ["pinecone-api-key"]
+      push        = true
+      stt         = "openai"
     }
     embed = {
-      args = ["worker", "embed"], ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY", concurrency = 16,
-      min = 0, max = var.worker_max_instances, cpu = "1", memory = "512Mi", timeout = "120s",
-      publishes = ["embeddings"], bucket_role = null,
-      secrets   = ["pinecone-api-key", "openai-api-key"], push = true, stt = "openai"
+      args        = ["worker", "embed"]
+      ingress     = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+      concurrency = 16
+      min         = 0
+      max         = var.worker_max_instances
+      cpu         = "1"
+      memory      = "512Mi"
+      timeout     = "120s"
+      publishes   = ["embeddings"]
+      bucket_role = null
+      secrets     = ["pinecone-api-key", "openai-api-key"]
+      push        = true
+      stt         = "openai"
     }
     store = {
-      args = ["worker", "store"], ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY", concurrency = 16,
-      min = 0, max = var.worker_max_instances, cpu = "1", memory = "512Mi", timeout = "120s",
-      publishes = [], bucket_role = null,
-      secrets   = ["pinecone-api-key"], push = true, stt = "openai"
+      args        = ["worker", "store"]
+      ingress     = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+      concurrency = 16
+      min         = 0
+      max         = var.worker_max_instances
+      cpu         = "1"
+      memory      = "512Mi"
+      timeout     = "120s"
+      publishes   = []
+      bucket_role = null
+      secrets     = ["pinecone-api-key"]
+      push        = true
+      stt         = "openai"
     }
     lifecycle = {
-      args = ["worker", "lifecycle"], ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY", concurrency = 1,
-      min = 0, max = 2, cpu = "1", memory = "2Gi", timeout = "600s",
+      args        = ["worker", "lifecycle"]
+      ingress     = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+      concurrency = 1
+      min         = 0
+      max         = 2
+      cpu         = "1"
+      memory      = "2Gi"
+      timeout     = "600s"
       # retention deletes, erasure deletes, export archives
-      publishes = ["lifecycle"], bucket_role = "roles/storage.objectUser",
-      secrets   = ["pinecone-api-key"], push = true, stt = "openai"
+      publishes   = ["lifecycle"]
+      bucket_role = "roles/storage.objectUser"
+      secrets     = ["pinecone-api-key"]
+      push        = true
+      stt         = "openai"
     }
     twilio = {
-      args = ["worker", "twilio"], ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY", concurrency = 8,
-      min = 0, max = var.worker_max_instances, cpu = "1", memory = "1Gi", timeout = "300s",
+      args        = ["worker", "twilio"]
+      ingress     = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+      concurrency = 8
+      min         = 0
+      max         = var.worker_max_instances
+      cpu         = "1"
+      memory      = "1Gi"
+      timeout     = "300s"
       # recordings become audio chunks, SMS become transcripts
-      publishes = ["audio", "transcripts"], bucket_role = "roles/storage.objectUser",
-      secrets   = ["pinecone-api-key", "deepgram-api-key", "twilio-auth-token"], push = true, stt = var.stt
+      publishes   = ["audio", "transcripts"]
+      bucket_role = "roles/storage.objectUser"
+      secrets     = ["pinecone-api-key", "deepgram-api-key", "twilio-auth-token"]
+      push        = true
+      stt         = var.stt
     }
     reconcile = {
-      args = ["run"], ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY", concurrency = 1,
-      min = 1, max = 1, cpu = "1", memory = "512Mi", timeout = "60s",
-      publishes = ["audio", "transcripts", "embeddings", "lifecycle"], bucket_role = null,
-      secrets   = ["pinecone-api-key"], push = false, stt = "openai"
+      args        = ["run"]
+      ingress     = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+      concurrency = 1
+      min         = 1
+      max         = 1
+      cpu         = "1"
+      memory      = "512Mi"
+      timeout     = "60s"
+      # re-drives any stage
+      publishes   = ["audio", "transcripts", "embeddings", "lifecycle"]
+      bucket_role = null
+      secrets     = ["pinecone-api-key"]
+      push        = false
+      stt         = "openai"
     }
   }
 
@@ -117,19 +190,19 @@ locals {
 
   # Settings every service shares: nothing secret (tfpolicy checks the keys).
   common_env = {
-    LETHE_PROJECT            = var.project_id
-    LETHE_BUS                = "gcp"
-    LETHE_DOCUMENTS          = "firestore"
-    LETHE_FIRESTORE_DATABASE = google_firestore_database.main.name
-    LETHE_BLOBS              = "gcs"
-    LETHE_GCS_BUCKET         = google_storage_bucket.blobs.name
-    LETHE_VECTORS            = "pinecone"
+    LETHE_PROJECT             = var.project_id
+    LETHE_BUS                 = "gcp"
+    LETHE_DOCUMENTS           = "firestore"
+    LETHE_FIRESTORE_DATABASE  = google_firestore_database.main.name
+    LETHE_BLOBS               = "gcs"
+    LETHE_GCS_BUCKET          = google_storage_bucket.blobs.name
+    LETHE_VECTORS             = "pinecone"
     LETHE_PINECONE_INDEX_HOST = var.pinecone_index_host
-    LETHE_EMBEDDER           = var.embedder
-    LETHE_KEK                = "gcpkms://${google_kms_crypto_key.kek.id}"
-    LETHE_RATELIMIT          = "redis://${google_redis_instance.ratelimit.host}:${google_redis_instance.ratelimit.port}/0"
-    LETHE_AUTH               = "firebase"
-    LETHE_FIREBASE_PROJECT   = var.firebase_project != "" ? var.firebase_project : var.project_id
+    LETHE_EMBEDDER            = var.embedder
+    LETHE_KEK                 = "gcpkms://${google_kms_crypto_key.kek.id}"
+    LETHE_RATELIMIT           = "redis://${google_redis_instance.ratelimit.host}:${google_redis_instance.ratelimit.port}/0"
+    LETHE_AUTH                = "firebase"
+    LETHE_FIREBASE_PROJECT    = var.firebase_project != "" ? var.firebase_project : var.project_id
     # Cloud Scheduler requests retention sweeps (scheduler.tf).
     LETHE_RETENTION_SWEEP_EVERY = "0"
   }
@@ -144,7 +217,7 @@ locals {
     k == "reconcile" ? { LETHE_WORKERS = "reconcile" } : {},
   ) }
 
-  secret_env = { for k, s in local.services : k => { for id in s.secrets : local.secrets[id] => id } }
+  secret_env    = { for k, s in local.services : k => { for id in s.secrets : local.secrets[id] => id } }
   secret_grants = flatten([for k, s in local.services : [for id in s.secrets : { service = k, secret = id }]])
 }
 

@@ -92,7 +92,7 @@ resource "google_storage_bucket" "blobs" {
 resource "google_pubsub_topic" "uploads" {
   project = var.project_id
   # events.TopicUploads: the code reads this name, it is not configurable.
-  name    = "gcs-uploads"
+  name = "gcs-uploads"
   # Notifications carry object names with uid hashes, never content; a
   # day covers any outage of the subscriber.
   message_retention_duration = "86400s"
