@@ -2,6 +2,7 @@ package dockerfile
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -148,4 +149,33 @@ func FuzzParse(f *testing.F) {
 		}
 		_ = Check(df)
 	})
+}
+
+// The image's build (CGO_ENABLED=0, linux) finds every package of the
+// binary in pure Go: a dependency that needs cgo would leave its package
+// with no files to build. PocketSphinx is a subprocess, not a cgo binding.
+func TestBinaryBuildsWithoutCgo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads every package of cmd/lethe")
+	}
+	cmd := exec.Command("go", "list", "-deps", "-e", "-f", "{{.ImportPath}}\t{{len .CgoFiles}}\t{{if .Error}}{{.Error}}{{end}}{{range .DepsErrors}}{{.}};{{end}}|", "./cmd/lethe")
+	cmd.Dir = filepath.Join("..", "..")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) < 100 {
+		t.Fatalf("go list saw only %d packages", len(lines))
+	}
+	for _, l := range lines {
+		f := strings.SplitN(strings.TrimSuffix(l, "|"), "\t", 3)
+		if len(f) != 3 {
+			t.Fatalf("go list line %q", l)
+		}
+		if f[1] != "0" || f[2] != "" || f[0] == "runtime/cgo" {
+			t.Errorf("%s: cgo files %s, error %q", f[0], f[1], f[2])
+		}
+	}
 }
