@@ -29,17 +29,19 @@ GOBIN="$(go env GOBIN)"
 export GOBIN
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/lethe"
 
-# tool BIN MODULE PKG VERSION: install PKG@VERSION unless GOBIN/BIN was
-# built from MODULE at VERSION.
+# tool BIN MODULE PKG VERSION [GO]: install PKG@VERSION (built with Go
+# GO, default the machine's) unless GOBIN/BIN was built from MODULE at
+# VERSION with that Go.
 tool() {
-  local bin="$GOBIN/$1" mod=$2 pkg=$3 ver=$4 have=""
+  local bin="$GOBIN/$1" mod=$2 pkg=$3 ver=$4 gov=${5:-} have="" want
+  want="$ver ${gov:-$(go env GOVERSION)}"
   if [ -x "$bin" ]; then
-    have=$(go version -m "$bin" 2>/dev/null | awk -v m="$mod" '$1 == "mod" && $2 == m { print $3 }')
+    have=$(go version -m "$bin" 2>/dev/null | awk -v m="$mod" 'NR == 1 { g = $2 } $1 == "mod" && $2 == m { print $3 " " g }')
   fi
-  if [ "$have" != "$ver" ]; then
-    echo "supply-chain: go install $pkg@$ver" >&2
+  if [ "$have" != "$want" ]; then
+    echo "supply-chain: go install $pkg@$ver ${gov:+with $gov}" >&2
     local t0=$SECONDS
-    go install "$pkg@$ver"
+    GOTOOLCHAIN=${gov:-${GOTOOLCHAIN:-auto}} go install "$pkg@$ver"
     echo "supply-chain: built $1 in $((SECONDS - t0))s" >&2
   fi
 }
@@ -55,7 +57,8 @@ fmt_check() {
 }
 
 vuln_check() {
-  tool govulncheck golang.org/x/vuln golang.org/x/vuln/cmd/govulncheck "$GOVULNCHECK_VERSION"
+  # Built with the release Go too: it type-checks that Go's standard library.
+  tool govulncheck golang.org/x/vuln golang.org/x/vuln/cmd/govulncheck "$GOVULNCHECK_VERSION" "$RELEASE_GO"
   local db="$CACHE/vulndb-$VULNDB_VERSION"
   if [ ! -s "$db/index/db.json" ]; then
     go run ./scripts/vulndb -module "golang.org/x/vulndb@$VULNDB_VERSION" -out "$db.tmp"
