@@ -65,7 +65,7 @@ func (c *countingLimiter) Allow(ctx context.Context, key string, limit ratelimit
 
 var (
 	errRedisDown = fmt.Errorf("redis_rate.Allow: %w: dial tcp 127.0.0.1:6379: connect: connection refused", ratelimit.ErrUnavailable)
-	limit     = ratelimit.PerMinute(1, 2)
+	limit        = ratelimit.PerMinute(1, 2)
 )
 
 type fixture struct {
