@@ -139,3 +139,18 @@ func TestBefore(t *testing.T) {
 		}
 	}
 }
+
+// Whatever a report file holds, build fails cleanly or writes a database.
+func FuzzBuild(f *testing.F) {
+	f.Add(osvA)
+	f.Add(osvB)
+	f.Add(`{"id":"GO-2024-0001","affected":[{"package":{"name":"m","ecosystem":"Go"},"ranges":[{"type":"SEMVER","events":[{"fixed":"x.y"}]}]}]}`)
+	f.Fuzz(func(t *testing.T, body string) {
+		src := t.TempDir()
+		writeOSV(t, src, "GO-2024-0001", body)
+		st, err := build(src, filepath.Join(t.TempDir(), "db"), time.Unix(0, 0))
+		if err == nil && st.Entries != 1 {
+			t.Fatalf("built %d entries from one file", st.Entries)
+		}
+	})
+}
