@@ -48,11 +48,12 @@ tool() {
 
 fmt_check() {
   tool terraform github.com/hashicorp/terraform github.com/hashicorp/terraform "$TERRAFORM_VERSION"
-  echo "supply-chain: terraform fmt -check ($("$GOBIN/terraform" version | head -1))"
   # validate needs the provider plugins, which these machines cannot
-  # download; internal/tfpolicy checks the configuration instead.
-  # fmt reads no provider and no CLI configuration (none may exist).
-  TF_CLI_CONFIG_FILE=/dev/null "$GOBIN/terraform" fmt -check -diff -recursive terraform
+  # download; internal/tfpolicy checks the configuration instead. fmt and
+  # version read no provider and no CLI configuration (none may exist).
+  export TF_CLI_CONFIG_FILE=/dev/null
+  echo "supply-chain: terraform fmt -check ($("$GOBIN/terraform" version | head -1))"
+  "$GOBIN/terraform" fmt -check -diff -recursive terraform
   echo "supply-chain: terraform fmt: ok"
 }
 
