@@ -12,12 +12,66 @@
 # the ones the current queries need. The emulator does not enforce indexes,
 # so a new query shape needs its index here before it reaches production.
 #
-# Expects var.project_id (declared with the provider).
+# The database keeps point-in-time recovery (7 days) and daily backups;
+# a restore must re-apply erasures made since (README.md, the runbook).
+# Security rules deny every client SDK: the server is the only client.
 
 variable "firestore_database" {
-  description = "Firestore database id used by the documents adapter."
+  description = "Firestore database id used by the documents adapter (LETHE_FIRESTORE_DATABASE)."
   type        = string
   default     = "(default)"
+}
+
+variable "firestore_location" {
+  description = "Firestore location (a region or a multi-region such as eur3); keep it in the users' jurisdiction."
+  type        = string
+  default     = "eur3"
+}
+
+variable "firestore_backup_retention" {
+  description = "How long each daily Firestore backup is kept (seconds, s suffix; at most 14 weeks). Erasures after a backup are re-applied on restore."
+  type        = string
+  default     = "604800s"
+}
+
+resource "google_firestore_database" "main" {
+  project                           = var.project_id
+  name                              = var.firestore_database
+  location_id                       = var.firestore_location
+  type                              = "FIRESTORE_NATIVE"
+  concurrency_mode                  = "PESSIMISTIC"
+  point_in_time_recovery_enablement = "POINT_IN_TIME_RECOVERY_ENABLED"
+  delete_protection_state           = "DELETE_PROTECTION_ENABLED"
+  deletion_policy                   = "ABANDON"
+}
+
+resource "google_firestore_backup_schedule" "daily" {
+  project   = var.project_id
+  database  = google_firestore_database.main.name
+  retention = var.firestore_backup_retention
+
+  daily_recurrence {}
+}
+
+resource "google_firebaserules_ruleset" "firestore" {
+  project = var.project_id
+
+  source {
+    files {
+      name    = "firestore.rules"
+      content = file("${path.module}/firestore.rules")
+    }
+  }
+}
+
+resource "google_firebaserules_release" "firestore" {
+  project      = var.project_id
+  name         = var.firestore_database == "(default)" ? "cloud.firestore" : "cloud.firestore/${var.firestore_database}"
+  ruleset_name = "projects/${var.project_id}/rulesets/${google_firebaserules_ruleset.firestore.name}"
+
+  lifecycle {
+    replace_triggered_by = [google_firebaserules_ruleset.firestore]
+  }
 }
 
 locals {
@@ -30,7 +84,7 @@ locals {
 # ordered by fields.updated_at then __name__.
 resource "google_firestore_index" "chunks_status_updated_at_all_users" {
   project     = var.project_id
-  database    = var.firestore_database
+  database    = google_firestore_database.main.name
   collection  = "chunks"
   query_scope = "COLLECTION_GROUP"
 
@@ -52,7 +106,7 @@ resource "google_firestore_index" "chunks_status_updated_at_all_users" {
 # user's "chunks", fields.conversation_id == C, ordered by fields.seq.
 resource "google_firestore_index" "chunks_conversation_seq" {
   project     = var.project_id
-  database    = var.firestore_database
+  database    = google_firestore_database.main.name
   collection  = "chunks"
   query_scope = "COLLECTION"
 
@@ -95,7 +149,7 @@ resource "google_firestore_index" "chunks_conversation_seq_desc" {
 # A conversation's transcript segments, in order (same endpoint).
 resource "google_firestore_index" "segments_conversation_seq" {
   project     = var.project_id
-  database    = var.firestore_database
+  database    = google_firestore_database.main.name
   collection  = "segments"
   query_scope = "COLLECTION"
 
@@ -122,7 +176,7 @@ resource "google_firestore_field" "expires_at" {
   for_each = toset(["conversations", "chunks", "segments", "expiries"])
 
   project    = var.project_id
-  database   = var.firestore_database
+  database   = google_firestore_database.main.name
   collection = each.key
   field      = "fields.expires_at"
 
@@ -148,7 +202,7 @@ resource "google_firestore_field" "data_unindexed" {
   for_each = toset(local.firestore_collections)
 
   project    = var.project_id
-  database   = var.firestore_database
+  database   = google_firestore_database.main.name
   collection = each.key
   field      = "data"
 
@@ -162,7 +216,7 @@ resource "google_firestore_field" "updated_unindexed" {
   for_each = toset(local.firestore_collections)
 
   project    = var.project_id
-  database   = var.firestore_database
+  database   = google_firestore_database.main.name
   collection = each.key
   field      = "updated"
 

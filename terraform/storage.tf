@@ -5,7 +5,8 @@
 # pipeline as an audio event; the pipeline seals the bytes elsewhere and
 # deletes that exact generation (PurgeGeneration).
 #
-# Expects var.project_id (declared with the provider).
+# Encrypted with the blobs KMS key (kms.tf); the data is also sealed per
+# user by the application, so CMEK is a second layer the operator controls.
 
 variable "blobs_bucket" {
   description = "Name of the blobs bucket (globally unique)."
@@ -24,22 +25,21 @@ variable "blobs_noncurrent_days" {
   default     = 3
 }
 
-variable "uploads_topic" {
-  description = "Pub/Sub topic receiving OBJECT_FINALIZE notifications for uploads/."
-  type        = string
-  default     = "gcs-uploads"
-}
-
 resource "google_storage_bucket" "blobs" {
   project       = var.project_id
   name          = var.blobs_bucket
   location      = var.blobs_location
   storage_class = "STANDARD"
   force_destroy = false
+  depends_on    = [google_kms_crypto_key_iam_member.gcs_uses_blobs_key]
 
   # IAM only, no object ACLs; nothing here is ever public.
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
+
+  encryption {
+    default_kms_key_name = google_kms_crypto_key.blobs.id
+  }
 
   # Versioning guards against a buggy overwrite or delete; noncurrent
   # versions live only a few days (rule below), and erasure removes them
@@ -91,7 +91,8 @@ resource "google_storage_bucket" "blobs" {
 
 resource "google_pubsub_topic" "uploads" {
   project = var.project_id
-  name    = var.uploads_topic
+  # events.TopicUploads: the code reads this name, it is not configurable.
+  name = "gcs-uploads"
   # Notifications carry object names with uid hashes, never content; a
   # day covers any outage of the subscriber.
   message_retention_duration = "86400s"
@@ -121,9 +122,11 @@ resource "google_storage_notification" "uploads_finalized" {
 }
 
 output "blobs_bucket" {
-  value = google_storage_bucket.blobs.name
+  description = "Name of the blobs bucket (LETHE_GCS_BUCKET)."
+  value       = google_storage_bucket.blobs.name
 }
 
 output "uploads_topic" {
-  value = google_pubsub_topic.uploads.id
+  description = "Topic that receives the bucket's upload notifications."
+  value       = google_pubsub_topic.uploads.id
 }

@@ -203,7 +203,8 @@ func TestErasureEndToEndOnEmulators(t *testing.T) {
 	cfg := emulatorConfig(t, psHost, fsHost, gcs.URL(), "lethe-erasure")
 	stored := func() []byte {
 		dump := dumpFirestore(t, cfg.ProjectID)
-		objs, _, err := gcs.ListObjectsWithOptions("lethe-erasure", fakestorage.ListOptions{})
+		list, err := gcs.ListObjectsWithOptionsPaginated("lethe-erasure", fakestorage.ListOptions{})
+		objs := list.Objects
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -199,7 +199,8 @@ func TestEndToEndOnEmulators(t *testing.T) {
 	cfg.Blobs, cfg.GCSBucket, cfg.GCSEndpoint = "gcs", "lethe-e2e-audio", gcs.URL()
 	secrets := runSlice(t, cfg)
 	// Blobs at rest in the bucket are sealed too.
-	objs, _, err := gcs.ListObjectsWithOptions("lethe-e2e-audio", fakestorage.ListOptions{})
+	list, err := gcs.ListObjectsWithOptionsPaginated("lethe-e2e-audio", fakestorage.ListOptions{})
+	objs := list.Objects
 	if err != nil || len(objs) < 2 {
 		t.Fatalf("bucket holds %d objects (%v), want the uploads", len(objs), err)
 	}

@@ -105,10 +105,12 @@ func TestEndToEndSignedUploadOnEmulators(t *testing.T) {
 	// The plaintext upload is purged (every generation); what stays in the
 	// bucket is sealed.
 	waitFor(t, "the upload to be purged", func() bool {
-		objs, _, err := gcs.ListObjectsWithOptions(bucket, fakestorage.ListOptions{Prefix: "uploads/", Versions: true})
+		list, err := gcs.ListObjectsWithOptionsPaginated(bucket, fakestorage.ListOptions{Prefix: "uploads/", Versions: true})
+		objs := list.Objects
 		return err == nil && len(objs) == 0
 	})
-	objs, _, err := gcs.ListObjectsWithOptions(bucket, fakestorage.ListOptions{Versions: true})
+	list, err := gcs.ListObjectsWithOptionsPaginated(bucket, fakestorage.ListOptions{Versions: true})
+	objs := list.Objects
 	if err != nil || len(objs) == 0 {
 		t.Fatalf("bucket holds %d objects (%v), want the sealed audio", len(objs), err)
 	}

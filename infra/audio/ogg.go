@@ -29,7 +29,6 @@ type oggPacket struct {
 type oggStream struct {
 	partial []byte
 	seq     uint32
-	started bool
 	ended   bool
 	packets int
 }

@@ -250,7 +250,7 @@ func (b *Bus) pullHold(ctx context.Context, hold string, max int) ([]*pubsubpb.R
 		if ctx.Err() == nil && (pctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("Pull: %w", err)
+		return nil, fmt.Errorf("pubsub.Pull: %w", err)
 	}
 	return resp.GetReceivedMessages(), nil
 }

@@ -64,8 +64,8 @@ func (c *countingLimiter) Allow(ctx context.Context, key string, limit ratelimit
 }
 
 var (
-	redisDown = fmt.Errorf("redis_rate.Allow: %w: dial tcp 127.0.0.1:6379: connect: connection refused", ratelimit.ErrUnavailable)
-	limit     = ratelimit.PerMinute(1, 2)
+	errRedisDown = fmt.Errorf("redis_rate.Allow: %w: dial tcp 127.0.0.1:6379: connect: connection refused", ratelimit.ErrUnavailable)
+	limit        = ratelimit.PerMinute(1, 2)
 )
 
 type fixture struct {
@@ -131,7 +131,7 @@ func TestFallbackOutage(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.mode.String(), func(t *testing.T) {
 			fx := newFixture(t)
-			fx.primary.setErr(redisDown)
+			fx.primary.setErr(errRedisDown)
 			key := t.Name()
 			for i := range 3 {
 				r, err := fx.f.Allow(t.Context(), key, limit, tc.mode)
@@ -162,7 +162,7 @@ func TestFallbackOutage(t *testing.T) {
 func TestFallbackCooldownAndRecovery(t *testing.T) {
 	fx := newFixture(t)
 	ctx := t.Context()
-	fx.primary.setErr(redisDown)
+	fx.primary.setErr(errRedisDown)
 	if _, err := fx.f.Allow(ctx, "k", limit, ratelimit.FallbackLocal); err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,7 @@ func TestFallbackOtherErrors(t *testing.T) {
 
 func TestFallbackNilLocalFailsClosed(t *testing.T) {
 	p := &fakePrimary{}
-	p.setErr(redisDown)
+	p.setErr(errRedisDown)
 	f := ratelimit.NewFallback(p, nil, nil)
 	if _, err := f.Allow(t.Context(), "k", limit, ratelimit.FallbackLocal); !errors.Is(err, ratelimit.ErrUnavailable) {
 		t.Errorf("FallbackLocal without local: %v, want ErrUnavailable", err)
@@ -243,7 +243,7 @@ func TestFallbackNilLocalFailsClosed(t *testing.T) {
 
 func TestFallbackFor(t *testing.T) {
 	fx := newFixture(t)
-	fx.primary.setErr(redisDown)
+	fx.primary.setErr(errRedisDown)
 	var perUser, signIn ratelimit.Limiter = fx.f.For(ratelimit.FallbackLocal), fx.f.For(ratelimit.FailClosed)
 	if r, err := perUser.Allow(t.Context(), "u", limit); err != nil || !r.Allowed {
 		t.Errorf("For(FallbackLocal): %+v, %v", r, err)
@@ -264,7 +264,7 @@ func TestFallbackConcurrent(t *testing.T) {
 			for i := range 200 {
 				if g == 0 && i%10 == 0 {
 					if i%20 == 0 {
-						fx.primary.setErr(redisDown)
+						fx.primary.setErr(errRedisDown)
 					} else {
 						fx.primary.setErr(nil)
 					}
@@ -288,7 +288,7 @@ func TestFallbackConcurrent(t *testing.T) {
 func TestFallbackForgetCoversBothAndNeedsThePrimary(t *testing.T) {
 	fx := newFixture(t)
 	ctx := t.Context()
-	fx.primary.setErr(redisDown)
+	fx.primary.setErr(errRedisDown)
 	if _, err := fx.f.Allow(ctx, "user:x", limit, ratelimit.FallbackLocal); err != nil {
 		t.Fatal(err)
 	}

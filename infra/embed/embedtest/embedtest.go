@@ -135,7 +135,7 @@ func testIdentity(t *testing.T, e embed.Embedder) {
 	if e.ID() == "" {
 		t.Error("ID() is empty")
 	}
-	if e.ID() != e.ID() {
+	if first, second := e.ID(), e.ID(); first != second {
 		t.Error("ID() changes between calls")
 	}
 	if e.Dim() <= 0 {

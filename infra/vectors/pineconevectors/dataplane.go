@@ -99,7 +99,7 @@ type wireVector struct {
 // (protobuf) upsert request. Which encoding Pinecone's 2 MB limit counts is
 // not documented, so callers hold requests within the limit in both.
 func vectorSizes(v Vector) (jsonBytes, protoBytes int, err error) {
-	j, err := json.Marshal(wireVector{ID: v.ID, Values: v.Values, Metadata: v.Metadata})
+	j, err := json.Marshal(wireVector(v))
 	if err != nil {
 		return 0, 0, err
 	}

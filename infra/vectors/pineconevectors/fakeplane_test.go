@@ -302,7 +302,7 @@ func upsertRequestSize(ns string, vecs []Vector) (int, error) {
 	// UpsertRequest: vectors = 1 (repeated message), namespace = 2.
 	pb := protowire.SizeTag(2) + protowire.SizeBytes(len(ns))
 	for _, v := range vecs {
-		body.Vectors = append(body.Vectors, wireVector{ID: v.ID, Values: v.Values, Metadata: v.Metadata})
+		body.Vectors = append(body.Vectors, wireVector(v))
 		_, p, err := vectorSizes(v)
 		if err != nil {
 			return 0, err
