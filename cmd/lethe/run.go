@@ -237,7 +237,7 @@ func startPipeline(ctx context.Context, cfg Config, logger *slog.Logger, r roles
 			AdminSecondFactor: cfg.Auth == "firebase",
 			Browser:           functions.BrowserPolicy{AllowedOrigins: cfg.CORSOrigins, HSTS: strings.HasPrefix(cfg.PublicURL, "https://")},
 			Security: security.New(security.Options{Logger: logger, Users: a.logUsers, Now: now,
-				Threshold: cfg.SecurityAlertBurst, Window: cfg.SecurityAlertEvery}),
+				Threshold: cfg.SecurityAlertBurst, Window: cfg.SecurityAlertEvery, Count: a.tel.SecurityEvent}),
 			Leases: a.leases, Streams: cfg.streamLimits(),
 			Twilio: tw.webhooks, Phones: tw.phones,
 		})

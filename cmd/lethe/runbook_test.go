@@ -42,11 +42,6 @@ var (
 	envRE        = regexp.MustCompile(`\b(?:LETHE|INF)_[A-Z0-9_]+\b`)
 )
 
-// pendingVars are named by the runbook and built on other branches
-// (Twilio webhooks, issue 12's parallel work); drop each once its
-// variable is in Config.
-var pendingVars = map[string]bool{"INF_TWILIO_AUTH_TOKEN": true, "INF_TWILIO_AUTH_TOKEN_SECONDARY": true, "INF_TWILIO_SKIP_SIG_VERIFY": true}
-
 // TestRunbookCommandsExist: every `lethe ...` command in docs/runbook.md
 // (and the SECURITY.md it points to) is one `lethe help` lists, with
 // flags it lists, and every LETHE_* variable is one the binary reads.
@@ -96,7 +91,7 @@ func TestRunbookCommandsExist(t *testing.T) {
 			t.Fatalf("%s: found only %d lethe commands; the pattern no longer matches the runbook?", doc, found)
 		}
 		for _, v := range envRE.FindAllString(string(b), -1) {
-			if !pendingVars[v] && !strings.Contains(help.String(), v) {
+			if !strings.Contains(help.String(), v) {
 				t.Errorf("%s names %s, which lethe does not read", doc, v)
 			}
 		}

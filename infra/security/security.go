@@ -74,6 +74,9 @@ type Options struct {
 	// cannot grow memory; past it one alert says so.
 	MaxSubjects int
 	Now         func() time.Time
+	// Count, when set, hears each event's kind and reason class (an
+	// exported metric: infra/telemetry's lethe.security.events).
+	Count func(ctx context.Context, kind, reason string)
 }
 
 // Defaults of Options.
@@ -143,6 +146,9 @@ func (s *Signals) Record(ctx context.Context, e Event) {
 		attrs = append(attrs, slog.String("user_hash", userHash))
 	}
 	s.o.Logger.LogAttrs(ctx, slog.LevelWarn, "security event", attrs...)
+	if s.o.Count != nil {
+		s.o.Count(ctx, string(e.Kind), e.Reason)
+	}
 
 	var alerts []slog.Attr
 	s.mu.Lock()

@@ -201,3 +201,15 @@ func TestConcurrentRecord(t *testing.T) {
 		t.Fatalf("%d alerts, want 9", s.Alerts())
 	}
 }
+
+// TestCountHook: every event reaches the exported metric's hook with its
+// kind and reason class, never its address or user.
+func TestCountHook(t *testing.T) {
+	var got []string
+	s := security.New(security.Options{Count: func(_ context.Context, kind, reason string) { got = append(got, kind+"/"+reason) }})
+	s.Record(t.Context(), security.Event{Kind: security.AuthFailure, Reason: security.ReasonInvalid, Addr: "203.0.113.9", UID: "alice"})
+	s.Record(t.Context(), security.Event{Kind: security.SignatureFailure, Reason: "signature_failure"})
+	if len(got) != 2 || got[0] != "auth_failure/invalid" || !strings.HasPrefix(got[1], "signature_failure/") {
+		t.Fatalf("hook heard %v", got)
+	}
+}
