@@ -21,6 +21,7 @@ import (
 	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/keys"
+	"github.com/lethe-dev/lethe/infra/ratelimit"
 	"github.com/lethe-dev/lethe/infra/twiliosig"
 )
 
@@ -182,6 +183,10 @@ func (h *twilioHooks) serve(name string, next func(w http.ResponseWriter, r *htt
 func (h *twilioHooks) refuse(w http.ResponseWriter, r *http.Request, name, kind string) {
 	h.s.d.Logger.WarnContext(r.Context(), "twilio webhook refused",
 		"kind", kind, "security_event", kind, "route", routeOf(r), "webhook", name, "client", clientAddr(r))
+	// Forgeries count against the address like rejected tokens do.
+	if !h.s.allow(w, r, "authfail:"+clientAddr(r), h.s.d.Limits.FailedAuth, ratelimit.FallbackLocal) {
+		return
+	}
 	writeError(w, http.StatusForbidden, "forbidden", "request not signed by Twilio")
 }
 
