@@ -244,7 +244,8 @@ func streamToken(r *http.Request) (string, bool) {
 }
 
 // permit counts one event against key like allow, without answering.
-func (s *Server) permit(ctx context.Context, key string, l ratelimit.Limit, mode ratelimit.Mode) *closeErr {
+func (s *Server) permit(r *http.Request, key string, l ratelimit.Limit, mode ratelimit.Mode, uid string) *closeErr {
+	ctx := r.Context()
 	if s.d.Limiter == nil || l.Rate == 0 {
 		return nil
 	}
@@ -254,7 +255,8 @@ func (s *Server) permit(ctx context.Context, key string, l ratelimit.Limit, mode
 		return closeWith(websocket.StatusTryAgainLater, "rate limiting is unavailable")
 	}
 	if !res.Allowed {
-		s.d.Logger.WarnContext(ctx, "rate limited", "route", "GET /v1/listen", "security_event", "rate_limited")
+		class, _, _ := strings.Cut(key, ":")
+		s.securityEvent(r, security.RateLimited, class, uid)
 		return closeWith(CloseTooMany, "rate limited")
 	}
 	return nil
@@ -279,7 +281,7 @@ func (s *Server) openStream(ctx context.Context, r *http.Request, lim StreamLimi
 			reason = security.ReasonMissing
 		}
 		s.securityEvent(r, security.AuthFailure, reason, "")
-		if cerr := s.permit(ctx, "authfail:"+s.clientAddr(r), s.d.Limits.FailedAuth, ratelimit.FallbackLocal); cerr != nil {
+		if cerr := s.permit(r, rateKeyAuthFail+s.clientAddr(r), s.d.Limits.FailedAuth, ratelimit.FailClosed, ""); cerr != nil {
 			return nil, cerr
 		}
 		return nil, closeWith(CloseUnauthenticated, "a valid bearer token is required")
@@ -292,7 +294,7 @@ func (s *Server) openStream(ctx context.Context, r *http.Request, lim StreamLimi
 	if gone {
 		return nil, closeWith(CloseErased, "this account was erased")
 	}
-	if cerr := s.permit(ctx, rateKeyUser+c.user, s.d.Limits.PerUser, ratelimit.FallbackLocal); cerr != nil {
+	if cerr := s.permit(r, rateKeyUser+c.user, s.d.Limits.PerUser, ratelimit.FallbackLocal, id.UID); cerr != nil {
 		return nil, cerr
 	}
 	req, err := parseStreamQuery(r.URL.Query())

@@ -22,6 +22,7 @@ import (
 	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/keys"
+	"github.com/lethe-dev/lethe/infra/ratelimit"
 	"github.com/lethe-dev/lethe/infra/twiliosig"
 )
 
@@ -183,6 +184,10 @@ func (h *twilioHooks) serve(name string, next func(w http.ResponseWriter, r *htt
 // request's content.
 func (h *twilioHooks) refuse(w http.ResponseWriter, r *http.Request, name, kind string) {
 	h.s.securityEvent(r, security.SignatureFailure, kind, "")
+	// Forgeries count against the address like rejected tokens do.
+	if !h.s.allow(w, r, rateKeyAuthFail+h.s.clientAddr(r), h.s.d.Limits.FailedAuth, ratelimit.FailClosed) {
+		return
+	}
 	writeError(w, http.StatusForbidden, "forbidden", "request not signed by Twilio")
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/functions"
 	"github.com/lethe-dev/lethe/infra/keys"
+	"github.com/lethe-dev/lethe/infra/ratelimit"
 	"github.com/lethe-dev/lethe/infra/twiliosig"
 )
 
@@ -175,7 +176,7 @@ func TestTwilioSignatures(t *testing.T) {
 			}
 		})
 	}
-	if !strings.Contains(e.logs.String(), `"kind":"signature_failure"`) {
+	if !strings.Contains(e.logs.String(), `"security_event":"signature_failure"`) {
 		t.Fatal("no signature_failure security event logged")
 	}
 	if strings.Contains(e.logs.String(), aliceTel) || strings.Contains(e.logs.String(), "remember the milk") {
@@ -359,6 +360,19 @@ func TestTwilioMalformed(t *testing.T) {
 	})
 	if n := len(e.bus.published()); n != 0 {
 		t.Fatalf("published %d", n)
+	}
+}
+
+func TestTwilioForgeriesAreRateLimited(t *testing.T) {
+	sms := &fakeSMS{}
+	e := newEdgeWith(t, edgeOptions{twilio: &twilioSetup{tokens: []string{twToken}, sms: sms},
+		limits: functions.Limits{FailedAuth: ratelimit.PerMinute(2, 2)}})
+	codes := []int{}
+	for range 4 {
+		codes = append(codes, e.twPost("/twilio/sms", smsForm(aliceTel, "x"), "forged-token", nil).status)
+	}
+	if codes[0] != http.StatusForbidden || codes[3] != http.StatusTooManyRequests {
+		t.Fatalf("statuses %v: want 403 then 429", codes)
 	}
 }
 

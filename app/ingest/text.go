@@ -94,7 +94,10 @@ func (in *Intake) AcceptText(ctx context.Context, t Text) (Result, error) {
 	chunk := records.Chunk{
 		ConversationID: t.ConversationID, Seq: seq, Status: records.StatusTranscribed,
 		ContentType: "text/plain", Digest: digest, Size: int64(len(t.Text)), Origin: t.Origin,
-		EventID: transcriptEventID(t.User, t.ConversationID, seq, digest), Published: true,
+		// The chunk's own event id, as for audio: a reconciler re-drive
+		// (a chunk event with no blob) reaches the transcriber, which finds
+		// the segment and republishes this very transcript event.
+		EventID: records.ChunkEventID(t.User, t.ConversationID, seq, digest), Published: true,
 		ReceivedAt: now, UpdatedAt: now,
 	}
 	cd, err := chunk.Doc(t.User)

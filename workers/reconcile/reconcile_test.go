@@ -377,3 +377,30 @@ func TestUnfinishedErasuresAreAnnouncedAgain(t *testing.T) {
 		t.Fatalf("payload %+v %v", p, err)
 	}
 }
+
+// TestRunOnceRedrivesChunkWithoutAudio: a chunk with no blob (a text
+// memory such as an SMS, or audio a retention sweep deleted) that is stuck
+// transcribed is re-driven with an empty blob_key, and the pass goes on.
+func TestRunOnceRedrivesChunkWithoutAudio(t *testing.T) {
+	e := newEnv(t, 10, 100)
+	user := events.DeriveID("user", t.Name())
+	c := e.seed(t, user, "sms-abc", 0, records.StatusTranscribed, time.Hour)
+	c.BlobKey, c.ContentType, c.SampleRate, c.Origin = "", "text/plain", 0, "twilio"
+	d, err := c.Doc(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.docs.Put(t.Context(), d); err != nil {
+		t.Fatal(err)
+	}
+	other := e.seed(t, user, "walk", 0, records.StatusReceived, time.Hour)
+	if _, err := e.w.RunOnce(t.Context(), time.Minute); err != nil {
+		t.Fatalf("RunOnce: %v", err)
+	}
+	got := byID(e.bus.All())
+	if len(got) != 2 {
+		t.Fatalf("re-drove %d chunks, want both", len(got))
+	}
+	checkRedrive(t, e, got[c.EventID], user, c)
+	checkRedrive(t, e, got[other.EventID], user, other)
+}
