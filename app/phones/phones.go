@@ -30,17 +30,16 @@ const (
 
 // Errors of the registry; each maps to one answer of the API.
 var (
-	ErrInvalidNumber    = errors.New("phones: not an E.164 number")
-	ErrNotFound         = errors.New("phones: no such phone")
-	ErrTaken            = errors.New("phones: number verified by another account")
-	ErrWrongCode        = errors.New("phones: wrong code")
-	ErrExpired          = errors.New("phones: code expired")
-	ErrTooManyAttempts  = errors.New("phones: too many attempts")
-	ErrTooManyCodes     = errors.New("phones: too many codes sent")
-	ErrAlreadyVerified  = errors.New("phones: already verified")
-	ErrTooManyPhones    = errors.New("phones: too many phones")
-	ErrSendFailed       = errors.New("phones: the code could not be sent")
-	errInvalidCodeInput = errors.New("phones: code is not 6 digits")
+	ErrInvalidNumber   = errors.New("phones: not an E.164 number")
+	ErrNotFound        = errors.New("phones: no such phone")
+	ErrTaken           = errors.New("phones: number verified by another account")
+	ErrWrongCode       = errors.New("phones: wrong code")
+	ErrExpired         = errors.New("phones: code expired")
+	ErrTooManyAttempts = errors.New("phones: too many attempts")
+	ErrTooManyCodes    = errors.New("phones: too many codes sent")
+	ErrAlreadyVerified = errors.New("phones: already verified")
+	ErrTooManyPhones   = errors.New("phones: too many phones")
+	ErrSendFailed      = errors.New("phones: the code could not be sent")
 )
 
 var (

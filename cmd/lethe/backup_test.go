@@ -280,11 +280,11 @@ func snapshotUser(t *testing.T, cfg Config, gcs *fakestorage.Server, user string
 			s.docs[ref] = data
 		}
 	})
-	objs, _, err := gcs.ListObjectsWithOptions(cfg.GCSBucket, fakestorage.ListOptions{Prefix: "users/" + user + "/"})
+	list, err := gcs.ListObjectsWithOptionsPaginated(cfg.GCSBucket, fakestorage.ListOptions{Prefix: "users/" + user + "/"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range objs {
+	for _, o := range list.Objects {
 		full, err := gcs.GetObject(cfg.GCSBucket, o.Name)
 		if err != nil {
 			t.Fatal(err)
