@@ -126,6 +126,7 @@ type edgeOptions struct {
 	embedder    embed.Embedder // nil: hashembed
 	noJWKS      bool           // the issuer's keys not served (LETHE_AUTH=firebase)
 	streams     functions.StreamLimits
+	leases      ratelimit.Leases // nil: in-process
 }
 
 func newEdgeWith(t testing.TB, o edgeOptions) *edge {
@@ -164,6 +165,10 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 	if o.noJWKS {
 		jwks = nil
 	}
+	var leases ratelimit.Leases = memlimit.NewLeases(nil)
+	if o.leases != nil {
+		leases = o.leases
+	}
 	var embedder embed.Embedder = hashembed.New()
 	if o.embedder != nil {
 		embedder = o.embedder
@@ -183,7 +188,7 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 		Now: o.now, ExportURLKey: o.exportKey,
 		Retention:   o.retention,
 		DeadLetters: o.deadLetters,
-		Leases:      memlimit.NewLeases(nil), Streams: o.streams,
+		Leases:      leases, Streams: o.streams,
 	})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
