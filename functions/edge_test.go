@@ -142,6 +142,7 @@ type edgeOptions struct {
 	streams      functions.StreamLimits
 	// twilio configures the Twilio webhooks and phones; nil: neither.
 	twilio *twilioSetup
+	leases ratelimit.Leases // nil: in-process
 }
 
 func newEdgeWith(t testing.TB, o edgeOptions) *edge {
@@ -184,6 +185,10 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 	if o.noJWKS {
 		jwks = nil
 	}
+	var leases ratelimit.Leases = memlimit.NewLeases(nil)
+	if o.leases != nil {
+		leases = o.leases
+	}
 	var embedder embed.Embedder = hashembed.New()
 	if o.embedder != nil {
 		embedder = o.embedder
@@ -211,7 +216,7 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 		Retention:        o.retention,
 		DeadLetters:      o.deadLetters,
 		TrustedProxyHops: o.proxyHops, Security: o.security, AdminSecondFactor: o.secondFactor, Browser: o.browser,
-		Leases: memlimit.NewLeases(nil), Streams: o.streams,
+		Leases: leases, Streams: o.streams,
 	})
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)

@@ -25,6 +25,18 @@ type BrowserPolicy struct {
 	HSTS bool
 }
 
+// originHosts are the allowed origins as the WebSocket origin check wants
+// them (host[:port]); origins are validated at startup.
+func (p BrowserPolicy) originHosts() []string {
+	out := make([]string, 0, len(p.AllowedOrigins))
+	for _, o := range p.AllowedOrigins {
+		if u, err := url.Parse(o); err == nil && u.Host != "" {
+			out = append(out, u.Host)
+		}
+	}
+	return out
+}
+
 // ValidateOrigins checks an allowlist: each entry a bare origin (scheme,
 // host, optional port; no path, query, wildcard or "null").
 func ValidateOrigins(origins []string) error {

@@ -200,7 +200,9 @@ func (s *Server) listen(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotImplemented, "not_configured", "streaming is not configured")
 		return
 	}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{ListenSubprotocol}})
+	// Same-origin pages always; other origins only from the CORS
+	// allowlist (coder/websocket refuses any other Origin).
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{ListenSubprotocol}, OriginPatterns: s.d.Browser.originHosts()})
 	if err != nil {
 		return // Accept answered the request
 	}
@@ -410,8 +412,9 @@ func (st *stream) run(ctx context.Context, conn *websocket.Conn) *closeErr {
 		st.opus = dec
 	}
 	target := int(st.lim.ChunkDuration/time.Second) * st.req.rate
-	// Room for one chunk and the frame that completes it.
-	st.wav = make([]byte, audio.WAVHeaderLen, audio.WAVHeaderLen+2*target+int(st.lim.MaxFrameBytes))
+	// Room for one chunk and a typical frame that completes it (a larger
+	// frame grows the buffer once).
+	st.wav = make([]byte, audio.WAVHeaderLen, audio.WAVHeaderLen+2*target+int(min(st.lim.MaxFrameBytes, 16<<10)))
 
 	// Limits: the timers close the connection, which ends the read.
 	var limitHit sync.Once
@@ -574,28 +577,39 @@ func (st *stream) cut(ctx context.Context, conn *websocket.Conn, n int) *closeEr
 	return nil
 }
 
-// keepLeases renews the stream's leases until ctx ends; lost calls onLost.
+// keepLeases renews the stream's leases until ctx ends. A lease found
+// lost, or renewals failing for a whole TTL (the slot may have lapsed and
+// been taken), calls onLost; a brief limiter outage does not.
 func (st *stream) keepLeases(ctx context.Context, onLost func()) {
 	t := time.NewTicker(st.lim.LeaseTTL / 3)
 	defer t.Stop()
+	lastOK := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		renewed := true
 		for _, k := range []string{st.userKey, st.convKey} {
 			ok, err := st.s.d.Leases.Renew(ctx, k, st.holder, st.lim.LeaseTTL)
 			if ctx.Err() != nil {
 				return
 			}
-			if err != nil || !ok {
-				if err != nil {
-					st.s.d.Logger.WarnContext(ctx, "stream lease renewal failed", "error", err.Error())
-				}
+			if err == nil && !ok {
 				onLost()
 				return
 			}
+			if err != nil {
+				st.s.d.Logger.WarnContext(ctx, "stream lease renewal failed", "error", err.Error())
+				renewed = false
+			}
+		}
+		if renewed {
+			lastOK = time.Now()
+		} else if time.Since(lastOK) >= st.lim.LeaseTTL {
+			onLost()
+			return
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +21,8 @@ import (
 	"github.com/lethe-dev/lethe/infra/audio"
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/keys"
+	"github.com/lethe-dev/lethe/infra/ratelimit"
+	"github.com/lethe-dev/lethe/infra/ratelimit/memlimit"
 	"github.com/lethe-dev/lethe/internal/streamtest"
 )
 
@@ -379,4 +382,34 @@ func TestListenErasureForgetsStreamClaims(t *testing.T) {
 	// The id is free again: another user may stream it.
 	other := e.dial(ctx, streamtest.Options{Token: e.token("next"), Query: pcmQuery("claimed")})
 	other.Conn.CloseNow()
+}
+
+// losingLeases reports every lease lost once lost is set, as a limiter
+// whose lease lapsed (and was perhaps taken) would.
+type losingLeases struct {
+	ratelimit.Leases
+	lost atomic.Bool
+}
+
+func (l *losingLeases) Renew(ctx context.Context, key, holder string, ttl time.Duration) (bool, error) {
+	if l.lost.Load() {
+		return false, nil
+	}
+	return l.Leases.Renew(ctx, key, holder, ttl)
+}
+
+// A stream whose lease is lost closes 1013: another instance may hold the
+// conversation now, and two writers of one conversation must not run.
+func TestListenLeaseLost(t *testing.T) {
+	ctx := context.Background()
+	leases := &losingLeases{Leases: memlimit.NewLeases(nil)}
+	e := newEdgeWith(t, edgeOptions{maxChunk: 1 << 20, leases: leases,
+		streams: functions.StreamLimits{LeaseTTL: 90 * time.Millisecond, IdleTimeout: time.Hour}})
+	c := e.dial(ctx, streamtest.Options{Token: e.token("u"), Query: pcmQuery("lease")})
+	leases.lost.Store(true)
+	code, err := c.Drain(ctx, nil)
+	must(t, err)
+	if code != websocket.StatusTryAgainLater {
+		t.Fatalf("closed with %d, want 1013", code)
+	}
 }
