@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fsouza/fake-gcs-server/fakestorage"
 
 	"github.com/lethe-dev/lethe/infra/audio"
 	"github.com/lethe-dev/lethe/infra/stt"
@@ -22,7 +25,7 @@ import (
 // testdata/README.md).
 const (
 	longFirstWords = "hello world this is a test of the memory pipeline"
-	longLastWords  = "this is the end of the test of the long recording"
+	longLastWords  = "this is the end of the memory test"
 )
 
 // makeLongWAV makes, with espeak-ng and sox at test time, a mono PCM16 WAV
@@ -78,11 +81,19 @@ func makeLongWAV(t *testing.T, rate int, total time.Duration) []byte {
 // it trims the silence at both ends of each piece it is given and hands
 // what is left to the real recogniser (PocketSphinx), so the speech at the
 // start and end is recognised for real while 35 minutes of silence cost
-// nothing. It records the text of every piece, in order.
+// nothing. It records what it heard in every call.
 type trimmingSTT struct {
-	next stt.Transcriber
-	mu   sync.Mutex
-	text []string // per call
+	next  stt.Transcriber
+	mu    sync.Mutex
+	heard []heard
+}
+
+// heard is one call: its text, and how much silence led and trailed the
+// sound in the piece (the first piece of a recording that starts speaking
+// at once has next to none before; the last, next to none after).
+type heard struct {
+	text        string
+	lead, trail time.Duration
 }
 
 func (s *trimmingSTT) Transcribe(ctx context.Context, pcm audio.PCM) (stt.Transcript, error) {
@@ -93,6 +104,10 @@ func (s *trimmingSTT) Transcribe(ctx context.Context, pcm audio.PCM) (stt.Transc
 	}
 	for hi > lo && abs16(pcm.Samples[hi-1]) < quiet {
 		hi--
+	}
+	h := heard{
+		lead:  time.Duration(lo) * time.Second / time.Duration(pcm.SampleRate),
+		trail: time.Duration(len(pcm.Samples)-hi) * time.Second / time.Duration(pcm.SampleRate),
 	}
 	var tr stt.Transcript
 	if hi > lo {
@@ -106,23 +121,45 @@ func (s *trimmingSTT) Transcribe(ctx context.Context, pcm audio.PCM) (stt.Transc
 		}
 	}
 	tr.Model = "trimmed+pocketsphinx"
+	h.text = tr.Text
 	s.mu.Lock()
-	s.text = append(s.text, tr.Text)
+	s.heard = append(s.heard, h)
 	s.mu.Unlock()
 	return tr, nil
 }
 
-// reset forgets what was recognised so far.
+// reset forgets what was heard so far.
 func (s *trimmingSTT) reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.text = nil
+	s.heard = nil
 }
 
-func (s *trimmingSTT) pieces() []string {
+// firstAndLast returns the text of the piece whose sound starts at its
+// very beginning and is followed by a long silence, and of the one whose
+// sound runs to its very end: the recording's first and last minutes.
+// Pieces are told by their sound, not by call order, which redeliveries
+// running side by side interleave.
+func (s *trimmingSTT) firstAndLast(t *testing.T) (first, last string) {
+	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]string(nil), s.text...)
+	const edge = time.Second
+	for _, h := range s.heard {
+		if h.text == "" {
+			continue
+		}
+		if h.lead < edge && h.trail > 10*edge {
+			first = h.text
+		}
+		if h.trail < edge {
+			last = h.text
+		}
+	}
+	if first == "" || last == "" || first == last {
+		t.Fatalf("no distinct first and last pieces with speech among %d recognised: %+v", len(s.heard), s.heard)
+	}
+	return first, last
 }
 
 func abs16(v int16) int32 {
@@ -148,12 +185,7 @@ func newTrimmingSTT(t *testing.T) *trimmingSTT {
 func checkLongTranscribed(t *testing.T, c client, rec *trimmingSTT, cid string, total time.Duration) {
 	t.Helper()
 	conv := c.waitDoneWithin(cid, 1, 10*time.Minute)
-	pieces := rec.pieces()
-	wantPieces := int((total + audio.DefaultCutting.Max - 1) / audio.DefaultCutting.Max)
-	if len(pieces) < wantPieces || len(pieces) > wantPieces+2 {
-		t.Fatalf("%d pieces recognised for %s of audio, want about %d", len(pieces), total, wantPieces)
-	}
-	first, last := pieces[0], pieces[len(pieces)-1]
+	first, last := rec.firstAndLast(t)
 	t.Logf("first minute: %q; last minute: %q; transcript %d words", first, last, len(strings.Fields(conv.Transcript)))
 	for name, words := range map[string]string{"first": first, "last": last} {
 		if len(strings.Fields(words)) < 2 {
@@ -171,9 +203,18 @@ func checkLongTranscribed(t *testing.T, c client, rec *trimmingSTT, cid string, 
 			t.Fatalf("search for the %s minute's words: snippet does not hold them", name)
 		}
 	}
-	// Every piece was recognised once; the silent ones have no words.
-	if len(conv.Segments) != 1 {
-		t.Fatalf("%d segments, want the chunk's one", len(conv.Segments))
+	// One segment for the chunk, however many pieces and redeliveries,
+	// and it covers the whole recording.
+	var full struct {
+		Segments []struct {
+			DurationMS int64 `json:"duration_ms"`
+		} `json:"segments"`
+	}
+	if code := c.do("GET", "/v1/conversations/"+cid, "", nil, &full); code != http.StatusOK || len(full.Segments) != 1 {
+		t.Fatalf("conversation %s: %d, %d segments, want the chunk's one", cid, code, len(full.Segments))
+	}
+	if d := time.Duration(full.Segments[0].DurationMS) * time.Millisecond; d < total-time.Second || d > total+time.Second {
+		t.Fatalf("the segment covers %s of the %s recording", d, total)
 	}
 }
 
@@ -206,4 +247,70 @@ func TestLongRecordingByPut(t *testing.T) {
 		t.Fatalf("PUT 12 minutes: %d", code)
 	}
 	checkLongTranscribed(t, c, rec, "twelve", total)
+}
+
+// TestLongRecordingBySignedUpload: a 35-minute recording (8 kHz WAV made
+// at test time, 33.6 MB) PUT to a signed URL of fake-gcs-server under the
+// default LETHE_MAX_UPLOAD_BYTES arrives by the bucket's notification and
+// is transcribed whole, words from its first and last minutes found by
+// search. An hour is refused before any URL is issued; a recording longer
+// than it declared is refused when it arrives, never accepted.
+func TestLongRecordingBySignedUpload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 35-minute recording")
+	}
+	const total = 35 * time.Minute
+	body := makeLongWAV(t, 8000, total)
+	rec := newTrimmingSTT(t)
+	maxUpload := parseBytes(t, configDefault(t, "LETHE_MAX_UPLOAD_BYTES"))
+	p, gcs := startSignedUploadPipeline(t, "lethe-e2e-long", maxUpload, overrides{STT: rec})
+	tok, err := p.app.issuer.Mint("long-upload-uid", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client{t, "http://" + p.addr, tok}
+	ticket := func(cid, contentType string, size int, d time.Duration) (int, uploadURLReply) {
+		t.Helper()
+		var signed uploadURLReply
+		req, _ := json.Marshal(map[string]any{"content_type": contentType, "size": size, "duration_ms": d.Milliseconds()})
+		code := c.do("POST", "/v1/conversations/"+cid+"/chunks/0/upload-url", "application/json", req, &signed)
+		return code, signed
+	}
+
+	// An hour of 8 kHz WAV fits the byte limit; its duration does not.
+	if code, _ := ticket("hour", "audio/wav", 8000*2*3600+44, time.Hour); code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("upload-url for an hour: %d, want 413", code)
+	}
+
+	code, signed := ticket("thirtyfive", "audio/wav", len(body), total)
+	if code != http.StatusOK {
+		t.Fatalf("upload-url for 35 minutes: %d", code)
+	}
+	putSigned(t, gcs.URL(), signed, body)
+	checkLongTranscribed(t, c, rec, "thirtyfive", total)
+
+	// Declared 30 minutes, sends 41 (raw 8 kHz L16, 39 MB): the uploads
+	// worker decodes what arrived, refuses it and deletes the upload.
+	liar := make([]byte, 2*8000*int((41*time.Minute)/time.Second))
+	code, signed = ticket("liar", "audio/L16;rate=8000", len(liar), 30*time.Minute)
+	if code != http.StatusOK {
+		t.Fatalf("upload-url for a declared 30 minutes: %d", code)
+	}
+	putSigned(t, gcs.URL(), signed, liar)
+	waitFor(t, "the over-long upload to be refused and purged", func() bool {
+		objs, _, err := gcs.ListObjectsWithOptions("lethe-e2e-long", fakestorage.ListOptions{Prefix: "uploads/", Versions: true})
+		return err == nil && len(objs) == 0
+	})
+	if code := c.do("GET", "/v1/conversations/liar", "", nil, nil); code != http.StatusNotFound {
+		t.Fatalf("the over-long upload became a conversation: %d", code)
+	}
+}
+
+func parseBytes(t *testing.T, s string) int64 {
+	t.Helper()
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

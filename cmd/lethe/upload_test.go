@@ -36,34 +36,9 @@ type uploadURLReply struct {
 // Pub/Sub) enters the pipeline: sealed, transcribed, searchable, and the
 // plaintext upload is gone afterwards.
 func TestEndToEndSignedUploadOnEmulators(t *testing.T) {
-	psHost, fsHost := requireEmulators(t)
 	requirePocketSphinx(t)
 	const bucket = "lethe-e2e-uploads"
-	project := fmt.Sprintf("e2e-upl-%d", time.Now().UnixNano())
-
-	// The fake publishes its notifications with its own Pub/Sub client,
-	// which finds the emulator through PUBSUB_EMULATOR_HOST.
-	opts := fakestorage.Options{Scheme: "http", Host: "127.0.0.1"}
-	opts.EventOptions.ProjectID = project
-	opts.EventOptions.TopicName = events.TopicUploads
-	opts.EventOptions.ObjectPrefix = "uploads/"
-	opts.EventOptions.NotifyOn.Finalize = true
-	gcs, err := fakestorage.NewServerWithOptions(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(gcs.Stop)
-	gcs.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: bucket, VersioningEnabled: true})
-
-	cfg := testConfig(t)
-	cfg.ProjectID = project
-	cfg.Workers = "transcribe,embed,store,uploads,reconcile"
-	cfg.Bus, cfg.PubSubEmulatorHost = "gcp", psHost
-	cfg.Documents, cfg.FirestoreEmulatorHost = "firestore", fsHost
-	cfg.Blobs, cfg.GCSBucket, cfg.GCSEndpoint = "gcs", bucket, gcs.URL()
-	cfg.MaxUploadBytes, cfg.UploadURLTTL = 8<<20, 10*time.Minute
-	cfg.GCSSignerEmail, cfg.GCSSignerKey = "uploader@lethe-e2e.iam.gserviceaccount.com", writeRSAKey(t)
-	p := startTestPipeline(t, cfg, overrides{})
+	p, gcs := startSignedUploadPipeline(t, bucket, 8<<20, overrides{})
 	tok, err := p.app.issuer.Mint("carol-upload-uid-77", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -128,6 +103,40 @@ func TestEndToEndSignedUploadOnEmulators(t *testing.T) {
 			}
 		}
 	}
+}
+
+// startSignedUploadPipeline starts the pipeline on the Pub/Sub and
+// Firestore emulators with signed uploads into bucket of fake-gcs-server,
+// whose finalize notifications reach the uploads worker as Cloud Storage's
+// reach it through Pub/Sub.
+func startSignedUploadPipeline(t *testing.T, bucket string, maxUpload int64, ov overrides) (*pipeline, *fakestorage.Server) {
+	t.Helper()
+	psHost, fsHost := requireEmulators(t)
+	project := fmt.Sprintf("e2e-upl-%d", time.Now().UnixNano())
+
+	// The fake publishes its notifications with its own Pub/Sub client,
+	// which finds the emulator through PUBSUB_EMULATOR_HOST.
+	opts := fakestorage.Options{Scheme: "http", Host: "127.0.0.1"}
+	opts.EventOptions.ProjectID = project
+	opts.EventOptions.TopicName = events.TopicUploads
+	opts.EventOptions.ObjectPrefix = "uploads/"
+	opts.EventOptions.NotifyOn.Finalize = true
+	gcs, err := fakestorage.NewServerWithOptions(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gcs.Stop)
+	gcs.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: bucket, VersioningEnabled: true})
+
+	cfg := testConfig(t)
+	cfg.ProjectID = project
+	cfg.Workers = "transcribe,embed,store,uploads,reconcile"
+	cfg.Bus, cfg.PubSubEmulatorHost = "gcp", psHost
+	cfg.Documents, cfg.FirestoreEmulatorHost = "firestore", fsHost
+	cfg.Blobs, cfg.GCSBucket, cfg.GCSEndpoint = "gcs", bucket, gcs.URL()
+	cfg.MaxUploadBytes, cfg.UploadURLTTL = maxUpload, 10*time.Minute
+	cfg.GCSSignerEmail, cfg.GCSSignerKey = "uploader@lethe-e2e.iam.gserviceaccount.com", writeRSAKey(t)
+	return startTestPipeline(t, cfg, ov), gcs
 }
 
 // putSigned does what the app does with the reply: one PUT with exactly

@@ -173,6 +173,10 @@ func (w *Worker) transcribePieces(ctx context.Context, in events.ChunkReceived, 
 	)
 	for piece, err := range audio.Segments(s, cut) {
 		if err != nil {
+			// Final: the pieces done before the bad bytes go too.
+			if err := w.deleteParts(ctx, in); err != nil {
+				return transcript{}, err
+			}
 			return transcript{}, w.fail(ctx, in, "audio does not decode")
 		}
 		part, text, err := w.piece(ctx, in, piece, rate)
