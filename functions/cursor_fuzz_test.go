@@ -102,10 +102,13 @@ func FuzzSearchBody(f *testing.F) {
 }
 
 // FuzzUploadURLBody: the upload-url body never panics the schema or the
-// decoder; whatever they accept is one object of the two known fields.
+// decoder; whatever they accept is one object of the known fields, with
+// duration_ms parsed exactly when the body has one.
 func FuzzUploadURLBody(f *testing.F) {
 	for _, b := range []string{`{"content_type":"audio/wav","size":1000}`, `{"size":1}`, `{}`, `{"content_type":"audio/wav","size":1e3}`,
-		`{"content_type":"audio/wav","size":10.5}`, `{"bucket":"x"}`, `null`, `[]`, `{"size":1} {}`, `{"size":99999999999999999999}`} {
+		`{"content_type":"audio/wav","size":10.5}`, `{"bucket":"x"}`, `null`, `[]`, `{"size":1} {}`, `{"size":99999999999999999999}`,
+		`{"content_type":"audio/wav","size":1000,"duration_ms":60000}`, `{"content_type":"audio/ogg; codecs=opus","size":1,"duration_ms":3600000}`,
+		`{"duration_ms":1e400}`, `{"duration_ms":null}`, "\xff"} {
 		f.Add([]byte(b))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -118,9 +121,12 @@ func FuzzUploadURLBody(f *testing.F) {
 			t.Fatalf("accepted %q, not one object: %v", body, err)
 		}
 		for k := range raw {
-			if k != "content_type" && k != "size" {
+			if k != "content_type" && k != "size" && k != "duration_ms" {
 				t.Fatalf("accepted %q with unknown field %q", body, k)
 			}
+		}
+		if d, ok := raw["duration_ms"]; (ok && string(d) != "null") != (req.DurationMS != nil) {
+			t.Fatalf("duration_ms in %q, parsed %v", body, req.DurationMS)
 		}
 		if len(req.ContentType) > 4096 {
 			t.Fatalf("accepted a content type of %d bytes", len(req.ContentType))

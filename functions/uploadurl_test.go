@@ -280,7 +280,7 @@ func TestUploadURLRejects(t *testing.T) {
 		{"missing duration", path, tok, []byte(`{"content_type":"audio/wav","size":1000}`), false, 400, "invalid_duration"},
 		{"zero duration", path, tok, uploadBodyFor("audio/wav", 1000, 0), false, 400, "invalid_duration"},
 		{"negative duration", path, tok, uploadBodyFor("audio/wav", 1000, -5), false, 400, "invalid_duration"},
-		{"duration as string", path, tok, []byte(`{"content_type":"audio/wav","size":1000,"duration_ms":"60000"}`), false, 400, "bad_json"},
+		{"duration as string", path, tok, []byte(`{"content_type":"audio/wav","size":1000,"duration_ms":"60000"}`), false, 400, "invalid_body"},
 		{"an hour of Opus", path, tok, uploadBodyFor("audio/ogg; codecs=opus", maxUpload/2, time.Hour.Milliseconds()), false, 413, "too_long"},
 		{"just past the longest", path, tok, uploadBodyFor("audio/wav", 1000, ingest.MaxDuration.Milliseconds()+1), false, 413, "too_long"},
 		{"invalid cid", uploadPath("a.b", "0"), tok, ok, false, 400, "invalid_conversation_id"},

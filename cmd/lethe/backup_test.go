@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -125,7 +124,7 @@ func TestRestoreDrillNeverBringsBackAnErasedUser(t *testing.T) {
 	bobConv := bob.waitDone("bobDentistQ1", 1)
 	aliceUser, bobUser := p.app.pseudo.User(aliceUID), p.app.pseudo.User(bobUID)
 	aliceQuery := strings.Join(strings.Fields(aliceConv.Transcript)[:2], " ")
-	bobQuery := strings.Join(strings.Fields(bobConv.Transcript)[:3], "+")
+	bobQuery := strings.Join(strings.Fields(bobConv.Transcript)[:3], " ")
 	bobBefore := holdings(t, p.app, bobUser)
 
 	// The backup, taken while lethe serves.
@@ -239,7 +238,7 @@ func TestRestoreDrillNeverBringsBackAnErasedUser(t *testing.T) {
 		t.Errorf("restored: alice's memories answer %d vector queries", n)
 	}
 	// A fresh token of alice's is refused: the tombstone came back too.
-	if code := (client{t, base2, mint(p2.app, aliceUID)}).do("GET", "/v1/search?q="+url.QueryEscape(aliceQuery), "", nil, nil); code != http.StatusGone {
+	if code := (client{t, base2, mint(p2.app, aliceUID)}).search(aliceQuery, nil); code != http.StatusGone {
 		t.Errorf("restored: alice's search answered %d, want 410", code)
 	}
 	if got := holdings(t, p2.app, bobUser); got[forget.StoreDocuments] != bobBefore[forget.StoreDocuments] ||
@@ -252,7 +251,7 @@ func TestRestoreDrillNeverBringsBackAnErasedUser(t *testing.T) {
 		t.Fatalf("restored: bob's conversation %d %q", code, again.Transcript)
 	}
 	var res searchReply
-	if code := bob2.do("GET", "/v1/search?q="+bobQuery, "", nil, &res); code != http.StatusOK || len(res.Results) == 0 || res.Results[0].ConversationID != "bobDentistQ1" {
+	if code := bob2.search(bobQuery, &res); code != http.StatusOK || len(res.Results) == 0 || res.Results[0].ConversationID != "bobDentistQ1" {
 		t.Fatalf("restored: bob's search %d %+v", code, res.Results)
 	}
 }

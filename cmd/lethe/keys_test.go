@@ -69,8 +69,8 @@ func TestKeysRewrapRotatesTheKeyFile(t *testing.T) {
 		t.Fatalf("after the rotation: %d %q, want %q", code, after.Transcript, before.Transcript)
 	}
 	var res searchReply
-	q := strings.Join(strings.Fields(before.Transcript)[:3], "+")
-	if code := c2.do("GET", "/v1/search?q="+q, "", nil, &res); code != http.StatusOK || len(res.Results) == 0 || res.Results[0].ConversationID != "doraKeys" {
+	q := strings.Join(strings.Fields(before.Transcript)[:3], " ")
+	if code := c2.search(q, &res); code != http.StatusOK || len(res.Results) == 0 || res.Results[0].ConversationID != "doraKeys" {
 		t.Fatalf("search after the rotation: %d %+v", code, res.Results)
 	}
 }

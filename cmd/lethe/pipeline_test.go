@@ -45,6 +45,10 @@ func testConfig(t testing.TB) Config {
 		RetentionAudioDays: 30, RetentionTranscriptDays: 365, RetentionVectorDays: 365, RetentionExportDays: 7,
 		RetentionSweepEvery: time.Hour, ExportMaxBytes: 64 << 20, ExportURLTTL: 15 * time.Minute,
 		STTBreakerThreshold: 5, STTBreakerCooldown: 30 * time.Second,
+		// The defaults of streaming and Twilio (tokens unset: no webhooks).
+		StreamChunkSeconds: 10, StreamMaxFrameBytes: 64 << 10, StreamIdleTimeout: 30 * time.Second,
+		StreamMaxDuration: 4 * time.Hour, StreamMaxPerUser: 2,
+		TwilioAPIURL: "https://api.twilio.com", TwilioDeleteRecordings: true, PublishDelay: 10 * time.Millisecond,
 	}
 }
 

@@ -88,7 +88,7 @@ func (c twilioClient) post(path string, form url.Values) (int, string) {
 func search(c client, q string) searchReply {
 	c.t.Helper()
 	var res searchReply
-	if code := c.do("GET", "/v1/search?q="+url.QueryEscape(q), "", nil, &res); code != http.StatusOK {
+	if code := c.search(q, &res); code != http.StatusOK {
 		c.t.Fatalf("search %q: %d", q, code)
 	}
 	return res
