@@ -178,9 +178,11 @@ locals {
       # re-drives any stage
       publishes   = ["audio", "transcripts", "embeddings", "lifecycle"]
       bucket_role = null
-      secrets     = ["pinecone-api-key"]
-      push        = false
-      stt         = "openai"
+      # lethe run serves an (internal) edge too, which verifies Twilio
+      # webhooks: production refuses it without the token.
+      secrets = ["pinecone-api-key", "twilio-auth-token"]
+      push    = false
+      stt     = "openai"
     }
   }
 
@@ -190,6 +192,7 @@ locals {
 
   # Settings every service shares: nothing secret (tfpolicy checks the keys).
   common_env = {
+    LETHE_ENV                 = "production"
     LETHE_PROJECT             = var.project_id
     LETHE_BUS                 = "gcp"
     LETHE_DOCUMENTS           = "firestore"
@@ -205,6 +208,10 @@ locals {
     LETHE_FIREBASE_PROJECT    = var.firebase_project != "" ? var.firebase_project : var.project_id
     # Cloud Scheduler requests retention sweeps (scheduler.tf).
     LETHE_RETENTION_SWEEP_EVERY = "0"
+    # Outside every backup of the data (journal.tf).
+    LETHE_ERASURE_JOURNAL = "gs://${google_storage_bucket.journal.name}"
+    # What Twilio signs and browsers see; https turns on HSTS.
+    LETHE_PUBLIC_URL = "https://${var.domain}"
   }
 
   plain_env = { for k, s in local.services : k => merge(local.common_env,
@@ -215,6 +222,9 @@ locals {
       LETHE_PUSH_SERVICE_ACCOUNT = google_service_account.push.email
     } : {},
     k == "reconcile" ? { LETHE_WORKERS = "reconcile" } : {},
+    # Behind the external Application Load Balancer, which appends
+    # "<client>,<balancer>" to X-Forwarded-For (README, "The public edge").
+    k == "edge" ? { LETHE_TRUSTED_PROXY_HOPS = "2" } : {},
   ) }
 
   secret_env    = { for k, s in local.services : k => { for id in s.secrets : local.secrets[id] => id } }

@@ -21,6 +21,12 @@ import (
 // Config is read once, in main, from the environment, and passed down.
 // Variable names are the envconfig tags; `lethe help` prints them.
 type Config struct {
+	// command and commandArgs are what the process was started to do (not
+	// configuration): some production refusals apply only to the roles
+	// they protect. Empty: every refusal applies.
+	command     string
+	commandArgs []string
+
 	Env     string `envconfig:"LETHE_ENV" default:"development" desc:"development or production"`
 	Addr    string `envconfig:"LETHE_ADDR" default:"127.0.0.1:8080" desc:"HTTP listen address"`
 	Port    string `envconfig:"PORT" desc:"Cloud Run's port; when set, the server listens on :PORT"`
@@ -170,8 +176,8 @@ const (
 // LETHE_MAX_CHUNK_BYTES may be (README.md says so; TestREADMELimits).
 const cloudRunMaxBody = 32 << 20
 
-func loadConfig() (Config, error) {
-	var c Config
+func loadConfig(command string, args []string) (Config, error) {
+	c := Config{command: command, commandArgs: args}
 	if err := envconfig.Process("", &c); err != nil {
 		return c, fmt.Errorf("config: %w", err)
 	}

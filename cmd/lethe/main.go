@@ -95,7 +95,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 
-	cfg, err := loadConfig()
+	cfg, err := loadConfig(cmd, rest)
 	if err != nil {
 		fmt.Fprintf(stderr, "lethe: %v\n", err)
 		return 2

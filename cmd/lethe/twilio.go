@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/lethe-dev/lethe/app/ingest"
@@ -55,6 +56,23 @@ func (c Config) validateTwilio() []error {
 	return errs
 }
 
+// servesTwilio reports whether the process serves Twilio's webhooks (the
+// edge, in lethe run or lethe edge) or runs the twilio worker; an operator's
+// command (users, dlq, backup, ...) or another worker needs no Twilio token.
+func (c Config) servesTwilio() bool {
+	switch c.command {
+	case "run", "edge", "":
+		return true
+	case "worker":
+		for _, a := range c.commandArgs {
+			if slices.Contains(splitList(a), workerTwilio) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // guardTwilio refuses, in production, unsigned webhooks and webhooks that
 // cannot be verified.
 func (c Config) guardTwilio() []error {
@@ -62,7 +80,7 @@ func (c Config) guardTwilio() []error {
 	if c.TwilioSkipSigVerify {
 		errs = append(errs, errors.New("INF_TWILIO_SKIP_SIG_VERIFY=true: anyone could post calls and messages into users' accounts; refused when LETHE_ENV=production"))
 	}
-	if c.TwilioAuthToken == "" {
+	if c.TwilioAuthToken == "" && c.servesTwilio() {
 		errs = append(errs, errors.New("INF_TWILIO_AUTH_TOKEN is empty: Twilio webhooks cannot be verified; refused when LETHE_ENV=production"))
 	}
 	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "https://") {

@@ -330,3 +330,34 @@ func TestTwilioPullMode(t *testing.T) {
 		t.Fatalf("deleted %v with LETHE_TWILIO_DELETE_RECORDINGS=false", d)
 	}
 }
+
+// TestTwilioTokenOnlyWhereTwilioIsServed: production refuses a missing
+// Twilio token in the processes that verify webhooks or call Twilio (the
+// edge, lethe run, the twilio worker), not in other workers or an
+// operator's commands, which never hold the token.
+func TestTwilioTokenOnlyWhereTwilioIsServed(t *testing.T) {
+	for _, tc := range []struct {
+		command string
+		args    []string
+		refused bool
+	}{
+		{"run", nil, true},
+		{"edge", nil, true},
+		{"worker", []string{"twilio"}, true},
+		{"worker", []string{"transcribe,twilio"}, true},
+		{"worker", []string{"transcribe"}, false},
+		{"users", []string{"erase", "alice"}, false},
+		{"dlq", []string{"list", "audio"}, false},
+	} {
+		t.Run(tc.command+" "+strings.Join(tc.args, " "), func(t *testing.T) {
+			c := Config{Env: envProduction, command: tc.command, commandArgs: tc.args}
+			refused := false
+			for _, err := range c.guardTwilio() {
+				refused = refused || strings.Contains(err.Error(), "INF_TWILIO_AUTH_TOKEN is empty")
+			}
+			if refused != tc.refused {
+				t.Fatalf("refused %v, want %v", refused, tc.refused)
+			}
+		})
+	}
+}
