@@ -158,7 +158,7 @@ type Config struct {
 	TwilioAPIURL             string        `envconfig:"LETHE_TWILIO_API_URL" default:"https://api.twilio.com" desc:"Twilio's REST API (recordings are fetched by SID from this host only)"`
 	TwilioFrom               string        `envconfig:"LETHE_TWILIO_FROM" desc:"the number (+E.164) or Messaging Service SID (MG...) phone verification codes are sent from"`
 	TwilioDeleteRecordings   bool          `envconfig:"LETHE_TWILIO_DELETE_RECORDINGS" default:"true" desc:"delete Twilio's copy of a recording once it is sealed here"`
-	PublishDelay             time.Duration `envconfig:"LETHE_PUBLISH_DELAY" default:"10ms" desc:"how long a publisher waits to batch messages (Pub/Sub's DelayThreshold): every acknowledgement that waits for a publish (uploads, Twilio webhooks) waits this long at least"`
+	PublishDelay             time.Duration `envconfig:"LETHE_PUBLISH_DELAY" default:"1ms" desc:"how long a publisher waits to batch messages (Pub/Sub's DelayThreshold): every acknowledgement that waits for a publish (uploads, Twilio webhooks) waits this long at least"`
 	PushEndpoint             string        `envconfig:"LETHE_PUSH_ENDPOINT" desc:"with LETHE_DELIVERY=push: the base URL Pub/Sub pushes to; lethe creates push subscriptions to its /push/{subscription} (emulator, development; Terraform in production)"`
 	// Backups: the erasure journal lives outside everything a backup or
 	// a point-in-time recovery restores, so a restore can erase again

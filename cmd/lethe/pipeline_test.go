@@ -48,7 +48,7 @@ func testConfig(t testing.TB) Config {
 		// The defaults of streaming and Twilio (tokens unset: no webhooks).
 		StreamChunkSeconds: 10, StreamMaxFrameBytes: 64 << 10, StreamIdleTimeout: 30 * time.Second,
 		StreamMaxDuration: 4 * time.Hour, StreamMaxPerUser: 2,
-		TwilioAPIURL: "https://api.twilio.com", TwilioDeleteRecordings: true, PublishDelay: 10 * time.Millisecond,
+		TwilioAPIURL: "https://api.twilio.com", TwilioDeleteRecordings: true, PublishDelay: time.Millisecond,
 	}
 }
 
