@@ -129,7 +129,7 @@ type Deps struct {
 // Server is the edge.
 type Server struct {
 	d   Deps
-	mux *http.ServeMux
+	mux *routeMux
 }
 
 // New returns the edge with every route registered.
@@ -140,7 +140,7 @@ func New(d Deps) *Server {
 	if d.Security == nil {
 		d.Security = security.New(security.Options{Logger: d.Logger, Users: d.LogUsers, Now: d.Now})
 	}
-	s := &Server{d: d, mux: http.NewServeMux()}
+	s := &Server{d: d, mux: newRouteMux()}
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	if len(d.JWKS) > 0 {
