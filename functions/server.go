@@ -21,6 +21,7 @@ import (
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/functions/internal/clientip"
 	"github.com/lethe-dev/lethe/functions/internal/reply"
+	"github.com/lethe-dev/lethe/functions/openapi"
 	"github.com/lethe-dev/lethe/infra/auth"
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/docs"
@@ -146,6 +147,7 @@ func New(d Deps) *Server {
 	if len(d.JWKS) > 0 {
 		s.mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
 	}
+	s.mux.Handle("GET /openapi.yaml", openapi.Handler())
 	s.mux.Handle("PUT /v1/conversations/{cid}/chunks/{seq}", s.authed(s.putChunk))
 	s.mux.HandleFunc("GET /v1/listen", s.listen) // authenticates after the handshake
 	s.mux.Handle("POST /v1/conversations/{cid}/chunks/{seq}/upload-url", s.authed(s.uploadURL))
