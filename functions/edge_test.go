@@ -79,6 +79,7 @@ func (b *recordingBus) setFail(err error) {
 type edge struct {
 	t      testing.TB
 	url    string
+	srv    *functions.Server // its Routes() are what it serves
 	issuer *localissuer.Issuer
 	bus    *recordingBus
 	docs   docs.Store
@@ -221,6 +222,7 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
 	e.url = ts.URL
+	e.srv = srv
 	return e
 }
 
