@@ -258,6 +258,13 @@ type reply struct {
 
 func (e *edge) do(method, path, token, contentType string, body []byte) reply {
 	e.t.Helper()
+	return e.send(e.request(method, path, token, contentType, body))
+}
+
+// request is a request to the edge with a bearer token and a body of
+// contentType ("" for none of either).
+func (e *edge) request(method, path, token, contentType string, body []byte) *http.Request {
+	e.t.Helper()
 	req, err := http.NewRequest(method, e.url+path, bytes.NewReader(body))
 	must(e.t, err)
 	if token != "" {
@@ -266,7 +273,7 @@ func (e *edge) do(method, path, token, contentType string, body []byte) reply {
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	return e.send(req)
+	return req
 }
 
 // send does req and reads the JSON reply (every edge reply is JSON).

@@ -438,6 +438,18 @@ func TestOpenAPIExamplesPassTheHandlers(t *testing.T) {
 						if r := e.do(o.method, path, opToken(e, o, i), ctype, raw); r.status != http.StatusBadRequest {
 							t.Errorf("the handler takes an unknown field: %d %v", r.status, r.body)
 						}
+						// Every constraint described is one the handler enforces.
+						for _, m := range d.violations(t, jsonPtr+"/schema", obj) {
+							if schema.Validate(m.body) == nil {
+								continue // not a violation after all (oneOf and the like)
+							}
+							raw, err := json.Marshal(m.body)
+							must(t, err)
+							r := e.do(o.method, path, opToken(e, o, i), ctype, raw)
+							if r.status != http.StatusBadRequest && r.status != http.StatusRequestEntityTooLarge && r.status != http.StatusUnsupportedMediaType {
+								t.Errorf("%s: the description refuses it, the handler answers %d %v", m.what, r.status, r.body)
+							}
+						}
 					}
 				case content["audio/wav"] != nil:
 					body, ctype = tone(440, 200), "audio/wav"
@@ -490,6 +502,80 @@ func TestOpenAPIExamplesPassTheHandlers(t *testing.T) {
 	}
 }
 
+// violation is a request body that breaks one described constraint.
+type violation struct {
+	what string
+	body map[string]any
+}
+
+// violations breaks, one at a time, each constraint of the object schema
+// at ptr on a copy of the valid example ex: a required field left out, a
+// value of the wrong type, below its minimum, above its maximum, too long,
+// too short, off its pattern, off its enum or const.
+func (d *apiDoc) violations(t testing.TB, ptr string, ex map[string]any) []violation {
+	t.Helper()
+	v, _ := d.at(ptr)
+	sch, _ := d.deref(t, v, ptr)
+	with := func(k string, val any) map[string]any {
+		out := maps.Clone(ex)
+		out[k] = val
+		return out
+	}
+	var out []violation
+	req, _ := sch["required"].([]any)
+	for _, k := range req {
+		body := maps.Clone(ex)
+		delete(body, k.(string))
+		out = append(out, violation{fmt.Sprintf("%v left out", k), body})
+	}
+	props, _ := sch["properties"].(map[string]any)
+	for _, k := range slices.Sorted(maps.Keys(props)) {
+		p, _ := d.deref(t, props[k], ptr+"/properties/"+ptrEscape(k))
+		num := func(key string, delta int64) (json.Number, bool) {
+			n, ok := p[key].(json.Number)
+			if !ok {
+				return "", false
+			}
+			i, err := n.Int64()
+			if err != nil {
+				return "", false
+			}
+			return json.Number(fmt.Sprint(i + delta)), true
+		}
+		switch p["type"] {
+		case "integer":
+			out = append(out, violation{k + " a string", with(k, "1")}, violation{k + " a fraction", with(k, json.Number("1.5"))})
+		case "string":
+			out = append(out, violation{k + " a number", with(k, json.Number("1"))})
+		}
+		if n, ok := num("minimum", -1); ok {
+			out = append(out, violation{k + " below its minimum", with(k, n)})
+		}
+		if n, ok := num("maximum", 1); ok {
+			out = append(out, violation{k + " above its maximum", with(k, n)})
+		}
+		if n, ok := num("maxLength", 1); ok {
+			l, _ := n.Int64()
+			out = append(out, violation{k + " too long", with(k, strings.Repeat("A", int(l)))})
+		}
+		if n, ok := num("minLength", -1); ok {
+			if l, _ := n.Int64(); l >= 0 {
+				out = append(out, violation{k + " too short", with(k, strings.Repeat("A", int(l)))})
+			}
+		}
+		if _, ok := p["pattern"]; ok {
+			out = append(out, violation{k + " off its pattern", with(k, "~!")})
+		}
+		if _, ok := p["enum"]; ok {
+			out = append(out, violation{k + " off its enum", with(k, "~!")})
+		}
+		if c, ok := p["const"]; ok {
+			out = append(out, violation{k + " off its const", with(k, fmt.Sprint(c)+"~")})
+		}
+	}
+	return out
+}
+
 // opToken is a token for a fresh user per operation (an erasure never
 // reaches another case), with the admin role for admin routes.
 func opToken(e *edge, o specOp, i int) string {
@@ -509,15 +595,7 @@ type rawReply struct {
 // doRaw is do for answers that need not be JSON.
 func (e *edge) doRaw(method, path, token, contentType string, body []byte) rawReply {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.url+path, bytes.NewReader(body))
-	must(e.t, err)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(e.request(method, path, token, contentType, body))
 	must(e.t, err)
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
