@@ -410,6 +410,7 @@ func TestOpenAPIExamplesPassTheHandlers(t *testing.T) {
 			}
 			var body []byte
 			var ctype string
+			header := http.Header{} // what a described request carries besides the token
 			if rb, ok := o.op["requestBody"].(map[string]any); ok {
 				content, _ := rb["content"].(map[string]any)
 				jsonPtr := o.ptr + "/requestBody/content/application~1json"
@@ -465,9 +466,16 @@ func TestOpenAPIExamplesPassTheHandlers(t *testing.T) {
 					body, ctype = []byte(form.Encode()), "application/x-www-form-urlencoded"
 				}
 			}
-			r := e.doRaw(o.method, path, opToken(e, o, i), ctype, body)
+			req := e.request(o.method, path, opToken(e, o, i), ctype, body)
+			for k := range header {
+				req.Header.Set(k, header.Get(k))
+			}
+			r := e.doRaw(req)
 			if r.status == http.StatusNotFound && bytes.Contains(r.body, []byte(`"no such route"`)) {
 				t.Fatal("not served: the catch-all answered")
+			}
+			if r.status == http.StatusForbidden && header.Get("X-Twilio-Signature") != "" {
+				t.Fatalf("a signed webhook is refused: %s", r.body)
 			}
 			switch r.status {
 			case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType,
@@ -592,10 +600,10 @@ type rawReply struct {
 	header http.Header
 }
 
-// doRaw is do for answers that need not be JSON.
-func (e *edge) doRaw(method, path, token, contentType string, body []byte) rawReply {
+// doRaw sends req and reads the answer, which need not be JSON.
+func (e *edge) doRaw(req *http.Request) rawReply {
 	e.t.Helper()
-	resp, err := http.DefaultClient.Do(e.request(method, path, token, contentType, body))
+	resp, err := http.DefaultClient.Do(req)
 	must(e.t, err)
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
