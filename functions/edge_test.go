@@ -279,17 +279,31 @@ func (e *edge) request(method, path, token, contentType string, body []byte) *ht
 // send does req and reads the JSON reply (every edge reply is JSON).
 func (e *edge) send(req *http.Request) reply {
 	e.t.Helper()
+	r := e.doRaw(req)
+	var m map[string]any
+	if len(r.body) > 0 {
+		if err := json.Unmarshal(r.body, &m); err != nil {
+			e.t.Fatalf("%s %s: non-JSON reply %q", req.Method, req.URL.Path, r.body)
+		}
+	}
+	return reply{r.status, m, r.header}
+}
+
+type rawReply struct {
+	status int
+	body   []byte
+	header http.Header
+}
+
+// doRaw sends req and reads the answer as bytes.
+func (e *edge) doRaw(req *http.Request) rawReply {
+	e.t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	must(e.t, err)
 	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var m map[string]any
-	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &m); err != nil {
-			e.t.Fatalf("%s %s: non-JSON reply %q", req.Method, req.URL.Path, raw)
-		}
-	}
-	return reply{resp.StatusCode, m, resp.Header}
+	raw, err := io.ReadAll(resp.Body)
+	must(e.t, err)
+	return rawReply{resp.StatusCode, raw, resp.Header}
 }
 
 func errCode(r reply) string {

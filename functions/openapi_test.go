@@ -593,20 +593,3 @@ func opToken(e *edge, o specOp, i int) string {
 	}
 	return e.token(uid)
 }
-
-type rawReply struct {
-	status int
-	body   []byte
-	header http.Header
-}
-
-// doRaw sends req and reads the answer, which need not be JSON.
-func (e *edge) doRaw(req *http.Request) rawReply {
-	e.t.Helper()
-	resp, err := http.DefaultClient.Do(req)
-	must(e.t, err)
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	must(e.t, err)
-	return rawReply{resp.StatusCode, raw, resp.Header}
-}
