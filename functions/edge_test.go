@@ -301,6 +301,9 @@ func (e *edge) doRaw(req *http.Request) rawReply {
 	resp, err := http.DefaultClient.Do(req)
 	must(e.t, err)
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return rawReply{resp.StatusCode, nil, resp.Header} // the connection is another protocol's now
+	}
 	raw, err := io.ReadAll(resp.Body)
 	must(e.t, err)
 	return rawReply{resp.StatusCode, raw, resp.Header}
