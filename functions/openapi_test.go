@@ -246,6 +246,26 @@ func TestOpenAPIDocumentIsOpenAPI31(t *testing.T) {
 	if tw["type"] != "apiKey" || tw["in"] != "header" || tw["name"] != "X-Twilio-Signature" {
 		t.Errorf("twilioSignature: %v, want the X-Twilio-Signature header", tw)
 	}
+	// Every $ref anywhere is local and resolves.
+	var walk func(v any, at string)
+	walk = func(v any, at string) {
+		switch v := v.(type) {
+		case map[string]any:
+			if ref, ok := v["$ref"].(string); ok {
+				if _, found := d.at(strings.TrimPrefix(ref, "#")); !strings.HasPrefix(ref, "#/") || !found {
+					t.Errorf("%s: $ref %q does not resolve", at, ref)
+				}
+			}
+			for k, x := range v {
+				walk(x, at+"/"+ptrEscape(k))
+			}
+		case []any:
+			for i, x := range v {
+				walk(x, fmt.Sprintf("%s/%d", at, i))
+			}
+		}
+	}
+	walk(d.root, "")
 	// Every named schema compiles as JSON Schema 2020-12, its $refs resolved.
 	schemas, _ := comps["schemas"].(map[string]any)
 	if len(schemas) == 0 {
