@@ -20,6 +20,7 @@ import (
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/functions"
 	"github.com/lethe-dev/lethe/functions/openapi"
+	"github.com/lethe-dev/lethe/infra/twiliosig"
 )
 
 // The API description (functions/openapi/openapi.yaml) is held to the edge
@@ -59,6 +60,7 @@ func openAPIEdge(t *testing.T) *edge {
 	return newEdgeWith(t, edgeOptions{
 		maxChunk: 1 << 20, uploads: newUploadBucket(t).signer, maxUpload: 8 << 20, ttl: time.Minute,
 		exportKey: randomBytes(t, 32), deadLetters: dl,
+		twilio: &twilioSetup{tokens: []string{twToken}, sms: &fakeSMS{}},
 	})
 }
 
@@ -501,6 +503,7 @@ func TestOpenAPIExamplesPassTheHandlers(t *testing.T) {
 						form.Set(k, fmt.Sprint(v))
 					}
 					body, ctype = []byte(form.Encode()), "application/x-www-form-urlencoded"
+					header.Set("X-Twilio-Signature", twiliosig.Sign(twToken, twPublic+path, form))
 				}
 			}
 			req := e.request(o.method, path, opToken(e, o, i), ctype, body)
