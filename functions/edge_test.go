@@ -79,6 +79,7 @@ func (b *recordingBus) setFail(err error) {
 type edge struct {
 	t      testing.TB
 	url    string
+	srv    *functions.Server // its Routes() are what it serves
 	issuer *localissuer.Issuer
 	bus    *recordingBus
 	docs   docs.Store
@@ -221,6 +222,7 @@ func newEdgeWith(t testing.TB, o edgeOptions) *edge {
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
 	e.url = ts.URL
+	e.srv = srv
 	return e
 }
 
@@ -256,6 +258,13 @@ type reply struct {
 
 func (e *edge) do(method, path, token, contentType string, body []byte) reply {
 	e.t.Helper()
+	return e.send(e.request(method, path, token, contentType, body))
+}
+
+// request is a request to the edge with a bearer token and a body of
+// contentType ("" for none of either).
+func (e *edge) request(method, path, token, contentType string, body []byte) *http.Request {
+	e.t.Helper()
 	req, err := http.NewRequest(method, e.url+path, bytes.NewReader(body))
 	must(e.t, err)
 	if token != "" {
@@ -264,23 +273,40 @@ func (e *edge) do(method, path, token, contentType string, body []byte) reply {
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	return e.send(req)
+	return req
 }
 
 // send does req and reads the JSON reply (every edge reply is JSON).
 func (e *edge) send(req *http.Request) reply {
 	e.t.Helper()
+	r := e.doRaw(req)
+	var m map[string]any
+	if len(r.body) > 0 {
+		if err := json.Unmarshal(r.body, &m); err != nil {
+			e.t.Fatalf("%s %s: non-JSON reply %q", req.Method, req.URL.Path, r.body)
+		}
+	}
+	return reply{r.status, m, r.header}
+}
+
+type rawReply struct {
+	status int
+	body   []byte
+	header http.Header
+}
+
+// doRaw sends req and reads the answer as bytes.
+func (e *edge) doRaw(req *http.Request) rawReply {
+	e.t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	must(e.t, err)
 	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var m map[string]any
-	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &m); err != nil {
-			e.t.Fatalf("%s %s: non-JSON reply %q", req.Method, req.URL.Path, raw)
-		}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return rawReply{resp.StatusCode, nil, resp.Header} // the connection is another protocol's now
 	}
-	return reply{resp.StatusCode, m, resp.Header}
+	raw, err := io.ReadAll(resp.Body)
+	must(e.t, err)
+	return rawReply{resp.StatusCode, raw, resp.Header}
 }
 
 func errCode(r reply) string {

@@ -21,6 +21,7 @@ import (
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/functions/internal/clientip"
 	"github.com/lethe-dev/lethe/functions/internal/reply"
+	"github.com/lethe-dev/lethe/functions/openapi"
 	"github.com/lethe-dev/lethe/infra/auth"
 	"github.com/lethe-dev/lethe/infra/blobs"
 	"github.com/lethe-dev/lethe/infra/docs"
@@ -129,7 +130,7 @@ type Deps struct {
 // Server is the edge.
 type Server struct {
 	d   Deps
-	mux *http.ServeMux
+	mux *routeMux
 }
 
 // New returns the edge with every route registered.
@@ -140,12 +141,13 @@ func New(d Deps) *Server {
 	if d.Security == nil {
 		d.Security = security.New(security.Options{Logger: d.Logger, Users: d.LogUsers, Now: d.Now})
 	}
-	s := &Server{d: d, mux: http.NewServeMux()}
+	s := &Server{d: d, mux: newRouteMux()}
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	if len(d.JWKS) > 0 {
 		s.mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
 	}
+	s.mux.Handle("GET /openapi.yaml", openapi.Handler())
 	s.mux.Handle("PUT /v1/conversations/{cid}/chunks/{seq}", s.authed(s.putChunk))
 	s.mux.HandleFunc("GET /v1/listen", s.listen) // authenticates after the handshake
 	s.mux.Handle("POST /v1/conversations/{cid}/chunks/{seq}/upload-url", s.authed(s.uploadURL))
