@@ -298,8 +298,8 @@ func TestLongRecordingBySignedUpload(t *testing.T) {
 	}
 	putSigned(t, gcs.URL(), signed, liar)
 	waitFor(t, "the over-long upload to be refused and purged", func() bool {
-		objs, _, err := gcs.ListObjectsWithOptions("lethe-e2e-long", fakestorage.ListOptions{Prefix: "uploads/", Versions: true})
-		return err == nil && len(objs) == 0
+		list, err := gcs.ListObjectsWithOptionsPaginated("lethe-e2e-long", fakestorage.ListOptions{Prefix: "uploads/", Versions: true})
+		return err == nil && len(list.Objects) == 0
 	})
 	if code := c.do("GET", "/v1/conversations/liar", "", nil, nil); code != http.StatusNotFound {
 		t.Fatalf("the over-long upload became a conversation: %d", code)
