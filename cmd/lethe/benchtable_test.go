@@ -132,6 +132,11 @@ func benchPut(hc *http.Client, url, tok string, body []byte) error {
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
+	return benchDo(hc, req, http.StatusAccepted)
+}
+
+// benchDo sends req, reads the whole reply and wants status.
+func benchDo(hc *http.Client, req *http.Request, status int) error {
 	resp, err := hc.Do(req)
 	if err != nil {
 		return err
@@ -140,8 +145,8 @@ func benchPut(hc *http.Client, url, tok string, body []byte) error {
 	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
 		return err
 	}
-	if resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("PUT %s: status %d", url, resp.StatusCode)
+	if resp.StatusCode != status {
+		return fmt.Errorf("%s %s: status %d", req.Method, req.URL, resp.StatusCode)
 	}
 	return nil
 }

@@ -41,18 +41,7 @@ func benchPostWebhook(hc *http.Client, u, body, sig string) error {
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("X-Twilio-Signature", sig)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("POST %s: status %d", u, resp.StatusCode)
-	}
-	return nil
+	return benchDo(hc, req, http.StatusOK)
 }
 
 // benchBareWebhook is the floor: a net/http handler that reads the same

@@ -370,12 +370,18 @@ func (s *Driver) Update(ctx context.Context, key docs.Key, fn func(cur *docs.Doc
 		// docs.Store validated next and set its key.
 		return tx.Set(ref, encode(next.Data, next.Fields))
 	}, firestore.MaxAttempts(txAttempts))
+	return txResult(err)
+}
+
+// txResult maps RunTransaction's result: the callback's own error as is
+// (per the port), anything else wrapped.
+func txResult(err error) error {
 	var fe fnError
 	switch {
 	case err == nil:
 		return nil
 	case errors.As(err, &fe):
-		return fe.err // as is, per the port
+		return fe.err
 	}
 	return wrap("firestore.RunTransaction", err)
 }
@@ -469,14 +475,7 @@ func (s *Driver) Transact(ctx context.Context, read []docs.Key, fn func(cur []*d
 		}
 		return nil
 	}, firestore.MaxAttempts(txAttempts))
-	var fe fnError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &fe):
-		return fe.err // as is, per the port
-	}
-	return wrap("firestore.RunTransaction", err)
+	return txResult(err)
 }
 
 // Delete is idempotent (no precondition).
