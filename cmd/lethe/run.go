@@ -325,6 +325,9 @@ func printWelcome(w io.Writer, p *pipeline) {
 	fmt.Fprintf(w, "Try:\n  curl -X PUT -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: audio/wav' --data-binary @testdata/speech-hello.wav %s/v1/conversations/demo/chunks/0\n", base)
 	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" %s/v1/conversations/demo\n", base)
 	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $TOKEN\" -d '{\"q\":\"memory\"}' %s/v1/search\n\n", base)
+	if devConsole(p.app.cfg) != nil {
+		fmt.Fprintf(w, "Or open the dev console at %s/ and paste the token.\n\n", base)
+	}
 }
 
 func cmdEdge(ctx context.Context, cfg Config, logger *slog.Logger, args []string) error {
