@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/lethe-dev/lethe/infra/security"
 	"io"
 	"net/http"
 	"slices"
@@ -26,6 +25,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/docs"
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
+	"github.com/lethe-dev/lethe/infra/security"
 )
 
 // Close codes of GET /v1/listen. The standard ones: 1000 after the client's

@@ -7,7 +7,6 @@ package functions
 import (
 	"context"
 	"errors"
-	"github.com/lethe-dev/lethe/infra/telemetry"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -30,6 +29,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/logging"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
 	"github.com/lethe-dev/lethe/infra/security"
+	"github.com/lethe-dev/lethe/infra/telemetry"
 	"github.com/lethe-dev/lethe/infra/vectors"
 )
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/lethe-dev/lethe/infra/security"
 	"html"
 	"io"
 	"mime"
@@ -23,6 +22,7 @@ import (
 	"github.com/lethe-dev/lethe/events"
 	"github.com/lethe-dev/lethe/infra/keys"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
+	"github.com/lethe-dev/lethe/infra/security"
 	"github.com/lethe-dev/lethe/infra/twiliosig"
 )
 

@@ -2,13 +2,9 @@ package main
 
 import (
 	"context"
-	"github.com/lethe-dev/lethe/infra/telemetry"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"io"
-
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -16,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/api/option"
 
 	"github.com/lethe-dev/lethe/app/audit"
@@ -36,6 +34,7 @@ import (
 	"github.com/lethe-dev/lethe/infra/logging"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
 	"github.com/lethe-dev/lethe/infra/stt"
+	"github.com/lethe-dev/lethe/infra/telemetry"
 	"github.com/lethe-dev/lethe/infra/vectors"
 )
 

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/lethe-dev/lethe/infra/telemetry"
 	"net"
 	"net/url"
 	"os"
@@ -13,9 +12,11 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+
 	"github.com/lethe-dev/lethe/app/records"
 	"github.com/lethe-dev/lethe/functions"
 	"github.com/lethe-dev/lethe/infra/ratelimit"
+	"github.com/lethe-dev/lethe/infra/telemetry"
 )
 
 // Config is read once, in main, from the environment, and passed down.
