@@ -48,6 +48,20 @@ var (
 	ErrTombstoned = keys.ErrTombstoned
 )
 
+// CallerFault reports whether err is an Accept outcome no retry can change
+// (the chunk itself is at fault); ErrTombstoned is not one: callers drop it.
+func CallerFault(err error) bool {
+	for _, target := range []error{
+		ErrInvalid, ErrUnsupportedType, ErrUnsupportedAudio,
+		ErrMalformedAudio, ErrEmptyAudio, ErrConflict, ErrTooLong,
+	} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}
+
 // MaxDuration is the longest recording Accept takes, by any route; the
 // upload-url route refuses a longer declared duration before any byte is
 // sent.

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -576,5 +577,27 @@ func TestAcceptRetryRepairsConversation(t *testing.T) {
 	}
 	if after, _ := f.chunk(t, user, "c1", 0); !after.Published {
 		t.Fatal("the record is not marked published after the retry published it")
+	}
+}
+
+// TestCallerFault: every Accept outcome that is the chunk's own fault,
+// wrapped or not, is one no retry changes; an erased user and a dependency
+// failure are not.
+func TestCallerFault(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{ingest.ErrInvalid, true},
+		{fmt.Errorf("upload: %w", ingest.ErrTooLong), true},
+		{ingest.ErrConflict, true},
+		{ingest.ErrMalformedAudio, true},
+		{ingest.ErrTombstoned, false},
+		{errors.New("firestore: deadline exceeded"), false},
+		{nil, false},
+	} {
+		if got := ingest.CallerFault(tc.err); got != tc.want {
+			t.Errorf("CallerFault(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

@@ -106,11 +106,19 @@ func (w *Worker) drop(ctx context.Context, user, ref string) error {
 	return fmt.Errorf("twilio: %s: %w", ref, events.ErrDropped)
 }
 
-func (w *Worker) tombstoned(ctx context.Context, user string) (bool, error) {
+// erased drops the event of an erased user (nil for anyone else).
+func (w *Worker) erased(ctx context.Context, user string) error {
 	if user == "" {
-		return false, nil
+		return nil
 	}
-	return records.Tombstoned(ctx, w.Docs, user)
+	gone, err := records.Tombstoned(ctx, w.Docs, user)
+	if err != nil {
+		return err
+	}
+	if gone {
+		return fmt.Errorf("twilio: user tombstoned: %w", events.ErrDropped)
+	}
+	return nil
 }
 
 func (w *Worker) recording(ctx context.Context, e event.Event) error {
@@ -118,10 +126,8 @@ func (w *Worker) recording(ctx context.Context, e event.Event) error {
 	if err := w.Events.Decode(e, &in); err != nil {
 		return err
 	}
-	if gone, err := w.tombstoned(ctx, in.User); err != nil {
+	if err := w.erased(ctx, in.User); err != nil {
 		return err
-	} else if gone {
-		return fmt.Errorf("twilio: user tombstoned: %w", events.ErrDropped)
 	}
 	// The call's record says whose recording this is; an event naming
 	// another user is forged or stale.
@@ -154,8 +160,7 @@ func (w *Worker) recording(ctx context.Context, e event.Event) error {
 	switch {
 	case errors.Is(err, ingest.ErrTombstoned):
 		return fmt.Errorf("twilio: user tombstoned: %w", events.ErrDropped)
-	case errors.Is(err, ingest.ErrUnsupportedType), errors.Is(err, ingest.ErrUnsupportedAudio),
-		errors.Is(err, ingest.ErrMalformedAudio), errors.Is(err, ingest.ErrEmptyAudio), errors.Is(err, ingest.ErrConflict):
+	case ingest.CallerFault(err):
 		return events.Permanent(fmt.Errorf("twilio: recording %s: %w", in.RecordingSID, err))
 	case err != nil:
 		return fmt.Errorf("ingest.Accept: %w", err)
@@ -179,10 +184,8 @@ func (w *Worker) sms(ctx context.Context, e event.Event) error {
 	if err := w.Events.Decode(e, &in); err != nil {
 		return err
 	}
-	if gone, err := w.tombstoned(ctx, in.User); err != nil {
+	if err := w.erased(ctx, in.User); err != nil {
 		return err
-	} else if gone {
-		return fmt.Errorf("twilio: user tombstoned: %w", events.ErrDropped)
 	}
 	// The number may have been removed or taken over since the webhook.
 	owner, ok, err := w.Owners.Owner(ctx, in.FromHash)
@@ -221,10 +224,8 @@ func (w *Worker) callStatus(ctx context.Context, e event.Event) error {
 	if in.User == "" {
 		return w.drop(ctx, "", "status/unattributed-call")
 	}
-	if gone, err := w.tombstoned(ctx, in.User); err != nil {
+	if err := w.erased(ctx, in.User); err != nil {
 		return err
-	} else if gone {
-		return fmt.Errorf("twilio: user tombstoned: %w", events.ErrDropped)
 	}
 	found, err := w.Calls.SetStatus(ctx, in.CallSID, in.User, in.CallStatus, in.DurationS)
 	if errors.Is(err, phones.ErrOtherOwner) {

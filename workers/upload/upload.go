@@ -118,7 +118,7 @@ func (w *Worker) Handle(ctx context.Context, e event.Event) error {
 		}
 		log.InfoContext(ctx, "upload dropped", slog.String("reason", "user tombstoned"))
 		return fmt.Errorf("upload: user tombstoned: %w", events.ErrDropped)
-	case callerFault(err):
+	case ingest.CallerFault(err):
 		return w.reject(ctx, log, p, fmt.Errorf("upload: %w", err))
 	case err != nil:
 		// A dependency failed: keep the upload for the redelivery.
@@ -166,19 +166,6 @@ func (w *Worker) read(ctx context.Context, p events.UploadFinalized) ([]byte, er
 		return nil, errors.New("upload: CRC32C of the bytes read differs from the notification's")
 	}
 	return body, nil
-}
-
-// callerFault reports whether err is an Accept outcome no retry can change.
-func callerFault(err error) bool {
-	for _, target := range []error{
-		ingest.ErrInvalid, ingest.ErrUnsupportedType, ingest.ErrUnsupportedAudio,
-		ingest.ErrMalformedAudio, ingest.ErrEmptyAudio, ingest.ErrConflict, ingest.ErrTooLong,
-	} {
-		if errors.Is(err, target) {
-			return true
-		}
-	}
-	return false
 }
 
 // reject purges an upload that can never be accepted and returns reason as
