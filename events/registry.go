@@ -19,6 +19,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+
+	"github.com/lethe-dev/lethe/internal/schemaerr"
 )
 
 //go:embed schemas/*.json
@@ -422,17 +424,9 @@ func describeJSONError(where string, err error) string {
 // never echoing the offending value (it may be user content or a raw id).
 func describeValidation(ve *jsonschema.ValidationError) string {
 	var msgs []string
-	var walk func(*jsonschema.ValidationError)
-	walk = func(e *jsonschema.ValidationError) {
-		if len(e.Causes) > 0 {
-			for _, c := range e.Causes {
-				walk(c)
-			}
-			return
-		}
+	for e := range schemaerr.Leaves(ve) {
 		msgs = append(msgs, describeLeaf(e)...)
 	}
-	walk(ve)
 	slices.Sort(msgs)
 	msgs = slices.Compact(msgs)
 	const maxMsgs = 16

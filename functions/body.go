@@ -14,6 +14,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 
 	"github.com/lethe-dev/lethe/infra/security"
+	"github.com/lethe-dev/lethe/internal/schemaerr"
 )
 
 // Every JSON request body is checked against a JSON Schema (2020-12,
@@ -158,14 +159,7 @@ func describeSchemaErrors(ve *jsonschema.ValidationError) string {
 // words a minimum/maximum failure at a location.
 func schemaErrorList(ve *jsonschema.ValidationError, outOfRange func(at string) string) string {
 	var msgs []string
-	var walk func(*jsonschema.ValidationError)
-	walk = func(e *jsonschema.ValidationError) {
-		if len(e.Causes) > 0 {
-			for _, c := range e.Causes {
-				walk(c)
-			}
-			return
-		}
+	for e := range schemaerr.Leaves(ve) {
 		at := "body"
 		if len(e.InstanceLocation) > 0 {
 			at = strings.Join(e.InstanceLocation, "/")
@@ -195,7 +189,6 @@ func schemaErrorList(ve *jsonschema.ValidationError, outOfRange func(at string) 
 			msgs = append(msgs, at+": invalid")
 		}
 	}
-	walk(ve)
 	slices.Sort(msgs)
 	msgs = slices.Compact(msgs)
 	if len(msgs) > 8 {
